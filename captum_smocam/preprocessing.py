@@ -1,0 +1,54 @@
+"""Intensity normalisation shared by the cohort generator, training and NIfTI loading.
+
+One function, one place: a model is trained on images normalised with
+:func:`normalize_intensity` and its checkpoint records the ``method`` name, so
+that :mod:`captum_smocam.nifti` applies exactly the same step to a user's scan.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: Names accepted by :func:`normalize_intensity`.
+NORMALIZATION_METHODS = ("zscore_nonzero", "none")
+
+
+def normalize_intensity(image, method: str = "zscore_nonzero"):
+    """Normalise a scan's intensities.
+
+    Args:
+        image (numpy.ndarray or torch.Tensor): an image of any shape.
+        method (str, optional): ``"zscore_nonzero"`` subtracts the mean and
+            divides by the standard deviation of the voxels above zero (the
+            head), leaving zero background at ``-mean/sd``; ``"none"`` returns
+            the input as ``float32``. Default: ``"zscore_nonzero"``
+
+    Returns:
+        Same type and shape as ``image``, ``float32``.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> x = np.zeros((4, 5, 6)); x[1:3, 1:4, 1:5] = np.arange(24).reshape(2, 3, 4)
+        >>> y = normalize_intensity(x)
+        >>> round(float(y[x > 0].mean()), 6)
+        0.0
+    """
+    if method not in NORMALIZATION_METHODS:
+        raise ValueError(
+            f"unknown normalisation method {method!r}; expected one of {NORMALIZATION_METHODS}"
+        )
+    is_numpy = isinstance(image, np.ndarray)
+    if is_numpy:
+        x = image.astype(np.float32, copy=False)
+    else:
+        x = image.float()
+    if method == "none":
+        return x.copy() if is_numpy else x.clone()
+    fg = x[x > 0]
+    if fg.numel() if not is_numpy else fg.size == 0:
+        raise ValueError("cannot normalise an image with no voxel above zero")
+    mean = fg.mean()
+    sd = fg.std()
+    if float(sd) == 0.0:
+        sd = 1.0
+    return (x - mean) / sd
