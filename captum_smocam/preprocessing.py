@@ -45,7 +45,8 @@ def normalize_intensity(image, method: str = "zscore_nonzero"):
     if method == "none":
         return x.copy() if is_numpy else x.clone()
     fg = x[x > 0]
-    if fg.numel() if not is_numpy else fg.size == 0:
+    n_fg = fg.size if is_numpy else fg.numel()
+    if n_fg == 0:
         raise ValueError("cannot normalise an image with no voxel above zero")
     mean = fg.mean()
     sd = fg.std()
