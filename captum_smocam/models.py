@@ -1,0 +1,593 @@
+"""3-D convolutional regression models for brain morphometry, and their checkpoints.
+
+Two architectures predict the volumes (cm³) of all brain structures at once
+from one normalised T1 scan (``N x 1 x X x Y x Z``):
+
+* :class:`VGG3D` — blocks of 3x3x3 convolutions, BatchNorm and ReLU separated
+  by max pooling, global average pooling and a two-layer head;
+* :class:`AlexNet3D` — a large strided first convolution, three convolution
+  layers and two fully connected layers, after the AlexNet-style network of
+  Rebsamen et al. (2020), "Brain morphometry estimation: from hours to seconds
+  using deep learning", Front. Neurol. 11:244.
+
+Both end in global average pooling, so any input size works, and both
+de-standardise their last layer with the buffers ``output_mean`` and
+``output_std`` so that ``model(x)`` is in cm³ while training minimises the MSE
+of standardised targets (:meth:`standardize`).
+
+Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) hold only
+tensors and plain Python values and are read with ``torch.load(...,
+weights_only=True)``: loading a checkpoint never runs code. The architecture is
+rebuilt from the names ``arch`` and ``arch_kwargs`` in its metadata.
+:func:`load_default_model` reads the weights shipped in ``captum_smocam/data``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import os
+import pickle
+from collections import OrderedDict
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "VGG3D",
+    "AlexNet3D",
+    "ARCHITECTURES",
+    "DEFAULT_MODELS",
+    "CHECKPOINT_FORMAT_VERSION",
+    "METADATA_KEYS",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_default_model",
+]
+
+#: Version of the checkpoint layout written by :func:`save_checkpoint`.
+CHECKPOINT_FORMAT_VERSION = 1
+
+#: Keys every shipped checkpoint's metadata holds (see ``docs/models.md``).
+METADATA_KEYS = (
+    "format_version",
+    "arch",
+    "arch_kwargs",
+    "output_names",
+    "output_units",
+    "output_mean",
+    "output_std",
+    "input_shape",
+    "spacing_mm",
+    "affine",
+    "intensity_normalization",
+    "default_layer",
+    "lr_correlation",
+    "train_seed",
+    "splits",
+    "test_metrics",
+    "train_seconds",
+    "epochs",
+)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
+    """``Conv3d -> BatchNorm3d -> ReLU`` with 'same' padding for odd kernels."""
+    return [
+        nn.Conv3d(
+            in_channels,
+            out_channels,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            bias=False,
+        ),
+        nn.BatchNorm3d(out_channels),
+        nn.ReLU(inplace=False),
+    ]
+
+
+def _check_positive_ints(name: str, values, length: Optional[int] = None) -> tuple:
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of positive ints, got {values!r}") from None
+    if not values or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
+    ):
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
+    if length is not None and len(values) != length:
+        raise ValueError(f"{name} must have {length} entries, got {len(values)}: {values!r}")
+    return values
+
+
+class _Standardized(nn.Module):
+    """Shared de-standardisation of the last layer (``output_mean``/``output_std``)."""
+
+    def _init_output_stats(self, n_outputs: int, output_mean, output_std) -> None:
+        mean = torch.zeros(n_outputs) if output_mean is None else torch.as_tensor(
+            output_mean, dtype=torch.float32
+        ).flatten()
+        std = torch.ones(n_outputs) if output_std is None else torch.as_tensor(
+            output_std, dtype=torch.float32
+        ).flatten()
+        for name, t in (("output_mean", mean), ("output_std", std)):
+            if t.numel() != n_outputs:
+                raise ValueError(
+                    f"{name} must have n_outputs={n_outputs} entries, got {t.numel()}"
+                )
+        if not bool(torch.all(std > 0)):
+            raise ValueError(f"output_std must be positive, got {std.tolist()}")
+        self.register_buffer("output_mean", mean.clone())
+        self.register_buffer("output_std", std.clone())
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input of shape N x {self.in_channels} x X x Y x Z, "
+                f"got {tuple(x.shape)}"
+            )
+
+    def standardize(self, volumes: torch.Tensor) -> torch.Tensor:
+        """Map volumes in cm³ (``N x n_outputs``) to the standardised scale of the last layer."""
+        return (volumes - self.output_mean) / self.output_std
+
+    def forward_standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """The last layer's output before de-standardisation (``N x n_outputs``)."""
+        self._check_input(x)
+        z = self.features(x)
+        z = self.pool(z).flatten(1)
+        return self.head(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted volumes in cm³, ``N x n_outputs``."""
+        return self.forward_standardized(x) * self.output_std + self.output_mean
+
+
+class VGG3D(_Standardized):
+    r"""VGG-style 3-D CNN regressing several structure volumes at once.
+
+    ``features`` holds one ``nn.Sequential`` per entry of ``channels``, named
+    ``block1``, ``block2``, ...; every block but the first *starts* with a
+    ``MaxPool3d(2)`` and then applies ``convs_per_block`` times
+    ``Conv3d(3x3x3) -> BatchNorm3d -> ReLU``. The first block does not pool.
+    So the tensor a block outputs is its last ReLU activation, at
+    ``1 / 2**(k-1)`` of the input resolution for ``block{k}`` (floor division
+    per axis), which is the feature map SMOCAM and Grad-CAM mask when a block
+    is named as the layer. Then ``pool`` (global average pooling over space)
+    and ``head`` (``fc1 -> ReLU -> fc2``) give one standardised value per
+    output, de-standardised with the buffers ``output_mean`` and ``output_std``:
+
+    .. math::
+        \hat y = \mathrm{head}(\mathrm{GAP}(\mathrm{features}(x))) \cdot \sigma + \mu
+
+    so the model returns cm³ and any input size works.
+
+    Args:
+        n_outputs (int): number of predicted structure volumes.
+        in_channels (int, optional): input channels. Default: 1
+        channels (sequence of int, optional): output channels of each block.
+            Default: ``(8, 16, 32, 64)``
+        convs_per_block (int or sequence of int, optional): convolutions in
+            each block (one int for all blocks). Default: 1
+        hidden (int, optional): width of the head's hidden layer.
+            Default: 64
+        output_mean (sequence of float, optional): training-set mean of each
+            output in cm³ (:math:`\mu`). Default: zeros
+        output_std (sequence of float, optional): training-set standard
+            deviation of each output in cm³ (:math:`\sigma`). Default: ones
+
+    Shapes:
+        input ``N x in_channels x X x Y x Z``; output ``N x n_outputs`` (cm³).
+
+    Attributes:
+        default_layer (str): the layer to explain by default,
+            ``"features.block3"`` (the last block if there are fewer): 1/4 of
+            the input resolution, fine enough to separate the left and right
+            hippocampi (see ``docs/models.md`` for the voxel counts).
+
+    Examples::
+
+        >>> import torch
+        >>> model = VGG3D(4, output_mean=[10.0] * 4, output_std=[2.0] * 4).eval()
+        >>> model(torch.randn(2, 1, 20, 24, 22)).shape
+        torch.Size([2, 4])
+        >>> model.get_submodule(model.default_layer)(torch.randn(1, 16, 10, 12, 11)).shape
+        torch.Size([1, 32, 5, 6, 5])
+    """
+
+    def __init__(
+        self,
+        n_outputs: int,
+        in_channels: int = 1,
+        channels: Sequence[int] = (8, 16, 32, 64),
+        convs_per_block=1,
+        hidden: int = 64,
+        output_mean=None,
+        output_std=None,
+    ) -> None:
+        super().__init__()
+        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
+        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
+        (hidden,) = _check_positive_ints("hidden", [hidden])
+        channels = _check_positive_ints("channels", channels)
+        if isinstance(convs_per_block, int) and not isinstance(convs_per_block, bool):
+            convs_per_block = (convs_per_block,) * len(channels)
+        convs_per_block = _check_positive_ints("convs_per_block", convs_per_block, len(channels))
+        self.n_outputs, self.in_channels = n_outputs, in_channels
+        self.channels, self.convs_per_block = channels, convs_per_block
+
+        blocks = OrderedDict()
+        c_in = in_channels
+        for k, (c_out, n_conv) in enumerate(zip(channels, convs_per_block), start=1):
+            layers = [] if k == 1 else [nn.MaxPool3d(kernel_size=2, stride=2)]
+            for _ in range(n_conv):
+                layers += _conv_bn_relu(c_in, c_out)
+                c_in = c_out
+            blocks[f"block{k}"] = nn.Sequential(*layers)
+        self.features = nn.Sequential(blocks)
+        self.default_layer = f"features.block{min(3, len(channels))}"
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.head = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(c_in, hidden),
+                relu=nn.ReLU(inplace=False),
+                fc2=nn.Linear(hidden, n_outputs),
+            )
+        )
+        self._init_output_stats(n_outputs, output_mean, output_std)
+
+
+class AlexNet3D(_Standardized):
+    r"""AlexNet-style 3-D CNN regressing several structure volumes at once.
+
+    Modelled on the network of Rebsamen et al. (2020), "Brain morphometry
+    estimation: from hours to seconds using deep learning", Front. Neurol.
+    11:244, which adapts AlexNet to 3-D T1 scans and regresses 165
+    morphometric measures: a large strided first convolution, three
+    convolution layers and two fully connected layers. Here the widths are
+    reduced so that it trains on a CPU, and it ends in global average pooling
+    so that any input size works. ``features`` holds, in order:
+
+    * ``conv1``: ``Conv3d(k1, stride 2) -> BatchNorm3d -> ReLU`` (1/2 resolution)
+    * ``pool1``: ``MaxPool3d(3, stride 2)``
+    * ``conv2``: ``Conv3d(k2) -> BatchNorm3d -> ReLU`` (1/4 resolution)
+    * ``pool2``: ``MaxPool3d(3, stride 2)``
+    * ``conv3``: ``Conv3d(3) -> BatchNorm3d -> ReLU`` (1/8 resolution)
+
+    Each ``conv{k}`` outputs its ReLU activation. Then ``pool`` (global average
+    pooling) and ``head`` (``fc1 -> ReLU -> dropout -> fc2``), de-standardised
+    with the buffers ``output_mean`` and ``output_std`` into cm³.
+
+    Args:
+        n_outputs (int): number of predicted structure volumes.
+        in_channels (int, optional): input channels. Default: 1
+        channels (sequence of 3 int, optional): output channels of ``conv1``,
+            ``conv2``, ``conv3``. Default: ``(16, 32, 64)``
+        kernel_sizes (sequence of 2 int, optional): odd kernel sizes of
+            ``conv1`` and ``conv2``. Default: ``(5, 3)``
+        hidden (int, optional): width of ``fc1``. Default: 64
+        dropout (float, optional): dropout before ``fc2``. Default: 0.0
+        output_mean (sequence of float, optional): training-set mean of each
+            output in cm³. Default: zeros
+        output_std (sequence of float, optional): training-set standard
+            deviation of each output in cm³. Default: ones
+
+    Shapes:
+        input ``N x in_channels x X x Y x Z``; output ``N x n_outputs`` (cm³).
+
+    Attributes:
+        default_layer (str): ``"features.conv2"`` (1/4 of the input
+            resolution, as ``features.block3`` of :class:`VGG3D`).
+
+    Examples::
+
+        >>> import torch
+        >>> model = AlexNet3D(3).eval()
+        >>> model(torch.randn(2, 1, 21, 25, 23)).shape
+        torch.Size([2, 3])
+    """
+
+    #: The layer to explain by default.
+    default_layer = "features.conv2"
+
+    def __init__(
+        self,
+        n_outputs: int,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64),
+        kernel_sizes: Sequence[int] = (5, 3),
+        hidden: int = 64,
+        dropout: float = 0.0,
+        output_mean=None,
+        output_std=None,
+    ) -> None:
+        super().__init__()
+        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
+        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
+        (hidden,) = _check_positive_ints("hidden", [hidden])
+        channels = _check_positive_ints("channels", channels, 3)
+        kernel_sizes = _check_positive_ints("kernel_sizes", kernel_sizes, 2)
+        if any(k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f"kernel_sizes must be odd, got {kernel_sizes!r}")
+        if not (0.0 <= float(dropout) < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.n_outputs, self.in_channels = n_outputs, in_channels
+        self.channels, self.kernel_sizes = channels, kernel_sizes
+        c1, c2, c3 = channels
+        k1, k2 = kernel_sizes
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Sequential(*_conv_bn_relu(in_channels, c1, k1, stride=2)),
+                pool1=nn.MaxPool3d(kernel_size=3, stride=2, padding=1),
+                conv2=nn.Sequential(*_conv_bn_relu(c1, c2, k2)),
+                pool2=nn.MaxPool3d(kernel_size=3, stride=2, padding=1),
+                conv3=nn.Sequential(*_conv_bn_relu(c2, c3, 3)),
+            )
+        )
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.head = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(c3, hidden),
+                relu=nn.ReLU(inplace=False),
+                dropout=nn.Dropout(float(dropout)),
+                fc2=nn.Linear(hidden, n_outputs),
+            )
+        )
+        self._init_output_stats(n_outputs, output_mean, output_std)
+
+
+#: Architectures a checkpoint may name in its ``arch`` field.
+ARCHITECTURES = {"VGG3D": VGG3D, "AlexNet3D": AlexNet3D}
+
+#: Names accepted by :func:`load_default_model` and the shipped files they read.
+DEFAULT_MODELS = {
+    "vgg": "vgg3d_default.pt",
+    "vgg_independent": "vgg3d_independent.pt",
+    "alexnet": "alexnet3d_default.pt",
+}
+
+
+def build_model(arch: str, arch_kwargs: dict) -> nn.Module:
+    """Build an untrained model from an architecture name and its keyword arguments.
+
+    Args:
+        arch (str): a key of :data:`ARCHITECTURES` (``"VGG3D"`` or ``"AlexNet3D"``).
+        arch_kwargs (dict): keyword arguments of that class (plain values).
+
+    Returns:
+        torch.nn.Module: the model, in training mode.
+
+    Examples::
+
+        >>> build_model("VGG3D", {"n_outputs": 2, "channels": [4, 8]}).channels
+        (4, 8)
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    if not isinstance(arch_kwargs, dict):
+        raise TypeError(f"arch_kwargs must be a dict, got {type(arch_kwargs).__name__}")
+    return ARCHITECTURES[arch](**arch_kwargs)
+
+
+def _arch_kwargs(model: nn.Module) -> dict:
+    """The plain keyword arguments that rebuild ``model`` (without its output statistics)."""
+    if isinstance(model, VGG3D):
+        return {
+            "n_outputs": model.n_outputs,
+            "in_channels": model.in_channels,
+            "channels": list(model.channels),
+            "convs_per_block": list(model.convs_per_block),
+            "hidden": model.head.fc1.out_features,
+        }
+    if isinstance(model, AlexNet3D):
+        return {
+            "n_outputs": model.n_outputs,
+            "in_channels": model.in_channels,
+            "channels": list(model.channels),
+            "kernel_sizes": list(model.kernel_sizes),
+            "hidden": model.head.fc1.out_features,
+            "dropout": float(model.head.dropout.p),
+        }
+    raise TypeError(
+        f"cannot checkpoint a {type(model).__name__}; expected one of {sorted(ARCHITECTURES)}"
+    )
+
+
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_plain(value, where: str = "metadata") -> None:
+    """Raise TypeError unless ``value`` is built from dict/list/str/int/float/bool/None."""
+    if isinstance(value, _PLAIN_SCALARS):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where} keys must be str, got {k!r}")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise TypeError(
+        f"{where} must hold only dict, list, str, int, float, bool or None; "
+        f"got {type(value).__name__}: {value!r}"
+    )
+
+
+def _to_plain(value):
+    """Tuples to lists, recursively (so a saved file reads back equal)."""
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> dict:
+    """Write a model and its metadata to a file that :func:`load_checkpoint` reads.
+
+    The file holds ``{"state_dict": ..., "metadata": ...}`` made of tensors and
+    plain values only. ``metadata`` is completed with ``format_version``,
+    ``arch``, ``arch_kwargs``, ``output_mean``, ``output_std`` and
+    ``default_layer`` taken from the model (values given in ``metadata`` for
+    the last three must agree with the model and are overwritten otherwise).
+    The write goes to a temporary name that is renamed at the end.
+
+    Args:
+        path (str or os.PathLike): destination file (``.pt``).
+        model (VGG3D or AlexNet3D): the model to save.
+        metadata (dict, optional): plain values (dict, list, str, int, float,
+            bool, None) describing the model; see ``docs/models.md`` for the
+            keys of a shipped checkpoint. Default: ``{}``
+
+    Returns:
+        dict: the metadata as written.
+
+    Examples::
+
+        >>> import tempfile, os
+        >>> m = VGG3D(2, channels=(4, 8))
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.pt")
+        >>> save_checkpoint(p, m, {"output_names": ["a", "b"]})["arch"]
+        'VGG3D'
+    """
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    _check_plain(metadata)
+    meta = _to_plain(copy.deepcopy(metadata))
+    meta["format_version"] = CHECKPOINT_FORMAT_VERSION
+    meta["arch"] = type(model).__name__
+    meta["arch_kwargs"] = _arch_kwargs(model)
+    meta["output_mean"] = [float(v) for v in model.output_mean]
+    meta["output_std"] = [float(v) for v in model.output_std]
+    meta.setdefault("default_layer", model.default_layer)
+    try:
+        model.get_submodule(meta["default_layer"])
+    except AttributeError:
+        raise ValueError(
+            f"metadata['default_layer'] {meta['default_layer']!r} is not a layer of the model"
+        ) from None
+    names = meta.get("output_names")
+    if names is not None and len(names) != model.n_outputs:
+        raise ValueError(
+            f"metadata['output_names'] has {len(names)} names but the model has "
+            f"{model.n_outputs} outputs"
+        )
+    state = OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.part")
+    try:
+        torch.save({"state_dict": state, "metadata": meta}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return meta
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint written by :func:`save_checkpoint` without running code.
+
+    The file is read with ``torch.load(..., weights_only=True)``, which
+    unpickles tensors and plain containers only: a file holding any other
+    object (for example one whose ``__reduce__`` would call a function) is
+    refused with a ValueError. The model is rebuilt from the metadata's
+    ``arch`` and ``arch_kwargs`` and its weights and output statistics loaded
+    strictly.
+
+    Args:
+        path (str or os.PathLike): the checkpoint file.
+        map_location (str or torch.device, optional): where tensors are
+            loaded. Default: ``"cpu"``
+
+    Returns:
+        tuple: ``(model, metadata)`` — the model in eval mode and its metadata dict.
+
+    Examples::
+
+        >>> import tempfile, os, torch
+        >>> m = VGG3D(2, channels=(4, 8)).eval()
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.pt")
+        >>> _ = save_checkpoint(p, m)
+        >>> m2, meta = load_checkpoint(p)
+        >>> x = torch.randn(1, 1, 7, 8, 9)
+        >>> torch.equal(m(x), m2(x))
+        True
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"refusing to load {path!r}: it is not a plain captum_smocam checkpoint "
+            f"(it holds objects other than tensors and plain values, which could run "
+            f"code when unpickled). Details: {err}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"cannot read checkpoint {path!r}: {err}") from None
+    if not isinstance(blob, dict) or set(blob) != {"state_dict", "metadata"}:
+        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(
+            f"{path!r} is not a captum_smocam checkpoint: expected a dict with keys "
+            f"['metadata', 'state_dict'], got {keys}"
+        )
+    meta = blob["metadata"]
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path!r}: metadata must be a dict, got {type(meta).__name__}")
+    version = meta.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(
+            f"{path!r}: unsupported checkpoint format_version {version!r}; "
+            f"expected {CHECKPOINT_FORMAT_VERSION}"
+        )
+    model = build_model(meta.get("arch"), meta.get("arch_kwargs"))
+    try:
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path!r}: weights do not match architecture {meta['arch']} "
+            f"{meta['arch_kwargs']}: {err}"
+        ) from None
+    model.to(map_location)
+    return model.eval(), meta
+
+
+def load_default_model(name: str = "vgg"):
+    """Load one of the models shipped with the package, in eval mode.
+
+    Args:
+        name (str, optional): ``"vgg"`` (VGG3D trained on a cohort whose left
+            and right volumes correlate at 0.95), ``"vgg_independent"`` (same
+            recipe, left and right independent) or ``"alexnet"`` (AlexNet3D,
+            correlation 0.95). Default: ``"vgg"``
+
+    Returns:
+        tuple: ``(model, metadata)`` as :func:`load_checkpoint`.
+
+    Examples::
+
+        >>> model, meta = load_default_model("vgg")  # doctest: +SKIP
+        >>> meta["output_names"][:2]  # doctest: +SKIP
+        ['left_lateral_ventricle', 'right_lateral_ventricle']
+    """
+    if name not in DEFAULT_MODELS:
+        raise ValueError(f"unknown default model {name!r}; expected one of {sorted(DEFAULT_MODELS)}")
+    resource = importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]
+    if not resource.is_file():
+        raise FileNotFoundError(
+            f"the shipped model {name!r} ({DEFAULT_MODELS[name]}) is not installed in "
+            f"{resource}; train it with benchmarks/train.py (see docs/models.md)"
+        )
+    with importlib.resources.as_file(resource) as path:
+        return load_checkpoint(path)

@@ -1,0 +1,221 @@
+"""Tests of captum_smocam.models: shapes, cm³ outputs, checkpoints, shipped weights."""
+import importlib.resources
+import os
+import pickle
+
+import pytest
+import torch
+
+from captum_smocam import models
+from captum_smocam.models import (
+    METADATA_KEYS,
+    AlexNet3D,
+    VGG3D,
+    build_model,
+    load_checkpoint,
+    load_default_model,
+    save_checkpoint,
+)
+
+SHAPE = (7, 8, 9)  # non-cubic: swapped axes change the shapes below
+
+
+def _tiny(arch, n_outputs=3, **kw):
+    torch.manual_seed(0)
+    if arch == "vgg":
+        return VGG3D(n_outputs, channels=(2, 3, 4), hidden=5, **kw)
+    return AlexNet3D(n_outputs, channels=(2, 3, 4), kernel_sizes=(3, 3), hidden=5, **kw)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "alexnet"])
+def test_output_shape_any_input_size(arch):
+    model = _tiny(arch).eval()
+    for shape in (SHAPE, (12, 10, 11)):
+        assert model(torch.randn(2, 1, *shape)).shape == (2, 3)
+
+
+def test_vgg_block_resolutions_and_names():
+    model = VGG3D(2, channels=(2, 3, 4, 5)).eval()
+    seen = {}
+    hooks = [
+        model.get_submodule(f"features.block{k}").register_forward_hook(
+            lambda m, i, o, k=k: seen.__setitem__(k, tuple(o.shape))
+        )
+        for k in range(1, 5)
+    ]
+    model(torch.randn(1, 1, 16, 18, 20))
+    for h in hooks:
+        h.remove()
+    # block1 keeps full resolution; each later block pools first.
+    assert seen == {1: (1, 2, 16, 18, 20), 2: (1, 3, 8, 9, 10), 3: (1, 4, 4, 4, 5), 4: (1, 5, 2, 2, 2)}
+    assert model.default_layer == "features.block3"
+
+
+def test_alexnet_layer_names_and_strides():
+    model = AlexNet3D(2, channels=(2, 3, 4)).eval()
+    out = {}
+    for name in ("features.conv1", "features.conv2", "features.conv3"):
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: out.__setitem__(name, tuple(o.shape[2:]))
+        )
+    model(torch.randn(1, 1, 32, 40, 48))
+    assert out == {
+        "features.conv1": (16, 20, 24),
+        "features.conv2": (8, 10, 12),
+        "features.conv3": (4, 5, 6),
+    }
+    model.get_submodule(model.default_layer)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "alexnet"])
+def test_outputs_are_destandardised(arch):
+    mean, std = [100.0, 2.0, 30.0], [10.0, 0.5, 3.0]
+    model = _tiny(arch, output_mean=mean, output_std=std).eval()
+    x = torch.randn(4, 1, *SHAPE)
+    z = model.forward_standardized(x)
+    y = model(x)
+    torch.testing.assert_close(y, z * torch.tensor(std) + torch.tensor(mean))
+    torch.testing.assert_close(model.standardize(y), z)
+    # buffers, saved in state_dict
+    sd = model.state_dict()
+    assert sd["output_mean"].tolist() == mean and sd["output_std"].tolist() == std
+    assert "output_mean" not in dict(model.named_parameters())
+
+
+def test_bad_arguments_raise_with_value():
+    with pytest.raises(ValueError, match="-1"):
+        VGG3D(-1)
+    with pytest.raises(ValueError, match="output_std"):
+        VGG3D(2, output_std=[1.0, 0.0])
+    with pytest.raises(ValueError, match="n_outputs=2 entries, got 3"):
+        VGG3D(2, output_mean=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"\(1, 2, 7, 8, 9\)"):
+        _tiny("vgg")(torch.randn(1, 2, *SHAPE))
+    with pytest.raises(ValueError, match=r"\(2, 4\)"):
+        AlexNet3D(2, kernel_sizes=(2, 4))
+    with pytest.raises(ValueError, match="ResNet"):
+        build_model("ResNet", {})
+
+
+@pytest.mark.parametrize("arch", ["vgg", "alexnet"])
+def test_checkpoint_round_trip(tmp_path, arch):
+    model = _tiny(arch, output_mean=[5.0, 6.0, 7.0], output_std=[1.0, 2.0, 3.0])
+    # make BatchNorm running statistics non-trivial
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(3, 1, *SHAPE))
+    model.eval()
+    path = tmp_path / "m.pt"
+    meta_in = {"output_names": ["a", "b", "c"], "splits": {"train": (0, 10)}, "input_shape": SHAPE}
+    written = save_checkpoint(path, model, meta_in)
+    loaded, meta = load_checkpoint(path)
+    assert not loaded.training
+    assert type(loaded) is type(model)
+    x = torch.randn(2, 1, *SHAPE)
+    assert torch.equal(model(x), loaded(x))
+    assert meta == written
+    assert meta["arch"] == type(model).__name__
+    assert meta["output_mean"] == [5.0, 6.0, 7.0]
+    assert meta["splits"] == {"train": [0, 10]}  # tuples stored as lists
+    assert meta["default_layer"] == model.default_layer
+    assert not os.path.exists(str(path) + ".part")
+
+
+def test_checkpoint_rejects_non_plain_metadata(tmp_path):
+    with pytest.raises(TypeError, match="Tensor"):
+        save_checkpoint(tmp_path / "m.pt", _tiny("vgg"), {"x": torch.zeros(1)})
+    with pytest.raises(ValueError, match="2 names"):
+        save_checkpoint(tmp_path / "m.pt", _tiny("vgg"), {"output_names": ["a", "b"]})
+    assert not (tmp_path / "m.pt").exists()
+
+
+_CALLED = []
+
+
+def _mark(message):
+    _CALLED.append(message)
+    return message
+
+
+class _Evil:
+    """Unpickling this object would call a function of the attacker's choice."""
+
+    def __reduce__(self):
+        return (_mark, ("code ran",))
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    model = _tiny("vgg")
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": model.state_dict(), "metadata": {"format_version": 1, "x": _Evil()}}, path)
+    # the file really does run code when unpickled without weights_only
+    torch.load(path, weights_only=False)
+    assert _CALLED == ["code ran"]
+    _CALLED.clear()
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_checkpoint(path)
+    assert _CALLED == []
+
+
+def test_tampered_checkpoints_are_refused(tmp_path):
+    model = _tiny("vgg")
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, model)
+    blob = torch.load(good, weights_only=True)
+
+    bad = dict(blob, metadata=dict(blob["metadata"], format_version=99))
+    torch.save(bad, tmp_path / "v.pt")
+    with pytest.raises(ValueError, match="99"):
+        load_checkpoint(tmp_path / "v.pt")
+
+    sd = dict(blob["state_dict"])
+    sd["head.fc2.weight"] = torch.zeros(7, 7)
+    torch.save({"state_dict": sd, "metadata": blob["metadata"]}, tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="do not match"):
+        load_checkpoint(tmp_path / "w.pt")
+
+    torch.save([1, 2], tmp_path / "l.pt")
+    with pytest.raises(ValueError, match="not a captum_smocam checkpoint"):
+        load_checkpoint(tmp_path / "l.pt")
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_load_default_model_unknown_name():
+    with pytest.raises(ValueError, match="resnet"):
+        load_default_model("resnet")
+
+
+def _shipped(name):
+    return (importlib.resources.files("captum_smocam") / "data" / models.DEFAULT_MODELS[name]).is_file()
+
+
+@pytest.mark.parametrize("name", sorted(models.DEFAULT_MODELS))
+def test_shipped_model(name):
+    if not _shipped(name):
+        pytest.skip(f"{models.DEFAULT_MODELS[name]} not trained yet (benchmarks/train.py)")
+    path = importlib.resources.files("captum_smocam") / "data" / models.DEFAULT_MODELS[name]
+    assert os.path.getsize(path) <= 10 * 1024 * 1024
+    model, meta = load_default_model(name)
+    assert not model.training
+    missing = [k for k in METADATA_KEYS if k not in meta]
+    assert missing == []
+    assert meta["output_units"] == "cm3"
+    assert meta["intensity_normalization"] == "zscore_nonzero"
+    assert len(meta["output_names"]) == model.n_outputs == len(meta["output_std"])
+    assert torch.allclose(model.output_std, torch.tensor(meta["output_std"]))
+    assert len(meta["affine"]) == 4 and all(len(r) == 4 for r in meta["affine"])
+    (a, b), (c, d), (e, f) = (meta["splits"][k] for k in ("train", "val", "test"))
+    assert b <= c and d <= e  # disjoint, ordered subject index ranges
+    model.get_submodule(meta["default_layer"])
+    for key in ("left_hippocampus", "right_hippocampus"):
+        assert set(meta["test_metrics"][key]) >= {"r2", "mae_cm3"}
+    # a blank image of the training size gives finite volumes in cm³
+    with torch.no_grad():
+        y = model(torch.zeros(1, 1, *meta["input_shape"]))
+    assert y.shape == (1, model.n_outputs) and torch.isfinite(y).all()
