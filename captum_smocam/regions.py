@@ -1,0 +1,402 @@
+"""Per-region attention: intersect an attribution map with a label volume.
+
+SMOCAM's poster concludes that the method gives "a quantitative analysis of
+brain morphometric measurements by ... intersecting the generated attention
+map with all brain regions to obtain their respective attention". This module
+does that intersection:
+
+* :func:`get_region_table` -- one row per label of a parcellation (FreeSurfer
+  ``aseg``/``aparc+aseg``, a synthetic phantom, ...) with the attention it
+  receives;
+* :func:`aggregate_region_tables` -- mean and standard deviation per region
+  over many subjects;
+* :func:`read_lut` -- label names from a ``FreeSurferColorLUT.txt``-format
+  file.
+
+It also holds the two small array helpers shared by
+:mod:`captum_smocam.plotting` and :mod:`captum_smocam.nifti`:
+:func:`as_spatial_array` (tensor / array / nibabel image of shape
+``(X, Y, Z)``, ``(1, X, Y, Z)`` or ``(1, 1, X, Y, Z)`` to a NumPy volume) and
+:func:`upsample_to` (layer-resolution map to a finer grid, with the same
+``torch.nn.functional.interpolate(..., align_corners=False)`` call that
+Captum's ``LayerAttribution.interpolate`` makes).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "as_spatial_array",
+    "upsample_to",
+    "read_lut",
+    "get_region_table",
+    "aggregate_region_tables",
+    "REGION_TABLE_COLUMNS",
+]
+
+#: Columns of the table returned by :func:`get_region_table`, in order.
+REGION_TABLE_COLUMNS = ("label", "name", "n_voxels", "attention_sum", "attention_mean", "share")
+
+_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def _to_numpy(x, what: str = "input") -> np.ndarray:
+    """Tensor, array, nibabel image or nested sequence -> NumPy array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get_fdata") and hasattr(x, "affine"):  # nibabel image
+        return np.asarray(x.dataobj)
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x)
+    raise TypeError(
+        f"{what} must be a numpy array, a torch tensor or a nibabel image; got {type(x).__name__}"
+    )
+
+
+def as_spatial_array(x, spatial_ndim: Optional[int] = None, *, what: str = "attribution") -> np.ndarray:
+    """Return ``x`` as a NumPy array with only its spatial dimensions.
+
+    Leading dimensions of size 1 (batch, channel) are dropped, so
+    ``(1, 1, X, Y, Z)``, ``(1, X, Y, Z)`` and ``(X, Y, Z)`` all give
+    ``(X, Y, Z)``. A batch of several examples is refused: pick one with
+    ``attr[i]`` first.
+
+    Args:
+        x (numpy.ndarray, torch.Tensor or nibabel image): the map.
+        spatial_ndim (int, optional): number of spatial dimensions wanted. When
+            ``None``, 2-D input stays 2-D, 3-D stays 3-D, and 4-D or 5-D input
+            is squeezed to 3-D. Default: ``None``
+        what (str, optional): name used in error messages. Default: ``"attribution"``
+
+    Returns:
+        numpy.ndarray: the squeezed array (a view where possible).
+
+    Examples::
+
+        >>> import torch
+        >>> as_spatial_array(torch.zeros(1, 1, 7, 8, 9)).shape
+        (7, 8, 9)
+        >>> as_spatial_array(np.zeros((1, 8, 9)), spatial_ndim=2).shape
+        (8, 9)
+    """
+    arr = _to_numpy(x, what)
+    if spatial_ndim is None:
+        if arr.ndim in (2, 3):
+            return arr
+        spatial_ndim = 3
+    if spatial_ndim < 1:
+        raise ValueError(f"spatial_ndim must be >= 1; got {spatial_ndim}")
+    if arr.ndim < spatial_ndim:
+        raise ValueError(
+            f"{what} of shape {tuple(arr.shape)} has fewer than the {spatial_ndim} spatial "
+            f"dimensions expected"
+        )
+    lead = arr.shape[: arr.ndim - spatial_ndim]
+    if any(s != 1 for s in lead):
+        raise ValueError(
+            f"{what} of shape {tuple(arr.shape)} has leading dimensions {tuple(lead)}; expected "
+            f"{spatial_ndim} spatial dimensions preceded only by size-1 batch/channel dimensions "
+            f"(select one example, e.g. attr[i], first)"
+        )
+    return arr.reshape(arr.shape[arr.ndim - spatial_ndim:])
+
+
+def upsample_to(x, shape: Sequence[int], *, mode: str = "linear", what: str = "attribution") -> np.ndarray:
+    """Upsample a map to ``shape`` (linear/bilinear/trilinear, ``align_corners=False``).
+
+    This is the operation of Captum's
+    ``LayerAttribution.interpolate(attr, shape, "trilinear")``: a map computed
+    at a layer's resolution is stretched over the input grid. A map already
+    of shape ``shape`` is returned unchanged (as ``float32``).
+
+    Args:
+        x (numpy.ndarray or torch.Tensor): spatial map, ``len(shape)`` dims
+            (leading size-1 dims are dropped).
+        shape (sequence of int): target spatial shape; every dimension must be
+            at least the map's (a larger map is refused, since it usually
+            means swapped axes).
+        mode (str, optional): ``"linear"`` (the right one of linear, bilinear
+            or trilinear for the number of dims) or ``"nearest"``.
+            Default: ``"linear"``
+        what (str, optional): name used in error messages. Default: ``"attribution"``
+
+    Returns:
+        numpy.ndarray: ``float32`` array of shape ``shape``.
+
+    Examples::
+
+        >>> upsample_to(np.ones((4, 4, 5)), (7, 8, 9)).shape
+        (7, 8, 9)
+    """
+    shape = tuple(int(s) for s in shape)
+    arr = as_spatial_array(x, len(shape), what=what).astype(np.float32, copy=False)
+    if arr.shape == shape:
+        return arr
+    if any(a > s for a, s in zip(arr.shape, shape)):
+        raise ValueError(
+            f"{what} of spatial shape {arr.shape} is larger than the target grid {shape} in at "
+            f"least one axis; expected a map at the target's resolution or coarser (same axis order)"
+        )
+    if mode == "linear":
+        if len(shape) not in _LINEAR_MODES:
+            raise ValueError(f"linear upsampling supports 1 to 3 spatial dims; got shape {shape}")
+        torch_mode, kwargs = _LINEAR_MODES[len(shape)], {"align_corners": False}
+    elif mode == "nearest":
+        torch_mode, kwargs = "nearest", {}
+    else:
+        raise ValueError(f"mode must be 'linear' or 'nearest'; got {mode!r}")
+    t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+    out = F.interpolate(t, size=shape, mode=torch_mode, **kwargs)
+    return out[0, 0].numpy()
+
+
+def read_lut(path: Union[str, os.PathLike]) -> Dict[int, str]:
+    """Read label names from a ``FreeSurferColorLUT.txt``-format file.
+
+    Each non-blank line that is not a comment reads ``index name R G B A``
+    (any amount of spaces or tabs between fields). Text after ``#`` is a
+    comment. Colours are not returned.
+
+    Args:
+        path (str or Path): the LUT file.
+
+    Returns:
+        dict[int, str]: label index -> name.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a line does not start with an integer followed by a name,
+            or an index appears twice with different names.
+
+    Examples::
+
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "lut.txt")
+        >>> _ = open(p, "w").write("#No. Label Name: R G B A\\n0  Unknown 0 0 0 0\\n17\\tLeft-Hippocampus 220 216 20 0\\n")
+        >>> read_lut(p)
+        {0: 'Unknown', 17: 'Left-Hippocampus'}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"colour look-up table not found: {path}")
+    names: Dict[int, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.split()
+            try:
+                index = int(fields[0])
+            except ValueError:
+                index = None
+            if index is None or len(fields) < 2:
+                raise ValueError(
+                    f"{path}:{lineno}: expected 'index name R G B A', got {raw.rstrip()!r}"
+                )
+            name = fields[1]
+            if index in names and names[index] != name:
+                raise ValueError(
+                    f"{path}:{lineno}: label {index} named {name!r} but already named {names[index]!r}"
+                )
+            names[index] = name
+    return names
+
+
+def _label_array(labels) -> np.ndarray:
+    arr = _to_numpy(labels, "labels")
+    if arr.ndim > 3:
+        arr = as_spatial_array(arr, 3, what="labels")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("labels contain NaN or infinite values; expected integer labels")
+        rounded = np.rint(arr)
+        if not np.allclose(arr, rounded, atol=1e-3):
+            bad = arr[~np.isclose(arr, rounded, atol=1e-3)].ravel()[:3]
+            raise ValueError(f"labels must be integers; got non-integer values such as {bad.tolist()}")
+        arr = rounded
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"labels must be an integer array; got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def get_region_table(
+    attribution,
+    labels,
+    names: Optional[Union[Mapping[int, str], str, os.PathLike]] = None,
+    *,
+    positive_only: bool = True,
+    include_background: bool = False,
+) -> pd.DataFrame:
+    """Attention received by each labelled region of a parcellation.
+
+    The attribution is first brought onto the label grid: leading size-1
+    dimensions are dropped and a map at a layer's (coarser) resolution is
+    upsampled trilinearly with ``align_corners=False`` (as Captum's
+    ``LayerAttribution.interpolate``). Sums are therefore over label-grid
+    voxels. Then, for each label value ``k`` present in ``labels``::
+
+        attention_sum[k]  = sum of a over voxels with label k
+        attention_mean[k] = attention_sum[k] / n_voxels[k]
+        share[k]          = attention_sum[k] / sum of a over ALL voxels
+
+    where ``a = max(attribution, 0)`` when ``positive_only`` (negative values
+    count as 0 in sums, means and shares), else the signed attribution.
+    The total in ``share`` includes the background (label 0), so the shares of
+    the foreground rows add up to the fraction of attention that falls inside
+    labelled tissue; the background row itself is omitted unless
+    ``include_background``.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map of shape
+            ``(X, Y, Z)``, ``(1, X, Y, Z)`` or ``(1, 1, X, Y, Z)`` (or 2-D),
+            at the label grid's resolution or coarser.
+        labels (numpy.ndarray, torch.Tensor or nibabel image): integer label
+            volume of shape ``(X, Y, Z)`` (leading size-1 dims allowed); 0 is
+            background.
+        names (dict or str or Path, optional): label -> name, or the path of a
+            ``FreeSurferColorLUT.txt``-format file read with :func:`read_lut`.
+            Labels without a name are called ``"label_<k>"`` (``"background"``
+            for 0). Default: ``None``
+        positive_only (bool, optional): count negative attribution as 0.
+            Default: ``True``
+        include_background (bool, optional): keep the row of label 0.
+            Default: ``False``
+
+    Returns:
+        pandas.DataFrame: one row per label, sorted by ``share`` (descending,
+        ties by label), with columns
+
+        - ``label`` (int): label value;
+        - ``name`` (str): region name;
+        - ``n_voxels`` (int): voxels with this label on the label grid;
+        - ``attention_sum`` (float): summed attention over the region;
+        - ``attention_mean`` (float): ``attention_sum / n_voxels``;
+        - ``share`` (float): ``attention_sum`` / total attention over all
+          voxels (background included); ``NaN`` if the total is 0.
+
+        ``table.attrs["total_attention"]`` holds that total.
+
+    Examples::
+
+        >>> labels = np.zeros((7, 8, 9), dtype=int); labels[:3] = 17; labels[4:] = 53
+        >>> attr = np.zeros((7, 8, 9)); attr[:3] = 1.0; attr[4:] = 0.5
+        >>> get_region_table(attr, labels, {17: "Left-Hippocampus", 53: "Right-Hippocampus"})
+           label               name  n_voxels  attention_sum  attention_mean     share
+        0     17   Left-Hippocampus       216          216.0             1.0  0.666667
+        1     53  Right-Hippocampus       216          108.0             0.5  0.333333
+    """
+    lab = _label_array(labels)
+    attr = upsample_to(attribution, lab.shape, what="attribution").astype(np.float64)
+    if positive_only:
+        attr = np.maximum(attr, 0.0)
+    if isinstance(names, (str, os.PathLike)):
+        names = read_lut(names)
+    elif names is not None and not isinstance(names, Mapping):
+        raise TypeError(f"names must be a dict {{label: name}} or a LUT path; got {type(names).__name__}")
+    names = {int(k): str(v) for k, v in (names or {}).items()}
+
+    values, inverse = np.unique(lab.ravel(), return_inverse=True)
+    n_vox = np.bincount(inverse, minlength=len(values))
+    sums = np.bincount(inverse, weights=attr.ravel(), minlength=len(values))
+    total = float(attr.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = sums / total if total != 0 else np.full(len(values), np.nan)
+
+    def name_of(k: int) -> str:
+        if k in names:
+            return names[k]
+        return "background" if k == 0 else f"label_{k}"
+
+    table = pd.DataFrame(
+        {
+            "label": values.astype(np.int64),
+            "name": [name_of(int(k)) for k in values],
+            "n_voxels": n_vox.astype(np.int64),
+            "attention_sum": sums,
+            "attention_mean": sums / n_vox,
+            "share": shares,
+        }
+    )
+    if not include_background:
+        table = table[table["label"] != 0]
+    table = table.sort_values(["share", "label"], ascending=[False, True], kind="mergesort", na_position="last")
+    table = table.reset_index(drop=True)
+    table.attrs["total_attention"] = total
+    table.attrs["positive_only"] = positive_only
+    return table
+
+
+def aggregate_region_tables(
+    tables: Union[Iterable[pd.DataFrame], Mapping[str, pd.DataFrame]],
+    *,
+    by: str = "name",
+    columns: Sequence[str] = ("share", "attention_mean"),
+) -> pd.DataFrame:
+    """Mean and standard deviation of region statistics over many subjects.
+
+    A region contributes to a subject's statistics only if it appears in that
+    subject's table (a structure with no voxels has no mean attention); ``n``
+    counts those subjects.
+
+    Args:
+        tables (iterable or dict of pandas.DataFrame): tables from
+            :func:`get_region_table`, one per subject (dict keys are ignored).
+        by (str, optional): column identifying a region across subjects,
+            usually ``"name"`` or ``"label"``. Default: ``"name"``
+        columns (sequence of str, optional): statistics to aggregate.
+            Default: ``("share", "attention_mean")``
+
+    Returns:
+        pandas.DataFrame: one row per region with columns ``by``, ``n`` and,
+        for each ``c`` in ``columns``, ``c + "_mean"`` and ``c + "_sd"``
+        (sample standard deviation, ``ddof=1``; ``NaN`` when ``n == 1``);
+        sorted by the first ``*_mean`` column, descending.
+
+    Examples::
+
+        >>> t1 = pd.DataFrame({"name": ["a", "b"], "share": [0.6, 0.2], "attention_mean": [1.0, 0.5]})
+        >>> t2 = pd.DataFrame({"name": ["a", "b"], "share": [0.4, 0.4], "attention_mean": [3.0, 0.5]})
+        >>> aggregate_region_tables([t1, t2])[["name", "n", "share_mean", "attention_mean_mean"]]
+          name  n  share_mean  attention_mean_mean
+        0    a  2         0.5                  2.0
+        1    b  2         0.3                  0.5
+    """
+    if isinstance(tables, Mapping):
+        tables = list(tables.values())
+    tables = list(tables)
+    if not tables:
+        raise ValueError("tables is empty; expected at least one region table")
+    if isinstance(columns, str):
+        columns = (columns,)
+    columns = list(columns)
+    if not columns:
+        raise ValueError("columns is empty; expected at least one column name such as 'share'")
+    for i, t in enumerate(tables):
+        if not isinstance(t, pd.DataFrame):
+            raise TypeError(f"tables[{i}] is a {type(t).__name__}; expected a pandas.DataFrame")
+        missing = [c for c in [by, *columns] if c not in t.columns]
+        if missing:
+            raise ValueError(
+                f"tables[{i}] lacks column(s) {missing}; it has {list(t.columns)}"
+            )
+    stacked = pd.concat([t[[by, *columns]] for t in tables], ignore_index=True)
+    grouped = stacked.groupby(by, sort=False)
+    out = pd.DataFrame({"n": grouped.size()})
+    for c in columns:
+        out[f"{c}_mean"] = grouped[c].mean()
+        out[f"{c}_sd"] = grouped[c].std(ddof=1)
+    out = out.reset_index()
+    out = out.sort_values(f"{columns[0]}_mean", ascending=False, kind="mergesort").reset_index(drop=True)
+    return out
