@@ -1,0 +1,328 @@
+"""NIfTI in and out: a user's T1 onto the model grid, an attribution back onto the scan.
+
+Data flow::
+
+    T1 file --load_scan--> 1 x 1 x X x Y x Z tensor on the model grid  (+ ScanInfo)
+                               |
+                        SMOCAM / Captum attribution (layer or input resolution)
+                               |
+    map file <--save_map-- resampled onto the ORIGINAL scan grid and affine
+
+Both directions resample in world (scanner/MNI millimetre) coordinates: for
+every target voxel ``v`` the source is sampled at
+``inv(A_source) @ A_target @ v``, with linear (or nearest-neighbour)
+interpolation. A target voxel whose centre lies outside the source's field of
+view (further than half a voxel beyond its edge voxels) is set to 0. So a map
+written by :func:`save_map` overlays the scan it came from in FSLeyes,
+ITK-SNAP or nilearn, whatever the scan's orientation (LPS, oblique, ...).
+
+The model grid comes from the checkpoint metadata written with the model:
+``"input_shape"`` ``[X, Y, Z]``, ``"affine"`` (4 x 4, model voxel -> MNI mm)
+and ``"intensity_normalization"`` (applied with
+:func:`captum_smocam.preprocessing.normalize_intensity`). The scan must
+already be registered to that space (e.g. MNI152); this module does not
+register images.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Tuple, Union
+
+import nibabel as nib
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .preprocessing import normalize_intensity
+from .regions import as_spatial_array, upsample_to
+
+__all__ = ["ScanInfo", "load_scan", "save_map", "MIN_GRID_COVERAGE"]
+
+#: :func:`load_scan` refuses a scan that covers less than this fraction of the model grid.
+MIN_GRID_COVERAGE = 0.5
+
+_INTERPOLATION_ORDERS = {"linear": 1, "nearest": 0}
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass(eq=False)
+class ScanInfo:
+    """Where a tensor returned by :func:`load_scan` came from.
+
+    Attributes:
+        original_shape (tuple of int): shape of the image as stored in the file
+            (a trailing length-1 4th dimension included).
+        original_affine (numpy.ndarray): 4 x 4 voxel -> world affine of the file.
+        original_header (nibabel header): the file's header.
+        grid_shape (tuple of int): spatial shape ``(X, Y, Z)`` of the tensor
+            (the model grid, or the canonical re-orientation of the scan when no
+            metadata was given).
+        grid_affine (numpy.ndarray): 4 x 4 voxel -> world affine of the tensor.
+        source (str, optional): the path read, ``None`` for an in-memory image.
+        coverage (float): fraction of the grid's voxels inside the scan's field
+            of view (1.0 without metadata).
+        intensity_normalization (str): normalisation applied (``"none"`` without
+            metadata).
+    """
+
+    original_shape: Tuple[int, ...]
+    original_affine: np.ndarray
+    original_header: Any
+    grid_shape: Tuple[int, int, int]
+    grid_affine: np.ndarray
+    source: Optional[str] = None
+    coverage: float = 1.0
+    intensity_normalization: str = "none"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def original_spatial_shape(self) -> Tuple[int, int, int]:
+        """The first three dimensions of :attr:`original_shape`."""
+        return tuple(int(s) for s in self.original_shape[:3])
+
+
+def _resample(
+    data: np.ndarray,
+    src_affine: np.ndarray,
+    dst_affine: np.ndarray,
+    dst_shape: Tuple[int, ...],
+    order: int = 1,
+    max_points: int = 2_000_000,
+) -> Tuple[np.ndarray, float]:
+    """Sample ``data`` (voxel grid ``src_affine``) at the voxel centres of a target grid.
+
+    Returns the resampled ``float32`` array and the fraction of target voxels
+    whose centre lies within the source field of view (``[-0.5, n - 0.5]`` in
+    every source axis); voxels outside it are 0. Works in slabs of the first
+    target axis to bound memory on large scans.
+    """
+    dst_to_src = np.linalg.inv(src_affine) @ dst_affine
+    rot, trans = dst_to_src[:3, :3], dst_to_src[:3, 3]
+    src_shape = np.asarray(data.shape, dtype=np.float64)
+    out = np.zeros(dst_shape, dtype=np.float32)
+    n_inside = 0
+    plane = int(np.prod(dst_shape[1:]))
+    step = max(1, max_points // max(plane, 1))
+    jj, kk = np.meshgrid(np.arange(dst_shape[1]), np.arange(dst_shape[2]), indexing="ij")
+    jk = np.stack([jj.ravel(), kk.ravel()]).astype(np.float64)  # 2 x plane
+    base = rot[:, 1:] @ jk + trans[:, None]  # 3 x plane
+    data = np.asarray(data, dtype=np.float32)
+    for start in range(0, dst_shape[0], step):
+        ii = np.arange(start, min(start + step, dst_shape[0]), dtype=np.float64)
+        coords = base[:, None, :] + rot[:, :1, None] * ii[None, :, None]  # 3 x slab x plane
+        coords = coords.reshape(3, -1)
+        inside = np.all((coords >= -0.5) & (coords <= src_shape[:, None] - 0.5), axis=0)
+        values = ndimage.map_coordinates(data, coords, order=order, mode="nearest", prefilter=False)
+        values[~inside] = 0.0
+        out[start:start + len(ii)] = values.reshape(len(ii), *dst_shape[1:])
+        n_inside += int(inside.sum())
+    return out, n_inside / float(np.prod(dst_shape))
+
+
+def _grid_from_metadata(metadata: Mapping) -> Tuple[Tuple[int, int, int], np.ndarray, str]:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict (checkpoint metadata); got {type(metadata).__name__}")
+    missing = [k for k in ("input_shape", "affine", "intensity_normalization") if k not in metadata]
+    if missing:
+        raise ValueError(
+            f"metadata lacks key(s) {missing}; expected 'input_shape' [X, Y, Z], 'affine' (4x4 model "
+            f"voxel -> MNI mm) and 'intensity_normalization'; got keys {sorted(metadata)}"
+        )
+    shape = tuple(int(s) for s in np.asarray(metadata["input_shape"]).ravel())
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"metadata['input_shape'] must be 3 positive ints [X, Y, Z]; got {metadata['input_shape']}")
+    affine = np.asarray(metadata["affine"], dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ValueError(f"metadata['affine'] must be an invertible 4x4 matrix; got {metadata['affine']!r}")
+    return shape, affine, str(metadata["intensity_normalization"])
+
+
+def load_scan(
+    path_or_img: Union[str, os.PathLike, nib.spatialimages.SpatialImage],
+    metadata: Optional[Mapping] = None,
+) -> Tuple[torch.Tensor, ScanInfo]:
+    """Read a T1 scan as a model input tensor.
+
+    Steps: read the image (3-D, or 4-D with a single volume); re-orient it to
+    the closest canonical (RAS+) orientation with
+    ``nibabel.as_closest_canonical``; if ``metadata`` is given, resample it in
+    world coordinates onto the model grid (``metadata["affine"]``,
+    ``metadata["input_shape"]``; linear interpolation, 0 outside the scan's
+    field of view) and normalise its intensities with
+    ``normalize_intensity(x, metadata["intensity_normalization"])``.
+    Without metadata, the intensities are returned as stored (float32, NaN
+    set to 0) on the canonical grid.
+
+    Args:
+        path_or_img (str, Path or nibabel image): a NIfTI file (``.nii`` /
+            ``.nii.gz``, or any format nibabel reads) or a loaded image.
+        metadata (dict, optional): checkpoint metadata with ``"input_shape"``,
+            ``"affine"`` and ``"intensity_normalization"``. Default: ``None``
+
+    Returns:
+        tuple:
+        - **scan** (*torch.Tensor*): float32, shape ``1 x 1 x X x Y x Z``.
+        - **info** (*ScanInfo*): original shape/affine/header and the grid of
+          ``scan``, to be passed to :func:`save_map`.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file cannot be read; the image is 2-D or has several
+            volumes; metadata is incomplete; or the scan covers less than
+            :data:`MIN_GRID_COVERAGE` of the model grid (wrong space or
+            orientation).
+
+    Examples::
+
+        >>> import nibabel as nib, numpy as np
+        >>> img = nib.Nifti1Image(np.random.rand(20, 24, 18).astype("float32"), np.diag([-2., 2., 2., 1.]))
+        >>> meta = {"input_shape": [16, 20, 14], "affine": np.diag([2., 2., 2., 1.]) @ np.array(
+        ...     [[1, 0, 0, -15], [0, 1, 0, 2], [0, 0, 1, 2], [0, 0, 0, 1.]]),
+        ...     "intensity_normalization": "zscore_nonzero"}
+        >>> x, info = load_scan(img, meta)
+        >>> tuple(x.shape), info.original_shape
+        ((1, 1, 16, 20, 14), (20, 24, 18))
+    """
+    source = None
+    if isinstance(path_or_img, (str, os.PathLike)):
+        path = Path(path_or_img)
+        source = str(path)
+        if not path.exists():
+            raise FileNotFoundError(f"scan file not found: {path}")
+        try:
+            img = nib.load(str(path))
+        except Exception as exc:  # nibabel raises several types for bad files
+            raise ValueError(f"cannot read {path} as an image: {exc}") from exc
+    elif isinstance(path_or_img, nib.spatialimages.SpatialImage):
+        img = path_or_img
+    else:
+        raise TypeError(
+            f"path_or_img must be a path or a nibabel image; got {type(path_or_img).__name__}"
+        )
+    where = source or "image"
+    original_shape = tuple(int(s) for s in img.shape)
+    if len(original_shape) > 3 and all(s == 1 for s in original_shape[3:]):
+        img = img.slicer[(slice(None),) * 3 + (0,) * (len(original_shape) - 3)]
+    elif len(original_shape) != 3:
+        raise ValueError(
+            f"{where}: expected a 3-D T1 volume (or 4-D with one volume); got shape {original_shape}"
+        )
+    original_affine = np.asarray(img.affine, dtype=np.float64)
+    canonical = nib.as_closest_canonical(img)
+    try:
+        data = np.asarray(canonical.get_fdata(dtype=np.float32))
+    except Exception as exc:  # truncated/corrupt data blocks surface here
+        raise ValueError(f"cannot read the image data of {where}: {exc}") from exc
+    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+
+    if metadata is None:
+        grid_shape, grid_affine, method, coverage = data.shape, np.asarray(canonical.affine, float), "none", 1.0
+    else:
+        grid_shape, grid_affine, method = _grid_from_metadata(metadata)
+        data, coverage = _resample(data, canonical.affine, grid_affine, grid_shape, order=1)
+        if coverage < MIN_GRID_COVERAGE:
+            raise ValueError(
+                f"{where}: the scan's field of view covers only {100 * coverage:.1f}% of the model grid "
+                f"(need at least {100 * MIN_GRID_COVERAGE:.0f}%); is the scan registered to the model's "
+                f"space (e.g. MNI152) with a correct affine?"
+            )
+        data = normalize_intensity(data, method)
+    info = ScanInfo(
+        original_shape=original_shape,
+        original_affine=original_affine,
+        original_header=img.header.copy(),
+        grid_shape=tuple(int(s) for s in grid_shape),
+        grid_affine=np.asarray(grid_affine, dtype=np.float64),
+        source=source,
+        coverage=float(coverage),
+        intensity_normalization=method,
+    )
+    tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None, None]
+    return tensor, info
+
+
+def _nifti_suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in _NIFTI_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return suffix
+    raise ValueError(f"output path must end with .nii or .nii.gz; got {str(path)!r}")
+
+
+def save_map(
+    attribution,
+    info: ScanInfo,
+    path: Union[str, os.PathLike],
+    *,
+    interpolation: str = "linear",
+) -> Path:
+    """Write a map onto the original scan's grid, so that it overlays the scan.
+
+    The map (on the grid of the tensor returned by :func:`load_scan`, or at a
+    layer's coarser resolution with the same axis order) is first upsampled to
+    ``info.grid_shape`` (``torch.nn.functional.interpolate``, trilinear,
+    ``align_corners=False``, as Captum's ``LayerAttribution.interpolate``),
+    then resampled in world coordinates onto the original image's voxel grid
+    and affine (0 outside the model grid). The file is written under a
+    temporary name in the same folder and renamed with ``os.replace``, so an
+    error never leaves a half-written file (nor clobbers an existing one).
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map of shape
+            ``(X, Y, Z)``, ``(1, X, Y, Z)`` or ``(1, 1, X, Y, Z)``.
+        info (ScanInfo): from :func:`load_scan`.
+        path (str or Path): output ``.nii`` or ``.nii.gz`` file.
+        interpolation (str, optional): ``"linear"`` for continuous maps,
+            ``"nearest"`` for label/mask volumes. Default: ``"linear"``
+
+    Returns:
+        pathlib.Path: ``path``.
+
+    Examples::
+
+        >>> import nibabel as nib, numpy as np, tempfile, os
+        >>> img = nib.Nifti1Image(np.random.rand(20, 24, 18).astype("float32"), np.diag([-2., 2., 2., 1.]))
+        >>> x, info = load_scan(img)
+        >>> out = save_map(x[0, 0, ::2, ::2, ::2], info, os.path.join(tempfile.mkdtemp(), "map.nii.gz"))
+        >>> nib.load(out).shape
+        (20, 24, 18)
+    """
+    if not isinstance(info, ScanInfo):
+        raise TypeError(f"info must be the ScanInfo returned by load_scan; got {type(info).__name__}")
+    if interpolation not in _INTERPOLATION_ORDERS:
+        raise ValueError(
+            f"interpolation must be one of {sorted(_INTERPOLATION_ORDERS)}; got {interpolation!r}"
+        )
+    path = Path(path)
+    suffix = _nifti_suffix(path)
+    vol = as_spatial_array(attribution, 3, what="attribution")
+    vol = upsample_to(vol, info.grid_shape, mode=interpolation, what="attribution")
+    vol = np.nan_to_num(vol, nan=0.0)
+    out, _ = _resample(
+        vol, info.grid_affine, info.original_affine, info.original_spatial_shape,
+        order=_INTERPOLATION_ORDERS[interpolation],
+    )
+    img = nib.Nifti1Image(out, info.original_affine)
+    img.set_data_dtype(np.float32)
+    hdr = info.original_header
+    if isinstance(hdr, nib.Nifti1Header):
+        qform, qcode = hdr.get_qform(coded=True)
+        sform, scode = hdr.get_sform(coded=True)
+        if qform is not None and int(qcode) > 0:
+            img.set_qform(qform, int(qcode))
+        if sform is not None and int(scode) > 0:
+            img.set_sform(sform, int(scode))
+        img.header.set_xyzt_units(*hdr.get_xyzt_units())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
