@@ -1,3 +1,33 @@
-"""captum_smocam: SMOCAM attention masks for 3-D convolutional regression models."""
+"""captum_smocam: SMOCAM attention masks for 3-D convolutional regression models.
+
+The attribution class is :class:`SMOCAM` (a Captum ``LayerAttribution``);
+the rest lives in sub-modules: ``captum_smocam.synth`` (synthetic T1 cohort),
+``captum_smocam.models`` (3-D regressors and shipped weights),
+``captum_smocam.metrics`` (scores of attribution maps),
+``captum_smocam.regions`` (per-region attention), ``captum_smocam.nifti``
+(NIfTI in and out), ``captum_smocam.plotting`` and the ``smocam`` command
+(``captum_smocam.cli``).
+"""
 
 __version__ = "0.1.0"
+
+from .smocam import (  # noqa: E402
+    DEFAULT_L2_WEIGHT,
+    DEFAULT_LR,
+    DEFAULT_N_STEPS,
+    DEFAULT_SMOOTH_WEIGHT,
+    SMOCAM,
+    smocam_objective,
+    upsample_mask,
+)
+
+__all__ = [
+    "SMOCAM",
+    "smocam_objective",
+    "upsample_mask",
+    "DEFAULT_L2_WEIGHT",
+    "DEFAULT_SMOOTH_WEIGHT",
+    "DEFAULT_N_STEPS",
+    "DEFAULT_LR",
+    "__version__",
+]

@@ -1,0 +1,173 @@
+"""The cached-prefix fast path gives the hook path's masks, on every kind of model."""
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captum_smocam.smocam import SMOCAM
+
+SHAPE = (8, 10, 12)
+
+
+def _block(cin, cout):
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(), nn.MaxPool3d(2))
+
+
+class NestedVGG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential()
+        self.features.add_module("block1", _block(1, 4))
+        self.features.add_module("block2", _block(4, 8))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class ResNetLike(nn.Module):
+    """Skips around the masked layer (from before it, joining after) and across it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv3d(1, 6, 3, padding=1)
+        self.mid = nn.Conv3d(6, 6, 3, padding=1)
+        self.after = nn.Conv3d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        s = F.relu(self.stem(x))
+        m = F.relu(self.mid(s))
+        y = self.after(m) + s  # s starts before the masked layer and joins after it
+        y = F.relu(y + m)  # m skips across `after`
+        return self.fc(y.mean(dim=(2, 3, 4)))
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv3d(4, 4, 3, padding=1)
+        self.w = nn.Parameter(torch.randn(4, 2))
+
+    def forward(self, x):
+        h = F.max_pool3d(torch.relu(self.conv1(x)), 2)
+        h = torch.sigmoid(self.conv2(h)) * h
+        return torch.flatten(F.adaptive_avg_pool3d(h, 1), 1) @ self.w
+
+
+class Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv3d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        if h.mean() > -1:  # data-dependent control flow: torch.fx cannot trace this
+            h = self.conv2(h)
+        return h.mean(dim=(2, 3, 4))
+
+
+def _models():
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
+                        nn.Conv3d(4, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                        nn.Flatten(), nn.Linear(8, 2))
+    vgg, res, fun, unt = NestedVGG(), ResNetLike(), Functional(), Untraceable()
+    return {
+        "sequential": (seq, seq[3], "fast"),
+        "nested-vgg": (vgg, vgg.features.block2[0], "fast"),
+        "nested-vgg-block": (vgg, vgg.features.block1, "fast"),
+        "resnet-skips": (res, res.mid, "fast"),
+        "functional": (fun, fun.conv2, "fast"),
+        "untraceable": (unt, unt.conv1, "hook"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_fast_path_matches_hook_path(name, caplog):
+    model, layer, expected_path = _models()[name]
+    model = model.double().eval()
+    x = torch.randn(2, 1, *SHAPE, dtype=torch.float64)
+    smocam = SMOCAM(model, layer)
+    with caplog.at_level(logging.INFO, logger="captum_smocam"):
+        fast = smocam.attribute(x, target=1, n_steps=15, output_std=1e-5)
+    assert smocam.path == expected_path
+    if expected_path == "hook":
+        assert "hook path" in caplog.text
+    hook = smocam.attribute(x, target=1, n_steps=15, output_std=1e-5, fast=False)
+    assert smocam.path == "hook"
+    torch.testing.assert_close(fast, hook, rtol=1e-7, atol=1e-10)
+    assert (smocam.history["best_step"] > 0).any()
+
+
+def test_prefix_runs_once():
+    model, layer, _ = _models()["nested-vgg"]
+    model.eval()
+    calls = {"block1": 0, "block2": 0}
+    def counter(name):
+        def hook(mod, args, out):
+            if isinstance(out, torch.Tensor):  # not the proxies seen while tracing
+                calls[name] += 1
+        return hook
+
+    h1 = model.features.block1[0].register_forward_hook(counter("block1"))
+    h2 = model.features.block2.register_forward_hook(counter("block2"))
+    try:
+        SMOCAM(model, model.features.block2).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=20)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert calls["block1"] == 1  # the prefix: one pass
+    assert calls["block2"] == 1  # the masked layer's own output is cached too
+
+
+def test_expanded_batch_runs_prefix_once_per_distinct_scan():
+    model, layer, _ = _models()["nested-vgg"]
+    model.eval()
+    count = []
+    # (hooks also fire while torch.fx traces the model, with proxies: count real tensors only)
+    h = model.features.block1[0].register_forward_hook(
+        lambda mod, a, out: count.append(out.shape[0]) if isinstance(out, torch.Tensor) else None
+    )
+    x = torch.randn(1, 1, *SHAPE)
+    try:
+        smocam = SMOCAM(model, model.features.block2)
+        many = smocam.attribute(x.expand(3, 1, *SHAPE), target=[0, 1, 2], n_steps=10, output_std=1e-3,
+                                internal_batch_size=2)
+    finally:
+        h.remove()
+    assert count == [1]  # one prefix pass on one distinct scan
+    assert many.shape == (3, 1, 2, 2, 3)
+    one = smocam.attribute(x, target=2, n_steps=10, output_std=1e-3)
+    torch.testing.assert_close(many[2:], one, rtol=1e-4, atol=1e-6)
+
+
+def test_forward_function_that_is_not_a_module_uses_hooks():
+    model, layer, _ = _models()["sequential"]
+    model.eval()
+    smocam = SMOCAM(lambda x: model(x) * 2, layer)
+    smocam.attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=3)
+    assert smocam.path == "hook"
+
+
+class BakedBatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 10 * 12, 1)
+
+    def forward(self, x):
+        n = x.shape[0]  # taken before the masked layer: wrong for a batch of a different size
+        return self.fc(torch.relu(self.conv(x)).reshape(n, -1))
+
+
+def test_batch_size_baked_before_layer_falls_back():
+    model = BakedBatch().eval()
+    smocam = SMOCAM(model, model.conv)
+    x = torch.randn(1, 1, *SHAPE)
+    smocam.attribute(x.expand(2, 1, *SHAPE), target=[0, 0], n_steps=3)
+    assert smocam.path == "hook"
