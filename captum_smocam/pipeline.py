@@ -1,0 +1,137 @@
+"""From names to tensors: resolve a model, its layer and its targets, and explain a scan.
+
+Shared by the ``smocam`` command (``explain``, ``compare``, ``demo``,
+``cohort``) so that every entry point reads checkpoints, target names and
+layer names the same way.
+
+Data flow: checkpoint -> (model, metadata) -> scan tensor on the model grid ->
+:func:`explain` -> maps on the model grid (``K x 1 x X x Y x Z``), which
+:func:`captum_smocam.nifti.save_map` writes back on the scan's own grid.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.nn import Module
+
+from .methods import attribute_map
+from .models import DEFAULT_MODELS, load_checkpoint, load_default_model
+
+
+def load_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any]]:
+    """Load a model by shipped name (``"vgg"``, ...), or from a checkpoint path; None is ``"vgg"``.
+
+    Raises:
+        FileNotFoundError: ``spec`` is neither a shipped name nor an existing file.
+    """
+    if spec is None:
+        spec = "vgg"
+    if spec in DEFAULT_MODELS:
+        return load_default_model(spec)
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(
+            f"model {spec!r} is neither a file nor a shipped model ({', '.join(sorted(DEFAULT_MODELS))})"
+        )
+    return load_checkpoint(spec)
+
+
+def resolve_targets(metadata: Mapping[str, Any], spec: Union[str, int, Sequence[Union[str, int]]]) -> List[int]:
+    """Output indices from ``"all"``, a name, an index, or a comma-separated / list mix of those.
+
+    Examples::
+
+        >>> meta = {"output_names": ["left_hippocampus", "right_hippocampus"]}
+        >>> resolve_targets(meta, "right_hippocampus,0")
+        [1, 0]
+        >>> resolve_targets(meta, "all")
+        [0, 1]
+    """
+    names = list(metadata["output_names"])
+    if isinstance(spec, str):
+        items: List[Union[str, int]] = [s.strip() for s in spec.split(",") if s.strip()]
+    elif isinstance(spec, int):
+        items = [spec]
+    else:
+        items = list(spec)
+    if not items:
+        raise ValueError(f"no target given; expected a name, an index or 'all' (outputs: {', '.join(names)})")
+    out: List[int] = []
+    for item in items:
+        if isinstance(item, str) and item == "all":
+            out.extend(range(len(names)))
+        elif isinstance(item, str) and item in names:
+            out.append(names.index(item))
+        elif isinstance(item, int) or (isinstance(item, str) and item.lstrip("-").isdigit()):
+            idx = int(item)
+            if not 0 <= idx < len(names):
+                raise ValueError(f"target index {idx} is out of range: the model has {len(names)} outputs")
+            out.append(idx)
+        else:
+            raise ValueError(f"unknown target {item!r}; expected 'all', an index or one of: {', '.join(names)}")
+    return out
+
+
+def resolve_layer(model: Module, metadata: Mapping[str, Any], name: Optional[str] = None) -> Tuple[str, Module]:
+    """The layer to explain at: ``name``, or the checkpoint's ``default_layer``."""
+    name = name or metadata.get("default_layer") or getattr(model, "default_layer", None)
+    if not name:
+        raise ValueError("no layer given and the checkpoint names no default_layer")
+    try:
+        return name, model.get_submodule(name)
+    except AttributeError:
+        known = [n for n, _ in model.named_modules() if n]
+        raise ValueError(f"unknown layer {name!r}; layers of this model include: {', '.join(known[:12])} ...") from None
+
+
+def explain(
+    model: Module,
+    metadata: Mapping[str, Any],
+    x: Tensor,
+    targets: Sequence[int],
+    *,
+    method: str = "smocam",
+    layer: Optional[Module] = None,
+    smocam_kwargs: Optional[Dict[str, Any]] = None,
+    internal_batch_size: Optional[int] = None,
+    show_progress: bool = False,
+    **method_kwargs: Any,
+) -> Tensor:
+    """Maps of several outputs of one scan, on the model grid.
+
+    For SMOCAM the K targets run as one expanded batch, so the network before
+    the layer runs once (the multi-target fast path); other methods run once
+    per target.
+
+    Args:
+        model (Module): the regressor, eval mode.
+        metadata (Mapping): its checkpoint metadata (``output_std`` is SMOCAM's sigma).
+        x (Tensor): one scan, ``1 x 1 x X x Y x Z``.
+        targets (sequence of int): output indices.
+        method (str, optional): see :data:`captum_smocam.methods.METHODS`. Default: ``"smocam"``
+        layer (Module, optional): layer for SMOCAM/Grad-CAM; default the checkpoint's.
+        smocam_kwargs (dict, optional): further :meth:`SMOCAM.attribute` arguments.
+        internal_batch_size (int, optional): at most this many SMOCAM masks at once.
+        show_progress (bool, optional): progress bars. Default: False
+
+    Returns:
+        Tensor: ``K x 1 x X x Y x Z``, one map per target, larger = more important.
+    """
+    if x.dim() < 3 or x.shape[0] != 1:
+        raise ValueError(f"explain takes one scan (1 x C x ...), got shape {tuple(x.shape)}")
+    if layer is None:
+        _, layer = resolve_layer(model, metadata)
+    std = torch.tensor(metadata.get("output_std", [1.0] * len(metadata["output_names"])), dtype=torch.float32)
+    targets = list(targets)
+    if method == "smocam":
+        kwargs = dict(smocam_kwargs or {})
+        if internal_batch_size is not None:
+            kwargs["internal_batch_size"] = internal_batch_size
+        batch = x.expand(len(targets), *x.shape[1:])
+        return attribute_map("smocam", model, batch, targets, layer=layer, output_std=std,
+                             smocam_kwargs=kwargs, show_progress=show_progress, **method_kwargs)
+    maps = [attribute_map(method, model, x, t, layer=layer, output_std=std, show_progress=show_progress,
+                          **method_kwargs) for t in targets]
+    return torch.cat(maps)

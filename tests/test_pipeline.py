@@ -1,0 +1,59 @@
+"""Model, target and layer resolution shared by the CLI and the cohort runner."""
+import pytest
+import torch
+
+from captum_smocam.models import VGG3D, save_checkpoint
+from captum_smocam.pipeline import explain, load_model, resolve_layer, resolve_targets
+
+NAMES = ["left_hippocampus", "right_hippocampus", "left_thalamus"]
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = VGG3D(3, channels=(4, 8), output_mean=[3.0, 3.0, 7.0], output_std=[0.4, 0.5, 0.8]).eval()
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model, {"output_names": NAMES, "default_layer": "features.block2"})
+    return str(path)
+
+
+def test_resolve_targets_forms():
+    meta = {"output_names": NAMES}
+    assert resolve_targets(meta, "all") == [0, 1, 2]
+    assert resolve_targets(meta, "right_hippocampus") == [1]
+    assert resolve_targets(meta, "2, left_hippocampus") == [2, 0]
+    assert resolve_targets(meta, [1, "left_thalamus"]) == [1, 2]
+    with pytest.raises(ValueError, match="'amygdala'"):
+        resolve_targets(meta, "amygdala")
+    with pytest.raises(ValueError, match="index 3"):
+        resolve_targets(meta, "3")
+    with pytest.raises(ValueError, match="no target"):
+        resolve_targets(meta, " , ")
+
+
+def test_load_model_and_layer(checkpoint):
+    model, meta = load_model(checkpoint)
+    name, layer = resolve_layer(model, meta)
+    assert name == "features.block2" and layer is model.features.block2
+    assert resolve_layer(model, meta, "features.block1")[1] is model.features.block1
+    with pytest.raises(ValueError, match="'features.block9'"):
+        resolve_layer(model, meta, "features.block9")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_model("nope.pt")
+
+
+@pytest.mark.parametrize("method", ["smocam", "gradcam"])
+def test_explain_several_targets_matches_one_at_a_time(checkpoint, method):
+    model, meta = load_model(checkpoint)
+    x = torch.randn(1, 1, 12, 14, 10)
+    kw = {"smocam_kwargs": {"n_steps": 8}}
+    maps = explain(model, meta, x, [2, 0], method=method, **kw)
+    assert maps.shape == (2, 1, 12, 14, 10)
+    one = explain(model, meta, x, [0], method=method, **kw)
+    torch.testing.assert_close(maps[1:], one, rtol=1e-3, atol=1e-5)
+
+
+def test_explain_takes_one_scan(checkpoint):
+    model, meta = load_model(checkpoint)
+    with pytest.raises(ValueError, match="one scan"):
+        explain(model, meta, torch.randn(2, 1, 8, 8, 8), [0])
