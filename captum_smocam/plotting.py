@@ -1,0 +1,706 @@
+"""Plots of attribution maps and of what they say.
+
+Argument names follow nilearn's ``plot_stat_map`` (``bg_img``,
+``display_mode``, ``cut_coords``, ``threshold``, ``cmap``, ``vmin``/``vmax``,
+``colorbar``, ``title``, ``figure``, ``axes``, ``output_file``). Every
+function returns the matplotlib figure (saving it first when ``output_file``
+is given) and never calls ``plt.show()``.
+
+* :func:`plot_attribution` -- axial/coronal/sagittal cuts of a map over a scan;
+* :func:`plot_comparison` -- one row per attribution method, same cuts
+  (the SMOCAM poster's comparison of Grad-CAM, occlusion, saliency, DeepLIFT
+  and SMOCAM);
+* :func:`plot_region_attention` -- a region table as a bar chart;
+* :func:`plot_convergence` -- SMOCAM's loss terms per optimisation step;
+* :func:`plot_asymmetry` -- one subject's value and prediction within a
+  reference distribution (the poster's hippocampal-asymmetry figure).
+
+Maps may be NumPy arrays or torch tensors of shape ``(X, Y, Z)``,
+``(1, X, Y, Z)`` or ``(1, 1, X, Y, Z)``, or 2-D ``(H, W)`` maps (one panel).
+A map coarser than ``bg_img`` (a layer-resolution mask) is upsampled to the
+background's shape with ``torch.nn.functional.interpolate(...,
+mode="trilinear", align_corners=False)`` (bilinear in 2-D), as Captum's
+``LayerAttribution.interpolate`` does.
+
+Display conventions: 3-D arrays are indexed ``[x, y, z]`` and drawn like
+nilearn's neurological view of a RAS+ volume (axial and coronal cuts: x to the
+right; sagittal cuts: y to the right; z and y upwards), so pass canonical
+(RAS+) arrays, e.g. from :func:`captum_smocam.nifti.load_scan`. 2-D maps are
+drawn as images (row 0 at the top).
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from .regions import as_spatial_array, upsample_to
+
+__all__ = [
+    "plot_attribution",
+    "plot_comparison",
+    "plot_region_attention",
+    "plot_convergence",
+    "plot_asymmetry",
+]
+
+#: Cut axis and name of each display letter (nilearn's naming).
+_VIEWS = {"x": (0, "sagittal"), "y": (1, "coronal"), "z": (2, "axial")}
+#: ``display_mode="ortho"``: axial, coronal, sagittal.
+_ORTHO = ("z", "y", "x")
+_PANEL_INCHES = 2.6
+_OUTLINE_COLOR = "cyan"
+_LOSS_COLORS = {"total": "black", "distance": "tab:blue", "l2": "tab:orange", "smooth": "tab:green"}
+
+
+# --------------------------------------------------------------------------- helpers
+def _load_bg(bg_img) -> Tuple[Optional[np.ndarray], Optional[Tuple[float, ...]]]:
+    """Background array and voxel sizes (when known)."""
+    if bg_img is None:
+        return None, None
+    if hasattr(bg_img, "get_fdata") and hasattr(bg_img, "header"):
+        data = as_spatial_array(np.asarray(bg_img.get_fdata(dtype=np.float32)), None, what="bg_img")
+        zooms = tuple(float(z) for z in bg_img.header.get_zooms()[: data.ndim])
+        return np.nan_to_num(data.astype(np.float32)), zooms
+    data = as_spatial_array(bg_img, None, what="bg_img")
+    return np.nan_to_num(np.asarray(data, dtype=np.float32)), None
+
+
+def _display_map(attr, shape: Optional[Tuple[int, ...]]) -> np.ndarray:
+    """Map as a float array on the display grid (upsampled to ``shape`` if given)."""
+    if shape is None:
+        m = as_spatial_array(attr, None)
+    else:
+        m = upsample_to(attr, shape)
+    return np.nan_to_num(np.asarray(m, dtype=np.float32))
+
+
+def _parse_display_mode(display_mode: str) -> List[str]:
+    if display_mode == "ortho":
+        return list(_ORTHO)
+    if (
+        isinstance(display_mode, str)
+        and display_mode
+        and set(display_mode) <= set(_VIEWS)
+        and len(set(display_mode)) == len(display_mode)
+    ):
+        return list(display_mode)
+    raise ValueError(
+        f"display_mode must be 'ortho' or a combination of 'x', 'y', 'z' (e.g. 'z', 'xz'); got {display_mode!r}"
+    )
+
+
+def _argmax_index(m: np.ndarray) -> Tuple[int, ...]:
+    if m.size == 0 or float(m.max()) == float(m.min()):
+        return tuple(s // 2 for s in m.shape)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(m)), m.shape))
+
+
+def _panels(letters: List[str], cut_coords, ref: np.ndarray) -> List[Tuple[int, int, str]]:
+    """(axis, index, label) for each panel of a 3-D display."""
+    shape = ref.shape
+    if cut_coords is None:
+        peak = _argmax_index(ref)
+        cuts = [(_VIEWS[l][0], peak[_VIEWS[l][0]]) for l in letters]
+    elif len(letters) == 1:
+        axis = _VIEWS[letters[0]][0]
+        values = [cut_coords] if np.ndim(cut_coords) == 0 else list(cut_coords)
+        cuts = [(axis, v) for v in values]
+    else:
+        values = list(np.ravel(cut_coords))
+        if len(values) != 3:
+            raise ValueError(
+                f"cut_coords must be 3 voxel indices (x, y, z) for display_mode {''.join(letters)!r}; got {cut_coords!r}"
+            )
+        cuts = [(_VIEWS[l][0], values[_VIEWS[l][0]]) for l in letters]
+    panels = []
+    names = {v[0]: (k, v[1]) for k, v in _VIEWS.items()}
+    for axis, value in cuts:
+        if isinstance(value, float) and not float(value).is_integer():
+            raise ValueError(f"cut_coords are voxel indices (integers); got {value!r}")
+        index = int(value)
+        if not 0 <= index < shape[axis]:
+            raise ValueError(
+                f"cut_coords index {value!r} along axis {names[axis][0]} is outside the volume of shape {shape}"
+            )
+        letter, view = names[axis]
+        panels.append((axis, index, f"{view} {letter}={index}"))
+    return panels
+
+
+def _cut(vol: Optional[np.ndarray], axis: Optional[int], index: Optional[int]) -> Optional[np.ndarray]:
+    """2-D array as drawn: for 3-D volumes the cut, transposed for ``origin='lower'``."""
+    if vol is None:
+        return None
+    if axis is None:
+        return vol
+    return np.take(vol, index, axis=axis).T
+
+
+def _default_limits(values: Sequence[np.ndarray]) -> Tuple[float, float]:
+    lo = min(float(v.min()) for v in values)
+    hi = max(float(np.abs(v).max()) for v in values)
+    if hi == 0.0:
+        return 0.0, 1.0
+    return (0.0, hi) if lo >= 0 else (-hi, hi)
+
+
+def _bg_limits(bg: Optional[np.ndarray]) -> Tuple[float, float]:
+    if bg is None:
+        return 0.0, 1.0
+    fg = bg[bg != 0]
+    if fg.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(fg, [1.0, 99.5])
+    return float(min(lo, 0.0)), float(hi if hi > lo else lo + 1.0)
+
+
+def _draw_panel(
+    ax: Axes,
+    bg2d: Optional[np.ndarray],
+    map2d: np.ndarray,
+    outline2d: Optional[np.ndarray],
+    *,
+    cmap,
+    norm: Normalize,
+    threshold: Optional[float],
+    alpha: float,
+    bg_limits: Tuple[float, float],
+    origin: str,
+    aspect: float,
+) -> None:
+    kw = dict(origin=origin, aspect=aspect, interpolation="nearest")
+    if bg2d is not None:
+        ax.imshow(bg2d, cmap="gray", vmin=bg_limits[0], vmax=bg_limits[1], **kw)
+        hide = np.abs(map2d) < threshold if threshold is not None else map2d == 0
+        ax.imshow(np.ma.masked_where(hide, map2d), cmap=cmap, norm=norm, alpha=alpha, **kw)
+    else:
+        shown = np.ma.masked_where(np.abs(map2d) < threshold, map2d) if threshold is not None else map2d
+        ax.imshow(shown, cmap=cmap, norm=norm, **kw)
+    if outline2d is not None and outline2d.any() and not outline2d.all():
+        ax.contour(outline2d.astype(np.float32), levels=[0.5], colors=_OUTLINE_COLOR, linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _aspect(zooms: Optional[Tuple[float, ...]], axis: Optional[int]) -> float:
+    """Height/width of a displayed pixel from the voxel sizes."""
+    if zooms is None:
+        return 1.0
+    if axis is None:
+        return zooms[0] / zooms[1]
+    h_axis, v_axis = [a for a in range(3) if a != axis]
+    return zooms[v_axis] / zooms[h_axis]
+
+
+def _axes_grid(n_rows: int, n_cols: int, figure, axes, extra_width: float = 0.0):
+    """A ``n_rows x n_cols`` array of axes: the caller's, or in a new/given figure.
+
+    Returns (figure, axes array, whether we made the figure ourselves).
+    """
+    n = n_rows * n_cols
+    if axes is not None:
+        if isinstance(axes, Axes):
+            fig = axes.figure
+            if n == 1:
+                return fig, np.array([[axes]], dtype=object), False
+            box = axes.get_position()
+            axes.set_axis_off()
+            w, h = box.width / n_cols, box.height / n_rows
+            grid = np.empty((n_rows, n_cols), dtype=object)
+            for r in range(n_rows):
+                for c in range(n_cols):
+                    grid[r, c] = fig.add_axes([box.x0 + c * w, box.y0 + (n_rows - 1 - r) * h, w, h])
+            return fig, grid, False
+        flat = list(np.ravel(np.asarray(axes, dtype=object)))
+        if len(flat) != n or not all(isinstance(a, Axes) for a in flat):
+            raise ValueError(f"axes must be one Axes or {n} Axes ({n_rows} x {n_cols}); got {axes!r}")
+        return flat[0].figure, np.asarray(flat, dtype=object).reshape(n_rows, n_cols), False
+    if figure is not None:
+        fig = figure if isinstance(figure, Figure) else plt.figure(figure)
+        return fig, np.asarray(fig.subplots(n_rows, n_cols, squeeze=False), dtype=object), False
+    fig = plt.figure(
+        figsize=(_PANEL_INCHES * n_cols + extra_width, _PANEL_INCHES * n_rows + 0.5), layout="constrained"
+    )
+    return fig, np.asarray(fig.subplots(n_rows, n_cols, squeeze=False), dtype=object), True
+
+
+def _finish(fig: Figure, output_file) -> Figure:
+    if output_file is not None:
+        fig.savefig(os.fspath(output_file), dpi=100)
+    return fig
+
+
+def _to_1d(x, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    return arr.reshape(-1)
+
+
+# --------------------------------------------------------------------------- maps
+def plot_attribution(
+    attr,
+    bg_img=None,
+    *,
+    display_mode: str = "ortho",
+    cut_coords=None,
+    threshold: Optional[float] = None,
+    cmap="hot",
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
+    colorbar: bool = True,
+    title: Optional[str] = None,
+    outline=None,
+    alpha: float = 0.7,
+    figure=None,
+    axes=None,
+    output_file: Optional[Union[str, os.PathLike]] = None,
+) -> Figure:
+    """Orthogonal cuts of an attribution map, over a scan if given.
+
+    Args:
+        attr (numpy.ndarray or torch.Tensor): map of shape ``(X, Y, Z)``,
+            ``(1, X, Y, Z)``, ``(1, 1, X, Y, Z)`` or ``(H, W)``; if coarser than
+            ``bg_img`` it is upsampled (trilinear, ``align_corners=False``).
+        bg_img (numpy.ndarray, torch.Tensor or nibabel image, optional): the
+            scan drawn in grey underneath (same axis order as ``attr``; a
+            nibabel image's voxel sizes set the pixel aspect). Default: ``None``
+        display_mode (str, optional): ``"ortho"`` (axial, coronal, sagittal),
+            or ``"x"`` (sagittal), ``"y"`` (coronal), ``"z"`` (axial), or a
+            combination such as ``"xz"``. Ignored for 2-D maps. Default: ``"ortho"``
+        cut_coords (int or sequence of int, optional): voxel indices. For a
+            single-letter mode, one index or a list of indices along that axis
+            (one panel each); otherwise ``(x, y, z)``. Default: through the
+            map's maximum.
+        threshold (float, optional): voxels with ``|value| < threshold`` are
+            transparent. Default: ``None`` (over a background, exact zeros are
+            transparent)
+        cmap (str or Colormap, optional): colour map. Default: ``"hot"``
+        vmin (float, optional): bottom of the colour scale. Default: 0 for a
+            non-negative map, else ``-max|attr|``.
+        vmax (float, optional): top of the colour scale. Default: ``max|attr|``
+        colorbar (bool, optional): draw a colour bar. Default: ``True``
+        title (str, optional): figure title. Default: ``None``
+        outline (array-like of bool, optional): a structure drawn as a contour,
+            on the display grid (or coarser; upsampled and thresholded at 0.5).
+            Default: ``None``
+        alpha (float, optional): opacity of the map over ``bg_img``. Default: ``0.7``
+        figure (matplotlib Figure or int, optional): figure to draw in.
+            Default: a new figure.
+        axes (matplotlib Axes or list of Axes, optional): one Axes (split into
+            the panels) or one Axes per panel. Default: ``None``
+        output_file (str or Path, optional): save the figure here (format from
+            the extension). Default: ``None``
+
+    Returns:
+        matplotlib.figure.Figure: the figure.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> scan = np.random.rand(30, 36, 28)
+        >>> mask = np.random.rand(8, 9, 7)          # layer-resolution SMOCAM mask
+        >>> fig = plot_attribution(mask, scan, threshold=0.2, title="SMOCAM")
+        >>> len(fig.axes)                           # 3 cuts + colour bar
+        4
+    """
+    bg, zooms = _load_bg(bg_img)
+    m = _display_map(attr, None if bg is None else bg.shape)
+    if m.ndim not in (2, 3):
+        raise ValueError(f"attr must be 2-D or 3-D after removing batch dims; got shape {m.shape}")
+    out = None if outline is None else upsample_to(np.asarray(as_spatial_array(outline, m.ndim, what="outline"), dtype=np.float32), m.shape, what="outline") >= 0.5
+    if m.ndim == 2:
+        panels = [(None, None, None)]
+        origin = "upper"
+    else:
+        panels = _panels(_parse_display_mode(display_mode), cut_coords, m)
+        origin = "lower"
+    lo, hi = _default_limits([m])
+    norm = Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
+    fig, grid, own = _axes_grid(1, len(panels), figure, axes, extra_width=0.8 if colorbar else 0.0)
+    bg_limits = _bg_limits(bg)
+    for ax, (axis, index, label) in zip(grid[0], panels):
+        _draw_panel(
+            ax, _cut(bg, axis, index), _cut(m, axis, index), _cut(out, axis, index),
+            cmap=cmap, norm=norm, threshold=threshold, alpha=alpha, bg_limits=bg_limits,
+            origin=origin, aspect=_aspect(zooms, axis),
+        )
+        if label:
+            ax.set_title(label, fontsize=9)
+    if colorbar:
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(grid[0]), shrink=0.8)
+    if title:
+        if own or axes is None:
+            fig.suptitle(title)
+        else:
+            first = grid[0, 0]
+            first.set_title(f"{title}\n{first.get_title()}".strip(), fontsize=9)
+    return _finish(fig, output_file)
+
+
+def plot_comparison(
+    maps: Mapping[str, object],
+    bg_img=None,
+    *,
+    share_scale: bool = False,
+    outline=None,
+    cut_coords=None,
+    display_mode: str = "ortho",
+    threshold: Optional[float] = None,
+    cmap="hot",
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
+    colorbar: bool = True,
+    title: Optional[str] = None,
+    alpha: float = 0.7,
+    figure=None,
+    output_file: Optional[Union[str, os.PathLike]] = None,
+) -> Figure:
+    """Several attribution maps side by side: a row per method, a column per view.
+
+    Every row is cut at the same voxel indices, so rows are directly
+    comparable (like the SMOCAM poster's figure comparing Grad-CAM,
+    occlusion, saliency, DeepLIFT and SMOCAM for the right lateral ventricle).
+
+    Colour scale: attribution methods have different units (a gradient, a
+    change of prediction, a mask value), so by default each map is divided by
+    its own maximum absolute value and all rows share the scale 0..1 (-1..1
+    if any map is signed), read as "fraction of that map's maximum"; each
+    row's label gives the maximum it was divided by. With
+    ``share_scale=True`` the maps are drawn in their own units with one
+    ``vmin``/``vmax`` for all rows (meaningful only when they share units).
+
+    Args:
+        maps (dict[str, array]): method name -> map (any shape accepted by
+            :func:`plot_attribution`). Maps coarser than the display grid are
+            upsampled to it; the display grid is ``bg_img``'s shape, else the
+            largest map's.
+        bg_img (array, tensor or nibabel image, optional): scan drawn
+            underneath. Default: ``None``
+        share_scale (bool, optional): one colour scale in the maps' own units
+            instead of per-map normalisation. Default: ``False``
+        outline (array-like of bool, optional): structure contour drawn in every
+            panel. Default: ``None``
+        cut_coords (int or sequence of int, optional): as in
+            :func:`plot_attribution`. Default: through the maximum of the first map.
+        display_mode (str, optional): as in :func:`plot_attribution`. Default: ``"ortho"``
+        threshold (float, optional): transparency threshold in displayed units
+            (a fraction of each map's maximum by default). Default: ``None``
+        cmap (str or Colormap, optional): colour map. Default: ``"hot"``
+        vmin (float, optional): bottom of the colour scale, displayed units.
+            Default: from the maps.
+        vmax (float, optional): top of the colour scale. Default: from the maps.
+        colorbar (bool, optional): draw the (single) colour bar. Default: ``True``
+        title (str, optional): figure title. Default: ``None``
+        alpha (float, optional): opacity over ``bg_img``. Default: ``0.7``
+        figure (matplotlib Figure or int, optional): figure to draw in.
+            Default: a new figure.
+        output_file (str or Path, optional): save the figure here. Default: ``None``
+
+    Returns:
+        matplotlib.figure.Figure: the figure.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> scan = np.random.rand(30, 36, 28)
+        >>> maps = {"Grad-CAM": np.random.rand(8, 9, 7), "Saliency": np.random.rand(30, 36, 28)}
+        >>> fig = plot_comparison(maps, scan)
+        >>> len(fig.axes)                           # 2 rows x 3 views + colour bar
+        7
+    """
+    if not isinstance(maps, Mapping) or not maps:
+        raise ValueError(f"maps must be a non-empty dict {{method name: map}}; got {type(maps).__name__}")
+    bg, zooms = _load_bg(bg_img)
+    raw = {str(k): as_spatial_array(v, None if bg is None else bg.ndim, what=f"maps[{k!r}]") for k, v in maps.items()}
+    if bg is not None:
+        shape = bg.shape
+    else:
+        shape = max((v.shape for v in raw.values()), key=lambda s: (len(s), int(np.prod(s))))
+    shown: Dict[str, np.ndarray] = {}
+    scale: Dict[str, float] = {}
+    for name, v in raw.items():
+        m = _display_map(v, shape) if v.ndim == len(shape) else None
+        if m is None:
+            raise ValueError(f"maps[{name!r}] has shape {v.shape}; expected {len(shape)} spatial dims like {shape}")
+        peak = float(np.abs(m).max())
+        scale[name] = peak
+        shown[name] = m if share_scale or peak == 0.0 else m / peak
+    first = next(iter(shown.values()))
+    out = None if outline is None else upsample_to(np.asarray(as_spatial_array(outline, len(shape), what="outline"), dtype=np.float32), shape, what="outline") >= 0.5
+    if len(shape) == 2:
+        panels, origin = [(None, None, None)], "upper"
+    else:
+        panels, origin = _panels(_parse_display_mode(display_mode), cut_coords, first), "lower"
+    lo, hi = _default_limits(list(shown.values()))
+    if not share_scale:
+        lo, hi = (0.0, 1.0) if lo >= 0 else (-1.0, 1.0)
+    norm = Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
+    fig, grid, own = _axes_grid(len(shown), len(panels), figure, None, extra_width=1.4)
+    bg_limits = _bg_limits(bg)
+    for r, (name, m) in enumerate(shown.items()):
+        for c, (axis, index, label) in enumerate(panels):
+            ax = grid[r, c]
+            _draw_panel(
+                ax, _cut(bg, axis, index), _cut(m, axis, index), _cut(out, axis, index),
+                cmap=cmap, norm=norm, threshold=threshold, alpha=alpha, bg_limits=bg_limits,
+                origin=origin, aspect=_aspect(zooms, axis),
+            )
+            if r == 0 and label:
+                ax.set_title(label, fontsize=9)
+        row_label = name if share_scale else f"{name}\n(max {scale[name]:.3g})"
+        grid[r, 0].set_ylabel(row_label, fontsize=9)
+    if colorbar:
+        cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(grid.ravel()), shrink=0.6)
+        cbar.set_label("attribution" if share_scale else "fraction of each map's maximum")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, output_file)
+
+
+# --------------------------------------------------------------------------- tables and diagnostics
+def plot_region_attention(
+    table,
+    *,
+    column: str = "share",
+    top: Optional[int] = 15,
+    title: Optional[str] = None,
+    ax: Optional[Axes] = None,
+    output_file: Optional[Union[str, os.PathLike]] = None,
+) -> Figure:
+    """A region table as a horizontal bar chart, largest value at the top.
+
+    Args:
+        table (pandas.DataFrame): from
+            :func:`captum_smocam.regions.get_region_table` or
+            :func:`captum_smocam.regions.aggregate_region_tables`. Bars are
+            labelled by its ``name`` column (else ``label``, else the index).
+            For an aggregated ``"<stat>_mean"`` column, the matching
+            ``"<stat>_sd"`` column is drawn as error bars.
+        column (str, optional): the column to plot. Default: ``"share"``
+        top (int, optional): keep the ``top`` largest regions (``None``: all).
+            Default: ``15``
+        title (str, optional): axes title. Default: ``None``
+        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
+        output_file (str or Path, optional): save the figure here. Default: ``None``
+
+    Returns:
+        matplotlib.figure.Figure: the figure.
+
+    Examples::
+
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"name": ["Right-Hippocampus", "Left-Hippocampus"], "share": [0.4, 0.1]})
+        >>> fig = plot_region_attention(t)
+        >>> [float(b.get_width()) for b in fig.axes[0].patches]
+        [0.4, 0.1]
+    """
+    if column not in getattr(table, "columns", ()):
+        raise ValueError(f"column {column!r} is not in the table; its columns are {list(getattr(table, 'columns', []))}")
+    if top is not None and (not isinstance(top, (int, np.integer)) or top < 1):
+        raise ValueError(f"top must be a positive int or None; got {top!r}")
+    rows = table.sort_values(column, ascending=False, kind="mergesort")
+    rows = rows[rows[column].notna()]
+    if top is not None:
+        rows = rows.head(int(top))
+    if "name" in rows.columns:
+        labels = rows["name"].astype(str).tolist()
+    elif "label" in rows.columns:
+        labels = rows["label"].astype(str).tolist()
+    else:
+        labels = [str(i) for i in rows.index]
+    sd_col = column[: -len("_mean")] + "_sd" if column.endswith("_mean") else None
+    err = rows[sd_col].fillna(0.0).to_numpy() if sd_col and sd_col in rows.columns else None
+    if ax is None:
+        fig = plt.figure(figsize=(6.0, 0.8 + 0.3 * max(len(rows), 1)), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    y = np.arange(len(rows))
+    ax.barh(y, rows[column].to_numpy(dtype=float), xerr=err, color="tab:orange", edgecolor="black", linewidth=0.5)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    pretty = {"share": "share of positive attention", "attention_mean": "mean attention", "attention_sum": "summed attention"}
+    ax.set_xlabel(pretty.get(column, column))
+    if title:
+        ax.set_title(title)
+    return _finish(fig, output_file)
+
+
+def plot_convergence(
+    history: Mapping[str, object],
+    *,
+    title: Optional[str] = None,
+    ax: Optional[Axes] = None,
+    output_file: Optional[Union[str, os.PathLike]] = None,
+) -> Figure:
+    """SMOCAM's loss terms per optimisation step.
+
+    Draws each of ``"total"``, ``"distance"``, ``"l2"`` and ``"smooth"``
+    present in ``history``. A term of shape ``(n_steps, N)`` (N examples) is
+    drawn as its mean over examples with the min-max range shaded. The y axis
+    is logarithmic when every value is positive and they span more than two
+    decades. ``"best_step"`` (an int, or one per example) is marked by dashed
+    vertical lines.
+
+    Args:
+        history (dict): e.g. ``SMOCAM.history``; values are tensors, arrays or
+            lists of shape ``(n_steps,)`` or ``(n_steps, N)``.
+        title (str, optional): axes title. Default: ``None``
+        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
+        output_file (str or Path, optional): save the figure here. Default: ``None``
+
+    Returns:
+        matplotlib.figure.Figure: the figure.
+
+    Examples::
+
+        >>> import torch
+        >>> steps = torch.arange(1, 51, dtype=torch.float32)[:, None]
+        >>> h = {"total": 1 / steps + torch.rand(50, 4) * 0.01, "distance": 0.5 / steps.expand(50, 4),
+        ...      "l2": torch.zeros(50, 4), "smooth": 0.1 * torch.ones(50, 4), "best_step": torch.tensor([49, 48, 49, 47])}
+        >>> fig = plot_convergence(h)
+        >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        ['total', 'distance', 'l2', 'smooth', 'best step']
+    """
+    if not isinstance(history, Mapping):
+        raise TypeError(f"history must be a dict of loss terms; got {type(history).__name__}")
+    terms = [k for k in _LOSS_COLORS if k in history]
+    if not terms:
+        raise ValueError(f"history has none of the loss terms {list(_LOSS_COLORS)}; got keys {list(history)}")
+    curves = {}
+    n_steps = None
+    for k in terms:
+        v = history[k]
+        arr = np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(f"history[{k!r}] must have shape (n_steps,) or (n_steps, N); got {arr.shape}")
+        if n_steps is not None and arr.shape[0] != n_steps:
+            raise ValueError(f"history[{k!r}] has {arr.shape[0]} steps but {terms[0]!r} has {n_steps}")
+        n_steps = arr.shape[0]
+        curves[k] = arr
+    if ax is None:
+        fig = plt.figure(figsize=(6.0, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    steps = np.arange(n_steps)
+    for k, arr in curves.items():
+        ax.plot(steps, arr.mean(axis=1), color=_LOSS_COLORS[k], label=k)
+        if arr.shape[1] > 1:
+            ax.fill_between(steps, arr.min(axis=1), arr.max(axis=1), color=_LOSS_COLORS[k], alpha=0.2, linewidth=0)
+    values = np.concatenate([a.ravel() for a in curves.values()])
+    values = values[np.isfinite(values)]
+    if values.size and values.min() > 0 and values.max() / values.min() > 100:
+        ax.set_yscale("log")
+    best = history.get("best_step")
+    if best is not None:
+        best_steps = sorted({int(b) for b in _to_1d(best, "best_step")})
+        for i, b in enumerate(best_steps):
+            ax.axvline(b, color="gray", linestyle="--", linewidth=1, label="best step" if i == 0 else None)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, output_file)
+
+
+def plot_asymmetry(
+    reference,
+    subject_true,
+    subject_pred=None,
+    *,
+    xlabel: str = "normalised asymmetry (R − L)",
+    bins: int = 30,
+    title: Optional[str] = None,
+    ax: Optional[Axes] = None,
+    output_file: Optional[Union[str, os.PathLike]] = None,
+) -> Figure:
+    """Where one subject (and the model's prediction) sits in a reference distribution.
+
+    The SMOCAM poster plots the training set's normalised hippocampal
+    asymmetries (right minus left volume) and marks a subject's true
+    asymmetry (blue) and the model's prediction (red): a model that only
+    ever predicts near-symmetric volumes shows up as a red line near the
+    centre while the blue line sits in the tail. The legend gives each
+    value's percentile rank in the reference (% of reference values <= it).
+
+    Args:
+        reference (array-like or tensor): the quantity over a reference
+            population (e.g. the training set); non-finite values are dropped.
+        subject_true (float or sequence of float): the subject's (or
+            subjects') true value.
+        subject_pred (float or sequence of float, optional): the model's
+            prediction, same length as ``subject_true``. Default: ``None``
+        xlabel (str, optional): x-axis label. Default: ``"normalised asymmetry (R − L)"``
+        bins (int, optional): histogram bins. Default: ``30``
+        title (str, optional): axes title. Default: ``None``
+        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
+        output_file (str or Path, optional): save the figure here. Default: ``None``
+
+    Returns:
+        matplotlib.figure.Figure: the figure.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> ref = np.random.default_rng(0).normal(0, 0.03, 500)
+        >>> fig = plot_asymmetry(ref, 0.12, 0.01)
+        >>> len(fig.axes[0].lines)                  # true value and prediction
+        2
+    """
+    ref = _to_1d(reference, "reference")
+    ref = ref[np.isfinite(ref)]
+    if ref.size == 0:
+        raise ValueError("reference has no finite values; expected the quantity over a reference population")
+    if not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive int; got {bins!r}")
+    true = _to_1d(subject_true, "subject_true")
+    pred = None if subject_pred is None else _to_1d(subject_pred, "subject_pred")
+    if true.size == 0:
+        raise ValueError("subject_true is empty; expected a value or a list of values")
+    if pred is not None and pred.size != true.size:
+        raise ValueError(
+            f"subject_pred has {pred.size} value(s) but subject_true has {true.size}; expected one prediction per subject"
+        )
+    if ax is None:
+        fig = plt.figure(figsize=(6.0, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    ax.hist(ref, bins=int(bins), color="lightgray", edgecolor="gray", label=f"reference (n={ref.size})")
+
+    def rank(v: float) -> float:
+        return 100.0 * float(np.mean(ref <= v))
+
+    def mark(values: np.ndarray, color: str, style: str, what: str) -> None:
+        for i, v in enumerate(values):
+            if values.size == 1:
+                label = f"{what}: {v:.3g} (percentile rank {rank(v):.0f})"
+            else:
+                label = f"{what} (n={values.size})" if i == 0 else None
+            ax.axvline(v, color=color, linestyle=style, linewidth=2, label=label)
+
+    mark(true, "tab:blue", "-", "true value")
+    if pred is not None:
+        mark(pred, "tab:red", "--", "model prediction")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("subjects")
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.4)  # headroom for the legend
+    ax.legend(fontsize=8, loc="upper left")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, output_file)
