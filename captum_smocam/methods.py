@@ -79,6 +79,7 @@ def attribute_map(
     perturbations_per_eval: int = 8,
     ig_steps: int = 16,
     show_progress: bool = False,
+    history: Optional[dict] = None,
 ) -> Tensor:
     """Attribution map of ``model``'s output ``target`` on the input grid.
 
@@ -102,6 +103,8 @@ def attribute_map(
         ig_steps (int, optional): Integrated Gradients' steps. Default: 16
         show_progress (bool, optional): progress bars where the method has
             them (SMOCAM, Occlusion). Default: False
+        history (dict, optional): for SMOCAM, filled with the per-step loss
+            terms (:attr:`SMOCAM.history`). Default: None
 
     Returns:
         Tensor: ``N x 1 x <spatial dims of x>``, detached, larger = more important.
@@ -124,7 +127,10 @@ def attribute_map(
     if method == "smocam":
         kwargs = dict(smocam_kwargs or {})
         kwargs.setdefault("show_progress", show_progress)
-        mask = SMOCAM(model, layer).attribute(x, target=tgt, output_std=output_std, **kwargs)
+        smocam = SMOCAM(model, layer)
+        mask = smocam.attribute(x, target=tgt, output_std=output_std, **kwargs)
+        if history is not None:
+            history.update(smocam.history)
         return upsample_mask(mask, spatial).detach()
     if method == "gradcam":
         cam = LayerGradCam(model, layer).attribute(x, target=tgt, relu_attributions=True)

@@ -1,0 +1,311 @@
+"""The ``smocam explain``, ``smocam compare`` and ``smocam demo`` sub-commands.
+
+All three write into ``--out`` through :func:`staged_output`: files are
+written in a hidden staging folder and moved into place only when the whole
+command succeeded, so a failed or interrupted run leaves ``--out`` as it was.
+Everything a user can get wrong (a missing or unreadable scan, an unknown
+target or layer, a scan that does not cover the model grid) is checked before
+any file is written.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+#: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
+COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
+#: The structure the demo explains (the poster's figure).
+DEMO_TARGET = "right_lateral_ventricle"
+
+
+@contextlib.contextmanager
+def staged_output(out_dir) -> Iterator[Path]:
+    """Yield a staging folder whose files move into ``out_dir`` only on success.
+
+    Examples::
+
+        >>> import tempfile, os
+        >>> out = os.path.join(tempfile.mkdtemp(), "out")
+        >>> with staged_output(out) as stage:
+        ...     _ = (stage / "a.txt").write_text("x")
+        >>> sorted(os.listdir(out))
+        ['a.txt']
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".smocam-staging-", dir=out))
+    try:
+        yield stage
+        for item in sorted(stage.iterdir()):
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _common_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint file or shipped model name (default: vgg)")
+    p.add_argument("--layer", default=None, help="layer to explain at (default: the checkpoint's default_layer)")
+    p.add_argument("--n-steps", type=int, default=None, help="SMOCAM optimisation steps (default: library default)")
+    p.add_argument("--labels", default=None, help="label map (NIfTI) on the scan's grid, for region tables")
+    p.add_argument("--lut", default=None, help="FreeSurferColorLUT-format file naming the labels")
+    p.add_argument("--out", default="smocam-out", help="output folder (default: smocam-out)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _smocam_kwargs(args) -> Dict:
+    if args.n_steps is not None and args.n_steps < 1:
+        raise ValueError(f"--n-steps must be >= 1, got {args.n_steps}")
+    return {} if args.n_steps is None else {"n_steps": args.n_steps}
+
+
+def _load_labels(path, info):
+    """Label map read on the scan's canonical grid; must match the scan's shape."""
+    import nibabel as nib
+
+    from .nifti import load_scan
+
+    if path is None:
+        return None
+    lab, lab_info = load_scan(path)
+    if lab_info.original_spatial_shape != info.original_spatial_shape or not np.allclose(
+        lab_info.original_affine, info.original_affine, atol=1e-3
+    ):
+        raise ValueError(
+            f"label map {path} has shape {lab_info.original_spatial_shape}, the scan has "
+            f"{info.original_spatial_shape} (labels must share the scan's grid and affine)"
+        )
+    del nib
+    return np.rint(lab[0, 0].numpy()).astype(np.int32), lab_info
+
+
+def _label_names(lut: Optional[str]):
+    from .regions import read_lut
+
+    if lut is None:
+        from .synth import LABELS
+
+        return dict(LABELS)
+    if not os.path.isfile(lut):
+        raise FileNotFoundError(f"look-up table not found: {lut}")
+    return read_lut(lut)
+
+
+def _map_on_label_grid(map_model_grid: torch.Tensor, info, lab_info) -> np.ndarray:
+    """A model-grid map resampled onto the label map's canonical grid (for region tables)."""
+    from .nifti import _resample
+
+    data = map_model_grid.detach().reshape(*map_model_grid.shape[-3:]).cpu().numpy().astype(np.float32)
+    return _resample(data, info.grid_affine, lab_info.grid_affine, lab_info.grid_shape, order=1)[0]
+
+
+def _setup(args, image):
+    """Validate inputs and load everything; raises before any output is written."""
+    from .nifti import load_scan
+    from .pipeline import load_model, resolve_layer, resolve_targets
+
+    model, meta = load_model(args.model)
+    layer_name, layer = resolve_layer(model, meta, args.layer)
+    targets = resolve_targets(meta, args.target)
+    x, info = load_scan(image, meta)
+    labels = _load_labels(args.labels, load_scan(image)[1]) if args.labels else None
+    names = _label_names(args.lut) if args.labels else None
+    return model, meta, layer_name, layer, targets, x, info, labels, names
+
+
+def _predictions_table(model, meta, x, truth: Optional[Dict[str, float]] = None) -> pd.DataFrame:
+    with torch.no_grad():
+        pred = model(x)[0].tolist()
+    df = pd.DataFrame({"structure": meta["output_names"], "predicted_cm3": pred})
+    if truth is not None:
+        df["true_cm3"] = [truth.get(n, np.nan) for n in meta["output_names"]]
+        df["error_cm3"] = df["predicted_cm3"] - df["true_cm3"]
+    return df
+
+
+def _top_regions(table: pd.DataFrame, k: int = 3) -> str:
+    return ", ".join(f"{r.name} {100 * r.share:.0f}%" for r in table.head(k).itertuples())
+
+
+# --------------------------------------------------------------------------- #
+# explain
+# --------------------------------------------------------------------------- #
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="explain one or several outputs for one scan")
+    p.add_argument("--image", required=True, help="T1 scan (NIfTI), registered to the model's space")
+    p.add_argument("--target", required=True, help="output name or index, a comma-separated list, or 'all'")
+    p.add_argument("--method", default="smocam", help="smocam (default), gradcam, occlusion, saliency, deeplift, integrated_gradients")
+    _common_model_args(p)
+    p.set_defaults(func=_run_explain)
+
+
+def _run_explain(args) -> int:
+    from .methods import METHODS
+    from .nifti import save_map
+    from .pipeline import explain
+    from .plotting import plot_attribution
+    from .regions import get_region_table
+
+    if args.method not in METHODS:
+        raise ValueError(f"unknown method {args.method!r}; expected one of {', '.join(METHODS)}")
+    kwargs = _smocam_kwargs(args)
+    model, meta, layer_name, layer, targets, x, info, labels, names = _setup(args, args.image)
+    t0 = time.perf_counter()
+    maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
+                   show_progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    stem = Path(args.image).name.split(".")[0]
+    with staged_output(args.out) as stage:
+        _predictions_table(model, meta, x).to_csv(stage / f"{stem}_predictions.csv", index=False)
+        rows = []
+        for k, t in enumerate(targets):
+            name = meta["output_names"][t]
+            save_map(maps[k], info, stage / f"{stem}_{args.method}_{name}.nii.gz")
+            plot_attribution(maps[k], x[0, 0], title=f"{args.method}: {name}",
+                             output_file=stage / f"{stem}_{args.method}_{name}.png")
+            if labels is not None:
+                table = get_region_table(_map_on_label_grid(maps[k], info, labels[1]), labels[0], names)
+                table.to_csv(stage / f"{stem}_{args.method}_{name}_regions.csv", index=False)
+                rows.append((name, _top_regions(table)))
+    print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
+    for name, top in rows:
+        print(f"  {name}: {top}")
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# compare (and the demo, which is compare on a built-in subject)
+# --------------------------------------------------------------------------- #
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="all methods side by side for one scan and one output")
+    p.add_argument("--image", required=True, help="T1 scan (NIfTI), registered to the model's space")
+    p.add_argument("--target", required=True, help="output name or index")
+    p.add_argument("--methods", default=",".join(COMPARE_METHODS), help="comma-separated methods")
+    _common_model_args(p)
+    p.set_defaults(func=_run_compare)
+
+
+def _parse_methods(spec: str) -> List[str]:
+    from .methods import METHODS
+
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"unknown method(s) {bad or spec!r}; expected some of {', '.join(METHODS)}")
+    return methods
+
+
+def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], stage: Path, *,
+             labels=None, names=None, outline=None, smocam_kwargs=None, show_progress=True,
+             occlusion_kwargs=None) -> pd.DataFrame:
+    """Run every method, write maps, figures and tables into ``stage``; return the summary table."""
+    from .methods import METHOD_LABELS, attribute_map
+    from .nifti import save_map
+    from .plotting import plot_comparison, plot_convergence, plot_region_attention
+    from .regions import get_region_table
+
+    name = meta["output_names"][target]
+    std = torch.tensor(meta["output_std"], dtype=torch.float32)
+    maps, rows, tables = {}, [], []
+    for method in methods:
+        history: Dict = {}
+        t0 = time.perf_counter()
+        m = attribute_map(method, model, x, target, layer=layer, output_std=std,
+                          smocam_kwargs=smocam_kwargs, show_progress=show_progress, history=history,
+                          **(occlusion_kwargs if method == "occlusion" else {}))
+        seconds = time.perf_counter() - t0
+        maps[METHOD_LABELS[method]] = m[0, 0]
+        save_map(m[0], info, stage / f"{method}_{name}.nii.gz")
+        row = {"method": method, "seconds": round(seconds, 2)}
+        if labels is not None:
+            table = get_region_table(_map_on_label_grid(m[0], info, labels[1]), labels[0], names)
+            table.insert(0, "method", method)
+            tables.append(table)
+            row["top_regions"] = _top_regions(table)
+            if method == "smocam":
+                plot_region_attention(table, title=f"SMOCAM attention: {name}",
+                                      output_file=stage / f"smocam_{name}_regions.png")
+        if method == "smocam" and history:
+            plot_convergence(history, title=f"SMOCAM objective: {name}",
+                             output_file=stage / f"smocam_{name}_convergence.png")
+        rows.append(row)
+    plot_comparison(maps, x[0, 0], outline=outline, title=f"{name}: where each method looks",
+                    output_file=stage / f"comparison_{name}.png")
+    if tables:
+        pd.concat(tables, ignore_index=True).to_csv(stage / f"regions_{name}.csv", index=False)
+    summary = pd.DataFrame(rows)
+    summary.to_csv(stage / f"methods_{name}.csv", index=False)
+    return summary
+
+
+def _run_compare(args) -> int:
+    methods = _parse_methods(args.methods)
+    kwargs = _smocam_kwargs(args)
+    model, meta, layer_name, layer, targets, x, info, labels, names = _setup(args, args.image)
+    if len(targets) != 1:
+        raise ValueError(f"compare explains one output; got {len(targets)} targets from {args.target!r}")
+    with staged_output(args.out) as stage:
+        _predictions_table(model, meta, x).to_csv(stage / "predictions.csv", index=False)
+        summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
+                           smocam_kwargs=kwargs, show_progress=not args.quiet)
+    print(summary.to_string(index=False))
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on the shipped model and a built-in subject")
+    p.add_argument("--out", default="smocam-demo", help="output folder (default: smocam-demo)")
+    p.add_argument("--model", default=None, help="checkpoint file or shipped model name (default: vgg)")
+    p.add_argument("--quick", action="store_true", help="fewer SMOCAM steps and a coarser occlusion, for a smoke test")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .nifti import load_scan
+    from .pipeline import load_model, resolve_layer, resolve_targets
+    from .synth import generate_subject, write_lut, write_subject
+
+    model, meta = load_model(args.model)
+    layer_name, layer = resolve_layer(model, meta)
+    (target,) = resolve_targets(meta, DEMO_TARGET)
+    index = int(meta.get("splits", {}).get("test", [20000])[0])
+    subject = generate_subject(index, lr_correlation=float(meta.get("lr_correlation", 0.95)))
+    smocam_kwargs = {"n_steps": 20} if args.quick else None
+    occlusion = {"occlusion_window": 12, "occlusion_stride": 12} if args.quick else {}
+    with staged_output(args.out) as stage:
+        t1_path, lab_path = write_subject(subject, stage)
+        write_lut(stage / "labels.txt")
+        x, info = load_scan(t1_path, meta)
+        labels = _load_labels(lab_path, load_scan(t1_path)[1])
+        outline = torch.from_numpy(_struct_mask(subject, DEMO_TARGET))
+        preds = _predictions_table(model, meta, x, truth=subject.volumes)
+        preds.to_csv(stage / "predictions.csv", index=False)
+        summary = _compare(model, meta, layer, x, info, target, COMPARE_METHODS, stage, labels=labels,
+                           names=_label_names(None), outline=outline, smocam_kwargs=smocam_kwargs,
+                           show_progress=not args.quiet, occlusion_kwargs=occlusion)
+    with pd.option_context("display.width", 160, "display.max_colwidth", 80):
+        print(f"Built-in subject {Path(t1_path).name.split('_')[0]} (synthetic, seed {index}); "
+              f"model {meta['arch']} explained at {layer_name}.\n")
+        print(preds.round(2).to_string(index=False))
+        print(f"\nExplaining {DEMO_TARGET} with {len(COMPARE_METHODS)} methods:\n")
+        print(summary.to_string(index=False))
+    print(f"\nOutputs in {args.out}/: comparison_{DEMO_TARGET}.png, smocam_{DEMO_TARGET}.nii.gz, "
+          f"regions_{DEMO_TARGET}.csv, predictions.csv, ...")
+    return 0
+
+
+def _struct_mask(subject, name: str) -> np.ndarray:
+    from .synth import LABELS
+
+    value = next(k for k, v in LABELS.items() if v == name)
+    return subject.labels == value

@@ -1,0 +1,122 @@
+"""The explain / compare / demo sub-commands on a tiny model and a synthetic scan."""
+import os
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from captum_smocam import synth
+from captum_smocam.cli import main
+from captum_smocam.models import VGG3D, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    shape, affine = synth.default_grid()
+    torch.manual_seed(0)
+    n = len(synth.STRUCTURE_NAMES)
+    model = VGG3D(n, channels=(4, 8, 8), output_mean=[5.0] * n, output_std=[1.0] * n).eval()
+    ckpt = d / "tiny.pt"
+    save_checkpoint(ckpt, model, {
+        "output_names": list(synth.STRUCTURE_NAMES), "input_shape": list(shape),
+        "affine": np.asarray(affine).tolist(), "intensity_normalization": "zscore_nonzero",
+        "default_layer": "features.block2", "spacing_mm": float(synth.DEFAULT_SPACING),
+    })
+    subject = synth.generate_subject(20000)
+    t1, labels = synth.write_subject(subject, d)
+    synth.write_lut(d / "labels.txt")
+    return {"dir": d, "ckpt": str(ckpt), "t1": str(t1), "labels": str(labels), "lut": str(d / "labels.txt")}
+
+
+def test_explain_writes_maps_on_the_scan_grid_and_region_tables(case, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["explain", "--image", case["t1"], "--target", "right_hippocampus,left_hippocampus",
+               "--model", case["ckpt"], "--n-steps", "3", "--labels", case["labels"], "--lut", case["lut"],
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    files = sorted(os.listdir(out))
+    assert "sub-20000_T1w_smocam_right_hippocampus.nii.gz" in files
+    assert "sub-20000_T1w_smocam_left_hippocampus_regions.csv" in files
+    img = nib.load(out / "sub-20000_T1w_smocam_right_hippocampus.nii.gz")
+    scan = nib.load(case["t1"])
+    assert img.shape == scan.shape and np.allclose(img.affine, scan.affine)
+    table = pd.read_csv(out / "sub-20000_T1w_smocam_right_hippocampus_regions.csv")
+    assert {"label", "name", "share"} <= set(table.columns)
+    assert 0 < table["share"].sum() <= 1 + 1e-6
+    preds = pd.read_csv(out / "sub-20000_T1w_predictions.csv")
+    assert list(preds["structure"]) == list(synth.STRUCTURE_NAMES)
+    assert not any(f.startswith(".smocam-staging") for f in files)
+
+
+def test_compare_runs_every_method(case, tmp_path):
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--image", case["t1"], "--target", "right_lateral_ventricle", "--model", case["ckpt"],
+               "--methods", "smocam,gradcam,saliency", "--n-steps", "3", "--labels", case["labels"],
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    summary = pd.read_csv(out / "methods_right_lateral_ventricle.csv")
+    assert list(summary["method"]) == ["smocam", "gradcam", "saliency"]
+    assert os.path.getsize(out / "comparison_right_lateral_ventricle.png") > 10_000
+    assert (out / "smocam_right_lateral_ventricle_convergence.png").exists()
+
+
+def test_demo_quick_on_a_given_model(case, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", case["ckpt"], "--quick", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "right_lateral_ventricle" in text and "occlusion" in text
+    for name in ("comparison_right_lateral_ventricle.png", "smocam_right_lateral_ventricle.nii.gz",
+                 "regions_right_lateral_ventricle.csv", "predictions.csv"):
+        assert (out / name).exists(), name
+    regions = pd.read_csv(out / "regions_right_lateral_ventricle.csv")
+    assert set(regions["method"]) == {"smocam", "gradcam", "occlusion", "saliency", "deeplift"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--image", "{dir}/missing.nii.gz", "--target", "0"], "not found"),
+        (["--image", "{dir}/garbage.nii.gz", "--target", "0"], "cannot read"),
+        (["--image", "{t1}", "--target", "amygdala"], "unknown target 'amygdala'"),
+        (["--image", "{t1}", "--target", "0", "--layer", "features.block9"], "unknown layer 'features.block9'"),
+        (["--image", "{shifted}", "--target", "0"], "cover"),
+        (["--image", "{t1}", "--target", "0", "--method", "lime"], "unknown method 'lime'"),
+        (["--image", "{t1}", "--target", "0", "--n-steps", "0"], "--n-steps"),
+    ],
+)
+def test_explain_errors_are_one_line_and_write_nothing(case, tmp_path, capsys, argv, message):
+    d = case["dir"]
+    (d / "garbage.nii.gz").write_bytes(b"this is not a nifti file")
+    if not (d / "shifted.nii.gz").exists():
+        img = nib.load(case["t1"])
+        far = img.affine.copy()
+        far[:3, 3] += 500.0  # a field of view 50 cm away from the model grid
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), far), d / "shifted.nii.gz")
+    argv = [a.format(dir=d, t1=case["t1"], shifted=d / "shifted.nii.gz") for a in argv]
+    out = tmp_path / "never"
+    rc = main(["explain", *argv, "--model", case["ckpt"], "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("smocam: error:")
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_failure_midway_leaves_out_untouched(case, tmp_path, monkeypatch):
+    import captum_smocam.commands as commands
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(commands, "_predictions_table", broken)
+    rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--n-steps", "2",
+               "--out", str(out), "--quiet"])
+    assert rc == 2
+    assert sorted(os.listdir(out)) == ["keep.txt"]
