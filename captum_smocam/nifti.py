@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
@@ -76,7 +76,6 @@ class ScanInfo:
     source: Optional[str] = None
     coverage: float = 1.0
     intensity_normalization: str = "none"
-    extra: dict = field(default_factory=dict)
 
     @property
     def original_spatial_shape(self) -> Tuple[int, int, int]:
