@@ -430,13 +430,20 @@ class SMOCAM(LayerAttribution, GradientAttribution):
 
         Examples::
 
-            >>> # net: a 3-D regression model predicting 16 volumes
-            >>> # from N x 1 x 64 x 64 x 64 scans
-            >>> smocam = SMOCAM(net, net.features.block2)
-            >>> mask = smocam.attribute(x, target=3, output_std=net_sd)
-            >>> mask.shape          # the layer is 16 x 16 x 16
-            torch.Size([N, 1, 16, 16, 16])
-            >>> upsampled = LayerAttribution.interpolate(mask, x.shape[2:], "trilinear")
+            >>> import torch
+            >>> from captum.attr import LayerAttribution
+            >>> from captum_smocam.models import VGG3D
+            >>> net = VGG3D(16, channels=(4, 8, 8)).eval()   # 16 volumes from 1-channel scans
+            >>> x = torch.randn(2, 1, 24, 28, 20)
+            >>> smocam = SMOCAM(net, net.features.block2)    # output at 1/2 resolution
+            >>> mask = smocam.attribute(x, target=3, output_std=0.5, n_steps=10)
+            >>> mask.shape
+            torch.Size([2, 1, 12, 14, 10])
+            >>> LayerAttribution.interpolate(mask, x.shape[2:], "trilinear").shape
+            torch.Size([2, 1, 24, 28, 20])
+            >>> # K outputs of one scan: repeat it, one target per row (one prefix pass)
+            >>> smocam.attribute(x[:1].expand(4, 1, 24, 28, 20), target=[0, 1, 2, 3], n_steps=10).shape
+            torch.Size([4, 1, 12, 14, 10])
         """
         # -- Validate everything before any work. --------------------------
         inputs = _format_tensor_into_tuples(inputs)
