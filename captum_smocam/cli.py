@@ -100,44 +100,6 @@ def _run_synth(args) -> int:
     return 0
 
 
-def _add_synth(sub) -> None:
-    p = sub.add_parser(
-        "synth",
-        help="write a synthetic T1 cohort with exact structure volumes",
-        description="Write sub-XXXX_T1w.nii.gz and sub-XXXX_labels.nii.gz per subject, "
-        "labels.txt (FreeSurferColorLUT format) and volumes.csv (cm3).",
-    )
-    p.add_argument("--n", type=int, required=True, help="number of subjects (>= 1)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed (>= 0). Default: 0")
-    p.add_argument(
-        "--lr-correlation",
-        type=float,
-        default=None,
-        help="correlation of left/right volume changes in [-1, 1]. Default: 0.95",
-    )
-    p.add_argument("--spacing", type=float, default=None, help="voxel size in mm. Default: 3.0")
-    p.set_defaults(func=_run_synth)
-
-
-def _run_synth(args) -> int:
-    from . import synth
-
-    r = synth.DEFAULT_LR_CORRELATION if args.lr_correlation is None else args.lr_correlation
-    spacing = synth.DEFAULT_SPACING if args.spacing is None else args.spacing
-    # Check every value before anything is written.
-    if args.n < 1:
-        raise CLIError(f"--n must be >= 1, got {args.n}")
-    if args.seed < 0:
-        raise CLIError(f"--seed must be >= 0, got {args.seed}")
-    if not -1.0 <= r <= 1.0:
-        raise CLIError(f"--lr-correlation must be in [-1, 1], got {r}")
-    synth.default_grid(spacing)  # raises ValueError on a bad spacing
-    table = synth.write_cohort(args.out, args.n, seed=args.seed, lr_correlation=r, spacing=spacing)
-    print(f"wrote {len(table)} subjects, labels.txt and volumes.csv to {args.out}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smocam",
