@@ -1,0 +1,529 @@
+"""Does a model trained on correlated left/right volumes underestimate large asymmetries?
+
+A controlled reproduction of the hippocampal-asymmetry finding of the SMOCAM
+poster (Konate et al.): the network predicted an asymmetry of 0.10 cm³ for a
+patient whose true asymmetry was ~1.12 cm³, and the authors hypothesised
+that it used one hippocampus for both predictions because left and right
+volumes correlate in the training data. Here two VGG3D models that differ
+only in their training cohort are compared:
+
+* ``vgg`` — left/right log volume factors correlated at r = 0.95;
+* ``vgg_independent`` — the same recipe on a cohort with r = 0.
+
+Steps (all written to ``--out-dir``):
+
+1. Reference: the training cohort's hippocampal asymmetry ``R - L`` (cm³)
+   for each model (``reference.csv``), read from the training cache of
+   ``benchmarks/train.py`` when it exists, otherwise computed for the first
+   ``--n-reference`` training indices from the synthetic deformation alone
+   (:func:`cohort_volumes`, checked against ``synth.generate_subject``).
+2. Test subjects (test-split indices only): natural subjects of both cohorts
+   and subjects whose hippocampus volume factors are overridden to
+   ``left = 1 - a/2``, ``right = 1 + a/2`` for asymmetries ``a`` in
+   ``--levels`` (percent). Each model predicts all of them
+   (``predictions.csv``); the slope and correlation of predicted on true
+   asymmetry are in ``fit.csv``.
+3. For the tail cases (``--attr-levels``) and each method: maps for the left
+   and right hippocampus outputs, their side specificity on the subject's
+   label map (share of the positive mass on the two hippocampi that is on
+   the explained side) and hemisphere share (``attention.csv``), and the top
+   regions (``regions.csv``).
+4. Figures ``asymmetry_distribution.png``, ``asymmetry_scatter.png`` and
+   ``asymmetry_masks.png`` in ``--figures-dir``.
+
+Usage::
+
+    python benchmarks/asymmetry.py                 # full run (~20-30 min on 2 cores)
+    python benchmarks/asymmetry.py --quick         # smoke test (< 2 min)
+
+See ``docs/asymmetry.md`` for the results.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from captum_smocam import synth  # noqa: E402
+from captum_smocam.methods import METHOD_LABELS, attribute_map  # noqa: E402
+from captum_smocam.metrics import side_specificity  # noqa: E402
+from captum_smocam.pipeline import explain, load_model, resolve_layer  # noqa: E402
+from captum_smocam.preprocessing import normalize_intensity  # noqa: E402
+from captum_smocam.regions import get_region_table  # noqa: E402
+
+LEFT, RIGHT = "left_hippocampus", "right_hippocampus"
+DEFAULT_MODELS = ("vgg", "vgg_independent")
+DEFAULT_LEVELS = (-40, -30, -20, -10, 0, 10, 20, 30, 40)
+DEFAULT_ATTR_LEVELS = (-40, -20, 0, 20, 40)
+DEFAULT_OCCLUSION_LEVELS = (-40, 0, 40)
+#: The poster's patient: true asymmetry ~1.12 cm³ (the distribution figure shows the tail case closest to it).
+POSTER_ASYMMETRY_CM3 = 1.12
+
+
+# ----------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def asymmetry(left, right):
+    """Right minus left (cm³), element-wise."""
+    return np.asarray(right, dtype=np.float64) - np.asarray(left, dtype=np.float64)
+
+
+def override_factors(level_pct: float) -> dict:
+    """Hippocampus volume factors giving an asymmetry of ``level_pct`` % of the mean volume.
+
+    ``left = 1 - a/2``, ``right = 1 + a/2`` with ``a = level_pct / 100``, so
+    ``(R - L) / ((R + L) / 2) = a`` before the subject's global scale (which
+    multiplies both sides).
+
+    Examples::
+
+        >>> override_factors(40)
+        {'left_hippocampus': 0.8, 'right_hippocampus': 1.2}
+    """
+    a = float(level_pct) / 100.0
+    if not -1.0 < a < 1.0:
+        raise ValueError(f"asymmetry level must be in (-100, 100) percent, got {level_pct!r}")
+    return {LEFT: round(1.0 - a / 2.0, 10), RIGHT: round(1.0 + a / 2.0, 10)}
+
+
+def fit_line(true, pred) -> dict:
+    """Least-squares slope/intercept of ``pred`` on ``true`` and Pearson r.
+
+    Examples::
+
+        >>> fit_line([0.0, 1.0, 2.0], [1.0, 1.5, 2.0])["slope"]
+        0.5
+    """
+    t, p = np.asarray(true, float), np.asarray(pred, float)
+    if t.size < 2 or np.ptp(t) == 0:
+        return {"n": int(t.size), "slope": float("nan"), "intercept": float("nan"), "pearson_r": float("nan"),
+                "mae_cm3": float(np.mean(np.abs(p - t))) if t.size else float("nan")}
+    slope, intercept = np.polyfit(t, p, 1)
+    r = float(np.corrcoef(t, p)[0, 1]) if np.ptp(p) > 0 else float("nan")
+    return {"n": int(t.size), "slope": float(slope), "intercept": float(intercept), "pearson_r": r,
+            "mae_cm3": float(np.mean(np.abs(p - t)))}
+
+
+def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int) -> dict:
+    """Exact structure volumes (cm³) of ``synth.generate_subject(index, ...)`` without rendering the image.
+
+    Repeats the volume part of :func:`captum_smocam.synth.generate_subject`
+    (draws, bump amplitudes, the fold-safety shrink loop, the Jacobian
+    integral) and skips the warp and rendering. No overrides. The script
+    checks the result against ``generate_subject`` on the first index it uses.
+    """
+    rng = np.random.default_rng([cohort_seed, index])
+    p = synth._draw(rng, lr_correlation)
+    names = synth.STRUCTURE_NAMES
+    log_factors = p["log_factors"]
+    z = np.array([log_factors[n] for n in names])
+    cells = synth._cells()
+    elastic_jac = synth._elastic(cells.points.astype(np.float64), p["waves"], True)
+    amplitudes, det = synth._solve_amplitudes(z, elastic_jac)
+    shrink = 1.0
+    while det.min() < synth._MIN_JACOBIAN and shrink > 0.05:
+        shrink *= 0.8
+        amplitudes, det = synth._solve_amplitudes(shrink * z, elastic_jac)
+    vol = p["scale"] ** 3 * (cells.counts.T.astype(np.float64) @ det) / 1000.0
+    return {n: float(v) for n, v in zip(names, vol)}
+
+
+def _train_cache_path(meta: dict, cache_dir: Path) -> Path:
+    """Where benchmarks/train.py cached the training split's volumes (same key as its load_split)."""
+    start, stop = meta["splits"]["train"]
+    key = dict(start=start, stop=stop, lr_correlation=float(meta["lr_correlation"]),
+               spacing=float(meta.get("spacing_mm", synth.DEFAULT_SPACING)),
+               cohort_seed=int(meta.get("cohort_seed", 0)),
+               normalization=meta.get("intensity_normalization", "zscore_nonzero"),
+               names=list(synth.STRUCTURE_NAMES))
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_dir / f"cohort_r{key['lr_correlation']:g}_{start}-{stop}_{digest}_y.npy"
+
+
+def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: set) -> tuple:
+    """``(left, right, source)``: hippocampus volumes (cm³) of the model's training cohort."""
+    names = list(synth.STRUCTURE_NAMES)
+    il, ir = names.index(LEFT), names.index(RIGHT)
+    path = _train_cache_path(meta, cache_dir)
+    if path.is_file():
+        y = np.load(path)
+        if y.ndim == 2 and y.shape[1] == len(names):
+            return y[:, il], y[:, ir], f"train cache {path.name} (all {len(y)} training subjects)"
+    r, seed = float(meta["lr_correlation"]), int(meta.get("cohort_seed", 0))
+    start, stop = meta["splits"]["train"]
+    indices = list(range(start, min(stop, start + n)))
+    key = (r, seed, indices[0])
+    if key not in checked:  # the shortcut must give generate_subject's volumes exactly
+        full = synth.generate_subject(indices[0], lr_correlation=r, cohort_seed=seed).volumes
+        fast = cohort_volumes(indices[0], r, seed)
+        err = max(abs(full[k] - fast[k]) for k in names)
+        if err > 1e-6:
+            raise RuntimeError(f"cohort_volumes differs from generate_subject by {err:.3g} cm3; synth.py changed")
+        checked.add(key)
+    from tqdm.auto import tqdm
+
+    vols = [cohort_volumes(i, r, seed) for i in tqdm(indices, desc=f"reference r={r:g}", mininterval=10)]
+    return (np.array([v[LEFT] for v in vols]), np.array([v[RIGHT] for v in vols]),
+            f"generated volumes of training indices {indices[0]}-{indices[-1]} (n={len(indices)})")
+
+
+def _check_outside(index: int, splits: dict, what: str) -> None:
+    for name in ("train", "val"):
+        a, b = splits[name]
+        if a <= index < b:
+            raise ValueError(f"{what} index {index} is inside the {name} split [{a}, {b}); use test indices")
+
+
+def build_subject_specs(metas: dict, n_natural: int, levels, tail_offset: int = 50) -> list:
+    """Specs of the test subjects: natural ones of each model's cohort, then the override levels."""
+    first = next(iter(metas.values()))
+    test0 = int(first["splits"]["test"][0])
+    specs = []
+    cohorts = []
+    for meta in metas.values():
+        c = (float(meta["lr_correlation"]), int(meta.get("cohort_seed", 0)))
+        if c not in cohorts:
+            cohorts.append(c)
+    for k, (r, seed) in enumerate(cohorts):
+        for i in range(n_natural):
+            idx = test0 + k * n_natural + i
+            specs.append(dict(subject=f"nat-r{r:g}-{idx}", kind="natural", index=idx, lr_correlation=r,
+                              cohort_seed=seed, level_pct=float("nan"), overrides=None))
+    r, seed = float(first["lr_correlation"]), int(first.get("cohort_seed", 0))
+    for j, level in enumerate(levels):
+        idx = test0 + tail_offset + j
+        specs.append(dict(subject=f"asym{level:+g}%-{idx}", kind="override", index=idx, lr_correlation=r,
+                          cohort_seed=seed, level_pct=float(level), overrides=override_factors(level)))
+    for spec in specs:
+        for meta in metas.values():
+            _check_outside(spec["index"], meta["splits"], spec["subject"])
+    return specs
+
+
+def side_specificity_density(attr: np.ndarray, target: np.ndarray, other: np.ndarray) -> float:
+    """Like ``metrics.side_specificity`` but on mean attention per voxel: ``m_T / (m_T + m_C)``.
+
+    The mass version is biased by the structures' sizes: a uniform map gets
+    ``|T| / (|T| + |C|)``, e.g. 0.4 for the smaller side of a +/-40 % pair.
+    The density version gives 0.5 for a uniform map whatever the sizes.
+
+    Examples::
+
+        >>> a = np.ones((7, 8, 9)); t = np.zeros_like(a, bool); t[:2] = True
+        >>> c = np.zeros_like(a, bool); c[4:] = True
+        >>> side_specificity_density(a, t, c)
+        0.5
+    """
+    w = np.clip(attr, 0.0, None)
+    mt, mc = float(w[target].mean()), float(w[other].mean())
+    return mt / (mt + mc) if mt + mc > 0 else float("nan")
+
+
+def hemisphere_share(attr: np.ndarray, affine: np.ndarray, side: str) -> float:
+    """Share of the positive mass of ``attr`` (on the image grid) on ``side``'s hemisphere (MNI x < 0 = left)."""
+    x = affine[0, 0] * np.arange(attr.shape[0]) + affine[0, 3]
+    w = np.clip(attr, 0.0, None)
+    left = float(w[x < 0].sum())
+    right = float(w[x > 0].sum())
+    total = left + right
+    if total == 0.0:
+        return float("nan")
+    return (left if side == "left" else right) / total
+
+
+# ----------------------------------------------------------------------------- parts
+def predict(model, images: list, batch: int = 4) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(np.stack(images[i:i + batch]))[:, None]
+            out.append(model(x).numpy())
+    return np.concatenate(out)
+
+
+def explain_case(method: str, model, meta: dict, x: torch.Tensor, targets: list, args) -> torch.Tensor:
+    if method == "smocam":
+        return explain(model, meta, x, targets, method="smocam",
+                       smocam_kwargs={"n_steps": args.smocam_steps})
+    if method == "occlusion":
+        return explain(model, meta, x, targets, method="occlusion", occlusion_window=args.occlusion_window,
+                       occlusion_stride=args.occlusion_stride, perturbations_per_eval=4)
+    return explain(model, meta, x, targets, method=method)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                   help="shipped model names or checkpoint paths; the first is the correlated one")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 1 natural subject per cohort + the +40%% case, SMOCAM only, 10 steps, 4 reference subjects")
+    p.add_argument("--n-reference", type=int, default=200,
+                   help="training subjects for the reference distribution when no training cache exists")
+    p.add_argument("--n-natural", type=int, default=10, help="natural test subjects per training cohort")
+    p.add_argument("--levels", type=float, nargs="+", default=list(DEFAULT_LEVELS),
+                   help="asymmetries (%% of mean hippocampus volume) of the override subjects")
+    p.add_argument("--attr-levels", type=float, nargs="+", default=list(DEFAULT_ATTR_LEVELS),
+                   help="override levels whose maps are computed (tail cases + 0 as control)")
+    p.add_argument("--methods", nargs="+", default=["smocam", "gradcam", "occlusion"])
+    p.add_argument("--occlusion-levels", type=float, nargs="+", default=list(DEFAULT_OCCLUSION_LEVELS),
+                   help="attr levels on which Occlusion runs (it is the slow method)")
+    p.add_argument("--occlusion-window", type=int, default=8)
+    p.add_argument("--occlusion-stride", type=int, default=8)
+    p.add_argument("--smocam-steps", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "asymmetry"))
+    p.add_argument("--figures-dir", default=str(REPO / "docs" / "figures"))
+    p.add_argument("--cache-dir", default=str(REPO / "benchmarks" / "runs"),
+                   help="benchmarks/train.py's data cache (training volumes are read from it if present)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_reference, args.n_natural = 4, 1
+        args.levels, args.attr_levels, args.occlusion_levels = [40.0], [40.0], []
+        args.methods, args.smocam_steps = ["smocam"], 10
+    for name in ("n_reference", "smocam_steps", "threads", "occlusion_window", "occlusion_stride"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    unknown = sorted(set(args.methods) - set(METHOD_LABELS))
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; expected some of {sorted(METHOD_LABELS)}")
+    missing = sorted(set(args.attr_levels) - set(args.levels))
+    if missing:
+        p.error(f"--attr-levels {missing} are not among --levels {args.levels}")
+    return args
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    out_dir, fig_dir, cache_dir = Path(args.out_dir), Path(args.figures_dir), Path(args.cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    log("command: python benchmarks/asymmetry.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    log(f"torch {torch.__version__}, threads {args.threads}, python {platform.python_version()}")
+
+    # Models.
+    models, metas = {}, {}
+    for spec in args.models:
+        name = Path(spec).stem if os.path.isfile(spec) else spec
+        models[name], metas[name] = load_model(spec)
+        m = metas[name]
+        log(f"model {name}: lr_correlation {m.get('lr_correlation')}, cohort_seed {m.get('cohort_seed')}, "
+            f"splits {m.get('splits')}, test R2 L/R hippocampus "
+            f"{m.get('test_metrics', {}).get(LEFT, {}).get('r2')}/{m.get('test_metrics', {}).get(RIGHT, {}).get('r2')}")
+    names = list(next(iter(metas.values()))["output_names"])
+    il, ir = names.index(LEFT), names.index(RIGHT)
+
+    # 1. Reference distributions.
+    t0 = time.time()
+    refs, ref_rows, checked = {}, [], set()
+    for name, meta in metas.items():
+        left, right, source = reference_volumes(meta, args.n_reference, cache_dir, checked)
+        a = asymmetry(left, right)
+        refs[name] = dict(asym=a, mean=float(a.mean()), sd=float(a.std(ddof=1)), source=source)
+        log(f"reference {name}: {source}; asymmetry R-L mean {a.mean():+.4f} cm3, sd {a.std(ddof=1):.4f} cm3, "
+            f"|asym| p99 {np.percentile(np.abs(a), 99):.3f} cm3, max |asym| {np.abs(a).max():.3f} cm3, "
+            f"L/R corr {np.corrcoef(left, right)[0, 1]:.3f}")
+        ref_rows += [dict(model=name, i=i, left_cm3=l_, right_cm3=r_, asym_cm3=d, z=(d - refs[name]["mean"]) / refs[name]["sd"])
+                     for i, (l_, r_, d) in enumerate(zip(left, right, a))]
+    pd.DataFrame(ref_rows).to_csv(out_dir / "reference.csv", index=False, float_format="%.5f")
+    log(f"reference done in {time.time() - t0:.0f} s")
+
+    # 2. Test subjects and predictions.
+    t0 = time.time()
+    specs = build_subject_specs(metas, args.n_natural, args.levels)
+    subjects, images = {}, []
+    from tqdm.auto import tqdm
+
+    for spec in tqdm(specs, desc="test subjects", mininterval=10):
+        s = synth.generate_subject(spec["index"], lr_correlation=spec["lr_correlation"],
+                                   cohort_seed=spec["cohort_seed"], overrides=spec["overrides"])
+        norm = next(iter(metas.values())).get("intensity_normalization", "zscore_nonzero")
+        images.append(normalize_intensity(s.image, norm).astype(np.float32))
+        subjects[spec["subject"]] = s
+    log(f"generated {len(specs)} test subjects in {time.time() - t0:.0f} s")
+    rows = []
+    for name, model in models.items():
+        pred = predict(model, images)
+        ref = refs[name]
+        for spec, p in zip(specs, pred):
+            s = subjects[spec["subject"]]
+            tl, tr = s.volumes[LEFT], s.volumes[RIGHT]
+            ta, pa = tr - tl, float(p[ir] - p[il])
+            rows.append(dict(model=name, subject=spec["subject"], kind=spec["kind"], index=spec["index"],
+                             cohort_r=spec["lr_correlation"], level_pct=spec["level_pct"],
+                             true_left=tl, true_right=tr, pred_left=float(p[il]), pred_right=float(p[ir]),
+                             true_asym=ta, pred_asym=pa, pred_over_true=pa / ta if abs(ta) > 0.05 else float("nan"),
+                             true_z=(ta - ref["mean"]) / ref["sd"], pred_z=(pa - ref["mean"]) / ref["sd"],
+                             true_pct_rank=100.0 * float(np.mean(ref["asym"] <= ta)),
+                             pred_pct_rank=100.0 * float(np.mean(ref["asym"] <= pa))))
+    preds = pd.DataFrame(rows)
+    preds.to_csv(out_dir / "predictions.csv", index=False, float_format="%.4f")
+    fits = []
+    for name in models:
+        d = preds[preds.model == name]
+        for subset, sel in (("all", d), ("natural", d[d.kind == "natural"]), ("override", d[d.kind == "override"]),
+                            *((f"natural_r{r:g}", d[(d.kind == "natural") & (d.cohort_r == r)])
+                              for r in sorted(d.cohort_r.unique()))):
+            if len(sel):
+                f = fit_line(sel.true_asym, sel.pred_asym)
+                fits.append(dict(model=name, subset=subset, **f,
+                                 mae_left=float(np.mean(np.abs(sel.pred_left - sel.true_left))),
+                                 mae_right=float(np.mean(np.abs(sel.pred_right - sel.true_right)))))
+    fit_df = pd.DataFrame(fits)
+    fit_df.to_csv(out_dir / "fit.csv", index=False, float_format="%.4f")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        log("fit of predicted on true asymmetry (cm3):\n" + fit_df.to_string(index=False, float_format="%.3f"))
+        cols = ["model", "subject", "true_left", "true_right", "pred_left", "pred_right", "true_asym", "pred_asym",
+                "pred_over_true", "true_z", "pred_z"]
+        log("override (tail) subjects:\n" + preds[preds.kind == "override"][cols].to_string(index=False, float_format="%.3f"))
+
+    # 3. Maps of the tail cases.
+    t0 = time.time()
+    att_rows, reg_rows, masks_for_fig = [], [], {}
+    label_of = {v: k for k, v in synth.LABELS.items()}
+    tail_specs = [s for s in specs if s["kind"] == "override" and s["level_pct"] in set(args.attr_levels)]
+    for spec in tail_specs:
+        s = subjects[spec["subject"]]
+        x = torch.from_numpy(images[specs.index(spec)])[None, None]
+        masks = {"left": s.labels == label_of[LEFT], "right": s.labels == label_of[RIGHT]}
+        for name, model in models.items():
+            for method in args.methods:
+                if method == "occlusion" and spec["level_pct"] not in set(args.occlusion_levels):
+                    continue
+                t1 = time.time()
+                maps = explain_case(method, model, metas[name], x, [il, ir], args)
+                seconds = time.time() - t1
+                for k, side in enumerate(("left", "right")):
+                    a = maps[k, 0].numpy().astype(np.float64)
+                    other = "right" if side == "left" else "left"
+                    table = get_region_table(a, s.labels, synth.LABELS)
+                    shares = dict(zip(table.name, table.share))
+                    att_rows.append(dict(
+                        model=name, subject=spec["subject"], level_pct=spec["level_pct"], method=method,
+                        target=f"{side}_hippocampus", seconds=seconds / 2,
+                        side_specificity=side_specificity(a, masks[side], masks[other]),
+                        side_specificity_density=side_specificity_density(a, masks[side], masks[other]),
+                        hemisphere_share=hemisphere_share(a, s.affine, side),
+                        share_target_hippocampus=shares.get(f"{side}_hippocampus", 0.0),
+                        share_other_hippocampus=shares.get(f"{other}_hippocampus", 0.0),
+                        top1=table.name.iloc[0], top2=table.name.iloc[1], top3=table.name.iloc[2],
+                        **{f"top_mean{j + 1}": n_ for j, n_ in enumerate(
+                            table.sort_values("attention_mean", ascending=False).name.iloc[:3])}))
+                    for rank, row in table.iterrows():
+                        reg_rows.append(dict(model=name, subject=spec["subject"], level_pct=spec["level_pct"],
+                                             method=method, target=f"{side}_hippocampus", rank=rank + 1,
+                                             region=row["name"], share=row["share"],
+                                             attention_mean=row["attention_mean"]))
+                    if method == "smocam":
+                        masks_for_fig[(name, spec["subject"], side)] = a
+                log(f"{name} {spec['subject']} {method}: {seconds:.1f} s; side specificity L/R "
+                    f"{att_rows[-2]['side_specificity']:.3f}/{att_rows[-1]['side_specificity']:.3f}")
+    att = pd.DataFrame(att_rows)
+    att.to_csv(out_dir / "attention.csv", index=False, float_format="%.4f")
+    pd.DataFrame(reg_rows).to_csv(out_dir / "regions.csv", index=False, float_format="%.4f")
+    if len(att):
+        summ = att.groupby(["model", "method"])[["side_specificity", "side_specificity_density", "hemisphere_share"]].agg(["mean", "min", "max"])
+        with pd.option_context("display.width", 200):
+            log("side specificity / hemisphere share over tail cases and both targets:\n"
+                + summ.to_string(float_format="%.3f"))
+    log(f"maps done in {time.time() - t0:.0f} s")
+
+    # 4. Figures.
+    make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_dir)
+    log(f"total {time.time() - t_start:.0f} s")
+    return 0
+
+
+def _poster_case(preds: pd.DataFrame) -> str:
+    """The override subject whose true |asymmetry| is closest to the poster's 1.12 cm³."""
+    d = preds[preds.kind == "override"].drop_duplicates("subject")
+    return d.iloc[int(np.argmin(np.abs(np.abs(d.true_asym.to_numpy()) - POSTER_ASYMMETRY_CM3)))]["subject"]
+
+
+def make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from captum_smocam.plotting import plot_asymmetry, plot_attribution
+
+    suffix = "_quick" if args.quick else ""
+    case = _poster_case(preds)
+    n = len(models)
+    fig, axes = plt.subplots(1, n, figsize=(6.0 * n, 3.8), layout="constrained", squeeze=False)
+    for ax, name in zip(axes[0], models):
+        row = preds[(preds.model == name) & (preds.subject == case)].iloc[0]
+        plot_asymmetry((refs[name]["asym"] - refs[name]["mean"]) / refs[name]["sd"],
+                       row.true_z, row.pred_z, ax=ax, xlabel="normalised asymmetry z (R − L vs training cohort)",
+                       title=f"{name}: {case}, true {row.true_asym:+.2f} cm³, predicted {row.pred_asym:+.2f} cm³")
+    fig.savefig(fig_dir / f"asymmetry_distribution{suffix}.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), layout="constrained")
+    colors = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
+    lim = float(np.abs(preds[["true_asym", "pred_asym"]].to_numpy()).max()) * 1.1
+    ax.plot([-lim, lim], [-lim, lim], color="gray", lw=1, ls=":", label="identity")
+    for c, name in zip(colors, models):
+        d = preds[preds.model == name]
+        for kind, marker in (("natural", "o"), ("override", "s")):
+            e = d[d.kind == kind]
+            ax.scatter(e.true_asym, e.pred_asym, color=c, marker=marker, s=22, alpha=0.8,
+                       label=f"{name} ({kind})")
+        f = fit_line(d.true_asym, d.pred_asym)
+        if np.isfinite(f["slope"]):
+            ax.plot([-lim, lim], [f["intercept"] - f["slope"] * lim, f["intercept"] + f["slope"] * lim],
+                    color=c, lw=1.2, label=f"{name} fit: slope {f['slope']:.2f}")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_xlabel("true hippocampal asymmetry R − L (cm³)")
+    ax.set_ylabel("predicted asymmetry R − L (cm³)")
+    ax.legend(fontsize=7)
+    fig.savefig(fig_dir / f"asymmetry_scatter{suffix}.png", dpi=100)
+    plt.close(fig)
+
+    if not masks_for_fig:
+        return
+    case_masks = case if any(k[1] == case for k in masks_for_fig) else next(iter(masks_for_fig))[1]
+    s = subjects[case_masks]
+    label_of = {v: k for k, v in synth.LABELS.items()}
+    hipp = (s.labels == label_of[LEFT]) | (s.labels == label_of[RIGHT])
+    cut = tuple(int(round(c)) for c in np.argwhere(hipp).mean(0))
+    names_m = [m for m in models if (m, case_masks, "left") in masks_for_fig]
+    fig = plt.figure(figsize=(11.0, 2.9 * len(names_m) + 0.4), layout="constrained")
+    sub = fig.subfigures(len(names_m), 2, squeeze=False)
+    for r, name in enumerate(names_m):
+        for c, side in enumerate(("left", "right")):
+            a = masks_for_fig[(name, case_masks, side)]
+            row = preds[(preds.model == name) & (preds.subject == case_masks)].iloc[0]
+            axs = sub[r, c].subplots(1, 2)
+            plot_attribution(a, s.image, display_mode="yz", cut_coords=cut, outline=hipp, axes=list(axs),
+                             colorbar=False)
+            sub[r, c].suptitle(f"{name}: SMOCAM mask, {side} hippocampus (pred {getattr(row, 'pred_' + side):.2f}, "
+                               f"true {getattr(row, 'true_' + side):.2f} cm³)", fontsize=9)
+    fig.suptitle(f"{case_masks}: SMOCAM masks for the left and right hippocampus volume "
+                 f"(outline: both hippocampi; image left = subject left)", fontsize=10)
+    fig.savefig(fig_dir / f"asymmetry_masks{suffix}.png", dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Tests of benchmarks/asymmetry.py: its helpers, and the --quick run on the shipped models."""
+import importlib.resources
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("asymmetry_benchmark", REPO / "benchmarks" / "asymmetry.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+asym = _load_script()
+
+SPLITS = {"train": [0, 480], "val": [10000, 10060], "test": [20000, 20100]}
+
+
+def test_override_factors_give_the_requested_asymmetry():
+    f = asym.override_factors(40)
+    assert f == {"left_hippocampus": 0.8, "right_hippocampus": 1.2}
+    r, l_ = f["right_hippocampus"], f["left_hippocampus"]
+    assert (r - l_) / ((r + l_) / 2) == pytest.approx(0.4)
+    g = asym.override_factors(-30)
+    assert g["left_hippocampus"] > g["right_hippocampus"]
+    with pytest.raises(ValueError, match="150"):
+        asym.override_factors(150)
+
+
+def test_fit_line_slope_and_degenerate_cases():
+    f = asym.fit_line([-1.0, 0.0, 1.0, 2.0], [0.1 * v + 0.3 for v in (-1.0, 0.0, 1.0, 2.0)])
+    assert f["slope"] == pytest.approx(0.1)
+    assert f["intercept"] == pytest.approx(0.3)
+    assert f["pearson_r"] == pytest.approx(1.0)
+    flat = asym.fit_line([1.0, 1.0], [0.0, 2.0])  # no spread in x: no slope
+    assert math.isnan(flat["slope"]) and flat["mae_cm3"] == pytest.approx(1.0)
+
+
+def test_side_specificity_density_ignores_structure_size():
+    a = np.ones((7, 8, 9))
+    t = np.zeros((7, 8, 9), bool)
+    t[:2] = True
+    c = np.zeros((7, 8, 9), bool)
+    c[3:] = True  # twice as large
+    assert asym.side_specificity_density(a, t, c) == pytest.approx(0.5)
+    a[:2] = 3.0
+    assert asym.side_specificity_density(a, t, c) == pytest.approx(0.75)
+    assert asym.side_specificity_density(np.zeros((7, 8, 9)), t, c) != asym.side_specificity_density(a, t, c)
+
+
+def test_hemisphere_share_uses_mni_x_of_the_first_axis():
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[0, 3] = -9.0  # x = -9, -6, ..., 9 over the 7 voxels of axis 0: 0 at index 3
+    a = np.zeros((7, 8, 9))
+    a[5] = 1.0  # x = +6: right
+    a[1, 0, 0] = 1.0 * 72 / 3  # x = -6: left, a third of the right mass
+    assert asym.hemisphere_share(a, affine, "right") == pytest.approx(0.75)
+    assert asym.hemisphere_share(a, affine, "left") == pytest.approx(0.25)
+    a[3] = 100.0  # the midline plane counts for neither side
+    assert asym.hemisphere_share(a, affine, "right") == pytest.approx(0.75)
+
+
+def test_subject_specs_stay_in_the_test_split_and_cover_both_cohorts():
+    metas = {"a": {"lr_correlation": 0.95, "cohort_seed": 0, "splits": SPLITS},
+             "b": {"lr_correlation": 0.0, "cohort_seed": 0, "splits": SPLITS}}
+    specs = asym.build_subject_specs(metas, 3, [-40, 0, 40])
+    natural = [s for s in specs if s["kind"] == "natural"]
+    tail = [s for s in specs if s["kind"] == "override"]
+    assert sorted({s["lr_correlation"] for s in natural}) == [0.0, 0.95]
+    assert len(natural) == 6 and len({s["index"] for s in natural}) == 6
+    assert [s["level_pct"] for s in tail] == [-40.0, 0.0, 40.0]
+    assert all(20000 <= s["index"] < 20100 for s in specs)
+    bad = {"a": {"lr_correlation": 0.95, "splits": {**SPLITS, "train": [0, 20060]}}}
+    with pytest.raises(ValueError, match="train split"):
+        asym.build_subject_specs(bad, 1, [40])
+
+
+def _shipped(name):
+    from captum_smocam.models import DEFAULT_MODELS
+
+    return (importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]).is_file()
+
+
+@pytest.mark.skipif(not _shipped("vgg"), reason="shipped model captum_smocam/data/vgg3d_default.pt is absent "
+                    "(train it with benchmarks/train.py, see docs/models.md)")
+def test_quick_run_writes_consistent_tables_and_figures(tmp_path):
+    models = ["vgg"] + (["vgg_independent"] if _shipped("vgg_independent") else [])
+    # An empty cache dir forces the reference volumes through cohort_volumes, whose
+    # exactness against synth.generate_subject the script checks (RuntimeError otherwise).
+    rc = asym.main(["--quick", "--models", *models, "--out-dir", str(tmp_path), "--figures-dir", str(tmp_path),
+                    "--cache-dir", str(tmp_path / "no-cache")])
+    assert rc == 0
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    assert set(preds.model) == set(models)
+    tail = preds[preds.kind == "override"]
+    assert len(tail) == len(models)
+    # +40 % case: the right hippocampus is 1.2/0.8 = 1.5 x the left one, exactly.
+    assert np.allclose(tail.true_right / tail.true_left, 1.5, rtol=1e-3)
+    assert np.allclose(preds.true_asym, preds.true_right - preds.true_left)
+    assert np.allclose(preds.pred_asym, preds.pred_right - preds.pred_left)
+    ref = pd.read_csv(tmp_path / "reference.csv")
+    assert len(ref) == 4 * len(models)
+    att = pd.read_csv(tmp_path / "attention.csv")
+    assert set(att.target) == {"left_hippocampus", "right_hippocampus"}
+    assert att.side_specificity.between(0, 1).all() and att.hemisphere_share.between(0, 1).all()
+    regions = pd.read_csv(tmp_path / "regions.csv")
+    assert regions.share.between(0, 1).all()
+    for fig in ("asymmetry_distribution_quick.png", "asymmetry_scatter_quick.png", "asymmetry_masks_quick.png"):
+        assert (tmp_path / fig).stat().st_size > 1000
