@@ -1,0 +1,767 @@
+"""Whole cohorts: SMOCAM maps, region tables and predictions for every scan of a study.
+
+``smocam cohort`` (and :func:`run_cohort`, its Python form) runs the
+multi-target fast path of :func:`captum_smocam.pipeline.explain` on every
+scan and writes, per scan, one folder ``<out>/<subject>/``::
+
+    <subject>_smocam_<target>.nii.gz   one map per target, on the scan's own grid
+    <subject>_regions.csv              per-region attention per target (needs --labels)
+    <subject>_predictions.csv          the model's prediction of every output (cm3)
+    <subject>_done.json                done-marker, written last (settings, timings, versions)
+
+and, for the whole cohort (rank 0, at the end)::
+
+    manifest.json            per scan: status done / failed / skipped, timings, error
+    cohort_regions.csv       per target and region: mean and sd across scans
+    cohort_predictions.csv   one row per scan, one column per output
+    cohort_summary.png       cohort mean share of attention for the first targets
+
+Resumption: a scan is *complete* when its done-marker exists, was written with
+the same SMOCAM settings (model file hash, layer, targets, steps, weights) and
+every file it lists exists; complete scans are skipped on a rerun. Every file
+is written under a temporary name and renamed, and the done-marker is written
+after all the others, so a run killed at any point leaves each scan either
+complete or redone next time. A scan that fails (unreadable file, wrong
+space, ...) is reported on stderr and in the manifest, and the run goes on.
+
+Scale-out: under ``torchrun`` (environment ``RANK`` / ``WORLD_SIZE``) each
+rank joins a ``torch.distributed`` process group (``nccl`` with CUDA, else
+``gloo``), runs on ``cuda:LOCAL_RANK`` when CUDA is available, and takes the
+scans ``i`` with ``i % WORLD_SIZE == RANK`` of the sorted list. After a
+barrier, rank 0 reads every scan's CSVs and writes the cohort tables, so all
+ranks must see the same ``--out`` folder (a shared file system across nodes).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import hashlib
+import importlib.resources
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .nifti import _resample, load_scan, save_map
+from .pipeline import explain, load_model, resolve_layer, resolve_targets
+from .regions import aggregate_region_tables, get_region_table, read_lut
+from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
+
+__all__ = [
+    "run_cohort",
+    "find_scans",
+    "subject_id",
+    "match_labels",
+    "DistContext",
+    "dist_context",
+    "DEFAULT_OUT",
+    "SUMMARY_TARGETS",
+]
+
+#: Output folder used when ``--out`` is not given.
+DEFAULT_OUT = "smocam_cohort"
+#: The summary figure shows the cohort means of at most this many targets.
+SUMMARY_TARGETS = 4
+#: Regions per panel of the summary figure.
+SUMMARY_TOP = 10
+#: Process-group timeout: ranks wait this long for each other at the final barrier.
+DIST_TIMEOUT = datetime.timedelta(hours=24)
+
+_NIFTI_RE = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+_BIDS_SUB = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)")
+_BIDS_SES = re.compile(r"(?:^|_)(ses-[A-Za-z0-9]+)")
+_LIST_SUFFIXES = (".txt", ".lst")
+
+
+# --------------------------------------------------------------------------
+# Inputs: scans, subject ids, label maps
+# --------------------------------------------------------------------------
+
+
+def find_scans(images: Union[str, Sequence[str]]) -> List[Path]:
+    """Expand globs, list files and paths into the sorted, de-duplicated scan list.
+
+    Each item is a glob pattern (``*``, ``?``, ``[``; ``**`` recurses), a text
+    file (``.txt`` / ``.lst``) with one path per line (blank lines and ``#``
+    comments ignored; relative paths are relative to the list file), or a path.
+    Paths are not checked here: a missing scan fails on its own and is reported.
+
+    Args:
+        images (str or sequence of str): the items.
+
+    Returns:
+        list of pathlib.Path: sorted by their string form, duplicates removed.
+
+    Raises:
+        ValueError: no item given, or a glob matches nothing.
+
+    Examples::
+
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> for s in ("sub-02", "sub-01"):
+        ...     _ = open(os.path.join(d, s + "_T1w.nii.gz"), "w")
+        >>> [p.name for p in find_scans(os.path.join(d, "*_T1w.nii.gz"))]
+        ['sub-01_T1w.nii.gz', 'sub-02_T1w.nii.gz']
+    """
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    items = [os.fspath(i) for i in images]
+    if not items:
+        raise ValueError("no images given; expected a glob such as 'data/sub-*_T1w.nii.gz', a list file or paths")
+    found = set()
+    for item in items:
+        if glob.has_magic(item):
+            matches = glob.glob(item, recursive=True)
+            if not matches:
+                raise ValueError(f"no file matches the pattern {item!r}")
+            found.update(matches)
+        elif item.lower().endswith(_LIST_SUFFIXES) and os.path.isfile(item):
+            base = os.path.dirname(os.path.abspath(item))
+            with open(item, encoding="utf-8") as fh:
+                for line in fh:
+                    line = line.split("#", 1)[0].strip()
+                    if line:
+                        found.add(line if os.path.isabs(line) else os.path.join(base, line))
+        else:
+            found.add(item)
+    return [Path(p) for p in sorted(found, key=lambda p: os.path.normpath(p))]
+
+
+def subject_id(path: Union[str, os.PathLike]) -> str:
+    """The id naming a scan's outputs: its BIDS ``sub-<label>[_ses-<label>]``, else the file stem.
+
+    Examples::
+
+        >>> subject_id("data/sub-0003_ses-01_T1w.nii.gz")
+        'sub-0003_ses-01'
+        >>> subject_id("/scans/patient7.nii")
+        'patient7'
+    """
+    name = Path(path).name
+    sub = _BIDS_SUB.search(name)
+    if sub:
+        ses = _BIDS_SES.search(name)
+        return sub.group(1) + (f"_{ses.group(1)}" if ses else "")
+    return _NIFTI_RE.sub("", name)
+
+
+def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]]) -> Dict[Path, Path]:
+    """Pair every scan with its label map.
+
+    Rule: if every scan's :func:`subject_id` is the id of exactly one label
+    file, scans and label files are paired by id; otherwise, if there are as
+    many label files as scans, they are paired in sorted order (a notice is
+    printed); otherwise it is an error.
+
+    Args:
+        scans (sequence of Path): from :func:`find_scans`.
+        labels (str or sequence of str): globs / list files / paths of the label
+            maps (expanded with :func:`find_scans`).
+
+    Returns:
+        dict: scan path -> label path.
+
+    Raises:
+        ValueError: the files cannot be paired by either rule.
+
+    Examples::
+
+        >>> from pathlib import Path
+        >>> match_labels([Path("sub-1_T1w.nii.gz")], ["x/sub-1_labels.nii.gz"])
+        {PosixPath('sub-1_T1w.nii.gz'): PosixPath('x/sub-1_labels.nii.gz')}
+    """
+    label_paths = find_scans(labels)
+    by_id: Dict[str, List[Path]] = {}
+    for p in label_paths:
+        by_id.setdefault(subject_id(p), []).append(p)
+    if all(len(by_id.get(subject_id(s), [])) == 1 for s in scans):
+        return {s: by_id[subject_id(s)][0] for s in scans}
+    if len(label_paths) == len(scans):
+        print(
+            f"smocam cohort: label maps matched to scans by sorted order "
+            f"(first pair: {scans[0].name} <- {label_paths[0].name})",
+            file=sys.stderr,
+        )
+        return dict(zip(scans, label_paths))
+    missing = [s.name for s in scans if len(by_id.get(subject_id(s), [])) != 1]
+    raise ValueError(
+        f"cannot pair {len(label_paths)} label map(s) with {len(scans)} scan(s): no unique label map with the "
+        f"subject id of {missing[:3]} (expected e.g. {subject_id(scans[0])}_labels.nii.gz, or as many label maps "
+        f"as scans to pair by sorted order)"
+    )
+
+
+# --------------------------------------------------------------------------
+# torch.distributed
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class DistContext:
+    """Where this process stands in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    initialized: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.initialized:
+            import torch.distributed as dist
+
+            if dist.get_backend() == "nccl":
+                dist.barrier(device_ids=[self.device.index or 0])
+            else:
+                dist.barrier()
+
+    def close(self) -> None:
+        if self.initialized:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.initialized = False
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value != "" else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def dist_context(device: str = "auto") -> DistContext:
+    """Join the ``torchrun`` process group if there is one, pick the device, set the threads.
+
+    Detects ``torchrun`` from ``RANK`` / ``WORLD_SIZE`` in the environment. With
+    ``WORLD_SIZE > 1`` it calls ``torch.distributed.init_process_group`` with
+    ``nccl`` when CUDA is used, else ``gloo``. The device is
+    ``cuda:LOCAL_RANK`` when CUDA is available (``device="auto"``), else CPU.
+    Torch CPU threads are set to ``max(1, cpus // LOCAL_WORLD_SIZE)``.
+
+    Args:
+        device (str, optional): ``"auto"``, ``"cpu"`` or ``"cuda"``. Default: ``"auto"``
+
+    Returns:
+        DistContext: rank, world size, device, whether a group was initialised.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    rank = _env_int("RANK", 0)
+    world = _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    local_world = _env_int("LOCAL_WORLD_SIZE", world)
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}")
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if device == "cuda" and not use_cuda:
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    if use_cuda:
+        dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cpus // max(local_world, 1)))
+    ctx = DistContext(rank, world, local_rank, local_world, dev, False)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            raise ValueError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
+        if not dist.is_initialized():
+            backend = "nccl" if use_cuda else "gloo"
+            kwargs = {"device_id": dev} if use_cuda else {}
+            dist.init_process_group(backend=backend, timeout=DIST_TIMEOUT, **kwargs)
+        ctx.initialized = True
+    return ctx
+
+
+# --------------------------------------------------------------------------
+# Per scan
+# --------------------------------------------------------------------------
+
+
+def _atomic_write(path, suffix: str = ""):
+    from .cli import atomic_write  # imported here: cli imports this module
+
+    return atomic_write(path, suffix)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with _atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> None:
+    with _atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.8g")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(name)).strip("-") or "target"
+
+
+def _file_sha256(path: Union[str, os.PathLike]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _model_file(spec: Optional[str]) -> Optional[Path]:
+    from .models import DEFAULT_MODELS
+
+    spec = spec or "vgg"
+    if spec in DEFAULT_MODELS:
+        res = importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[spec]
+        return Path(str(res)) if res.is_file() else None
+    return Path(spec) if os.path.isfile(spec) else None
+
+
+def _versions() -> Dict[str, str]:
+    import captum
+
+    return {
+        "captum_smocam": __version__,
+        "torch": torch.__version__,
+        "captum": getattr(captum, "__version__", "unknown"),
+        "python": platform.python_version(),
+    }
+
+
+def _outputs(out: Path, sid: str, target_names: Sequence[str], with_labels: bool) -> Dict[str, Path]:
+    folder = out / sid
+    files = {f"map:{t}": folder / f"{sid}_smocam_{_safe(t)}.nii.gz" for t in target_names}
+    if with_labels:
+        files["regions"] = folder / f"{sid}_regions.csv"
+    files["predictions"] = folder / f"{sid}_predictions.csv"
+    return files
+
+
+def _marker(out: Path, sid: str) -> Path:
+    return out / sid / f"{sid}_done.json"
+
+
+def _read_marker(out: Path, sid: str) -> Optional[dict]:
+    path = _marker(out, sid)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(out: Path, sid: str, settings: dict) -> Optional[dict]:
+    """The done-marker if the scan is complete for these settings, else None."""
+    marker = _read_marker(out, sid)
+    if not marker or marker.get("status") != "done" or marker.get("settings") != settings:
+        return None
+    if not all((out / sid / name).is_file() for name in marker.get("files", [])):
+        return None
+    return marker
+
+
+def _clean_partial(folder: Path) -> None:
+    """Remove temporary files a killed run left behind (``.<name>.<random>.part<suffix>``)."""
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(".") and ".part" in p.name and p.is_file():
+                p.unlink(missing_ok=True)
+
+
+def _load_labels(path: Path) -> nib.spatialimages.SpatialImage:
+    try:
+        img = nib.load(str(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"label map not found: {path}") from None
+    except Exception as exc:
+        raise ValueError(f"cannot read label map {path}: {exc}") from exc
+    shape = img.shape
+    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
+        img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
+    elif len(shape) != 3:
+        raise ValueError(f"label map {path} must be 3-D; got shape {shape}")
+    return img
+
+
+def _region_tables(maps: np.ndarray, info, label_img, target_names: Sequence[str], names) -> pd.DataFrame:
+    """One long table: the region table of every target's map on the label map's grid."""
+    labels = np.asarray(label_img.dataobj)
+    rows = []
+    for k, t in enumerate(target_names):
+        # Map (model grid) -> label grid in world coordinates, as save_map does for the scan grid.
+        on_labels, _ = _resample(maps[k], info.grid_affine, np.asarray(label_img.affine, float), labels.shape, order=1)
+        table = get_region_table(on_labels, labels, names)
+        table.insert(0, "target", t)
+        rows.append(table)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _process_scan(
+    scan: Path,
+    sid: str,
+    label_path: Optional[Path],
+    *,
+    model,
+    metadata: dict,
+    layer_module,
+    targets: List[int],
+    target_names: List[str],
+    lut: Optional[Dict[int, str]],
+    out: Path,
+    smocam_kwargs: dict,
+    internal_batch_size: Optional[int],
+    device: torch.device,
+) -> Dict[str, float]:
+    """Explain one scan and write its files; returns timings in seconds. Raises on any failure."""
+    folder = out / sid
+    folder.mkdir(parents=True, exist_ok=True)
+    files = _outputs(out, sid, target_names, label_path is not None)
+    timings = {}
+
+    t = time.perf_counter()
+    x, info = load_scan(scan, metadata)
+    label_img = _load_labels(label_path) if label_path is not None else None
+    x = x.to(device)
+    timings["load_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with torch.no_grad():
+        pred = model(x)[0].detach().cpu().numpy().astype(np.float64)
+    maps = explain(model, metadata, x, targets, layer=layer_module, smocam_kwargs=smocam_kwargs,
+                   internal_batch_size=internal_batch_size)
+    maps = maps.detach().cpu().numpy()[:, 0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    timings["explain_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    for k, name in enumerate(target_names):
+        save_map(maps[k], info, files[f"map:{name}"])
+    if label_img is not None:
+        table = _region_tables(maps, info, label_img, target_names, lut)
+        table.insert(0, "subject", sid)
+        _write_csv(files["regions"], table)
+    names = list(metadata["output_names"])
+    preds = pd.DataFrame({
+        "subject": sid,
+        "output": names,
+        "index": np.arange(len(names)),
+        "prediction": pred,
+        "unit": metadata.get("output_units", ""),
+        "explained": [i in targets for i in range(len(names))],
+    })
+    _write_csv(files["predictions"], preds)
+    timings["write_s"] = time.perf_counter() - t
+    return timings
+
+
+# --------------------------------------------------------------------------
+# Whole cohort
+# --------------------------------------------------------------------------
+
+
+def _rank_manifest(out: Path, rank: int) -> Path:
+    return out / f".manifest.rank-{rank}.json"
+
+
+def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_labels: bool,
+                  show_progress: bool) -> Dict[str, Path]:
+    """Rank 0: cohort tables and figure from the per-scan CSVs of complete scans."""
+    ok = [r["subject"] for r in records if r["status"] in ("done", "skipped")]
+    written: Dict[str, Path] = {}
+    if not ok:
+        return written
+    preds = pd.concat([pd.read_csv(out / s / f"{s}_predictions.csv") for s in ok], ignore_index=True)
+    wide = preds.pivot(index="subject", columns="output", values="prediction")
+    order = list(dict.fromkeys(preds["output"]))
+    wide = wide.loc[ok, order].reset_index()
+    written["cohort_predictions"] = out / "cohort_predictions.csv"
+    _write_csv(written["cohort_predictions"], wide)
+    if not with_labels:
+        return written
+    regions = pd.concat([pd.read_csv(out / s / f"{s}_regions.csv") for s in ok], ignore_index=True)
+    per_target = []
+    for t in target_names:
+        rows = regions[regions["target"] == t]
+        tables = [g for _, g in rows.groupby("subject", sort=False)]
+        agg = aggregate_region_tables(tables, by="name", columns=("share", "attention_mean"))
+        agg.insert(0, "target", t)
+        per_target.append(agg)
+    cohort = pd.concat(per_target, ignore_index=True)
+    written["cohort_regions"] = out / "cohort_regions.csv"
+    _write_csv(written["cohort_regions"], cohort)
+    written["cohort_summary"] = _summary_figure(out / "cohort_summary.png", cohort, target_names, len(ok))
+    return written
+
+
+def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n_scans: int) -> Path:
+    from matplotlib.figure import Figure
+
+    from .plotting import plot_region_attention
+
+    shown = target_names[:SUMMARY_TARGETS]
+    fig = Figure(figsize=(4.2 * len(shown), 0.9 + 0.3 * SUMMARY_TOP), layout="constrained")
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    for ax, t in zip(axes, shown):
+        plot_region_attention(cohort[cohort["target"] == t], column="share_mean", top=SUMMARY_TOP,
+                              title=f"{t} (n={n_scans})", ax=ax)
+    with _atomic_write(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    return path
+
+
+def run_cohort(
+    images: Union[str, Sequence[str]],
+    model: Optional[str] = None,
+    targets: Union[str, Sequence[Union[str, int]]] = "all",
+    *,
+    labels: Optional[Union[str, Sequence[str]]] = None,
+    lut: Optional[Union[str, os.PathLike]] = None,
+    out: Union[str, os.PathLike] = DEFAULT_OUT,
+    layer: Optional[str] = None,
+    n_steps: int = DEFAULT_N_STEPS,
+    internal_batch_size: Optional[int] = None,
+    device: str = "auto",
+    force: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """SMOCAM maps, region tables and predictions for every scan of a cohort; resumable, shardable.
+
+    Per scan, all ``targets`` are explained in one SMOCAM batch
+    (:func:`captum_smocam.pipeline.explain`, the network before ``layer`` runs
+    once) and the files listed in the module docstring are written
+    atomically, the done-marker last. Complete scans (see the module
+    docstring) are skipped unless ``force``. A scan that raises is recorded as
+    failed and the run continues. Under ``torchrun`` every rank calls this
+    function with the same arguments; rank ``r`` of ``W`` explains the scans
+    ``r, r + W, ...`` of the sorted list, and rank 0 writes ``manifest.json``
+    and the cohort tables after a barrier.
+
+    Args:
+        images (str or sequence of str): globs, list files (``.txt``) or paths
+            of T1 scans registered to the model's space (see :func:`find_scans`).
+        model (str, optional): checkpoint path or shipped name. Default: ``"vgg"``
+        targets (str or sequence, optional): ``"all"``, names or indices
+            (:func:`captum_smocam.pipeline.resolve_targets`). Default: ``"all"``
+        labels (str or sequence of str, optional): label maps, paired with the
+            scans by :func:`match_labels`; without them no region tables.
+            Default: None
+        lut (str or Path, optional): ``FreeSurferColorLUT.txt``-format names of
+            the labels; if None and a ``labels.txt`` lies beside the first label
+            map, that is used. Default: None
+        out (str or Path, optional): output folder. Default: ``"smocam_cohort"``
+        layer (str, optional): layer name; default the checkpoint's. Default: None
+        n_steps (int, optional): SMOCAM optimisation steps. Default: ``DEFAULT_N_STEPS``
+        internal_batch_size (int, optional): at most this many masks optimised
+            at once (memory bound; results do not depend on it). Default: None
+        device (str, optional): ``"auto"`` (``cuda:LOCAL_RANK`` if available),
+            ``"cpu"`` or ``"cuda"``. Default: ``"auto"``
+        force (bool, optional): redo complete scans too. Default: False
+        show_progress (bool, optional): tqdm bar over this rank's scans. Default: True
+
+    Returns:
+        dict: ``"records"`` (per-scan dicts as in the manifest; on rank 0 all
+        scans, on other ranks their own), ``"n_done"``, ``"n_skipped"``,
+        ``"n_failed"``, ``"files"`` (cohort files written, rank 0) and ``"out"``.
+
+    Examples::
+
+        >>> res = run_cohort("data/sub-*_T1w.nii.gz", "vgg", "left_hippocampus,right_hippocampus",
+        ...                  labels="data/sub-*_labels.nii.gz", out="results")  # doctest: +SKIP
+        >>> res["n_failed"], sorted(res["files"])  # doctest: +SKIP
+        (0, ['cohort_predictions', 'cohort_regions', 'cohort_summary'])
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+    if internal_batch_size is not None and (not isinstance(internal_batch_size, (int, np.integer))
+                                            or internal_batch_size < 1):
+        raise ValueError(f"internal_batch_size must be a positive int or None, got {internal_batch_size!r}")
+    out = Path(out)
+    scans = find_scans(images)
+    sids = [subject_id(s) for s in scans]
+    dup = sorted({s for s in sids if sids.count(s) > 1})
+    if dup:
+        raise ValueError(f"several scans share the subject id {dup[0]!r}; output folders would collide "
+                         f"(rename them or run the cohorts into different --out folders)")
+    label_map = match_labels(scans, labels) if labels else {}
+    if lut is None and label_map:
+        beside = next(iter(label_map.values())).parent / "labels.txt"
+        lut = beside if beside.is_file() else None
+    lut_names = read_lut(lut) if lut is not None else None
+
+    net, metadata = load_model(model)
+    layer_name, layer_module = resolve_layer(net, metadata, layer)
+    target_idx = resolve_targets(metadata, targets)
+    target_names = [str(metadata["output_names"][i]) for i in target_idx]
+    model_file = _model_file(model)
+    smocam_kwargs = {"n_steps": int(n_steps), "l2_weight": DEFAULT_L2_WEIGHT,
+                     "smooth_weight": DEFAULT_SMOOTH_WEIGHT, "lr": DEFAULT_LR}
+    settings = {
+        "method": "smocam",
+        "model": str(model or "vgg"),
+        "model_sha256": _file_sha256(model_file) if model_file else None,
+        "layer": layer_name,
+        "targets": target_names,
+        **smocam_kwargs,
+        "with_labels": bool(label_map),
+        "lut": str(lut) if lut is not None else None,
+    }
+
+    ctx = dist_context(device)
+    try:
+        net = net.to(ctx.device).eval()
+        mine = list(range(ctx.rank, len(scans), ctx.world_size))
+        run_info = {"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
+                    "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size}
+        out.mkdir(parents=True, exist_ok=True)
+        records: List[dict] = []
+        _write_json(_rank_manifest(out, ctx.rank), records)
+        desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
+        bar = tqdm(mine, desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
+        for i in bar:
+            scan, sid = scans[i], sids[i]
+            label_path = label_map.get(scan)
+            record = {"subject": sid, "scan": str(scan), "labels": str(label_path) if label_path else None,
+                      "index": i, **run_info}
+            marker = None if force else _is_complete(out, sid, settings)
+            if marker is not None:
+                record.update(status="skipped", reason="complete from an earlier run",
+                              timings=marker.get("timings"), finished=marker.get("finished"))
+            else:
+                _marker(out, sid).unlink(missing_ok=True)
+                _clean_partial(out / sid)
+                t0 = time.perf_counter()
+                try:
+                    timings = _process_scan(
+                        scan, sid, label_path, model=net, metadata=metadata, layer_module=layer_module,
+                        targets=target_idx, target_names=target_names, lut=lut_names, out=out,
+                        smocam_kwargs=smocam_kwargs, internal_batch_size=internal_batch_size, device=ctx.device,
+                    )
+                except Exception as exc:  # one bad scan never stops the cohort
+                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
+                                  timings={"total_s": time.perf_counter() - t0})
+                    bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}",
+                              file=sys.stderr)
+                else:
+                    timings["total_s"] = time.perf_counter() - t0
+                    record.update(status="done", timings=timings,
+                                  finished=datetime.datetime.now().isoformat(timespec="seconds"))
+                    files = _outputs(out, sid, target_names, label_path is not None)
+                    _write_json(_marker(out, sid), {
+                        **record, "files": [p.name for p in files.values()], "settings": settings,
+                        "versions": _versions(),
+                    })
+            records.append(record)
+            _write_json(_rank_manifest(out, ctx.rank), records)
+        bar.close()
+
+        ctx.barrier()
+        result = {"out": out, "files": {}}
+        if ctx.is_main:
+            merged: List[dict] = []
+            for r in range(ctx.world_size):
+                with open(_rank_manifest(out, r), encoding="utf-8") as fh:
+                    merged.extend(json.load(fh))
+            merged.sort(key=lambda rec: rec["index"])
+            records = merged
+            result["files"] = _merge_cohort(out, records, target_names, bool(label_map), show_progress)
+            counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
+            _write_json(out / "manifest.json", {
+                "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                "versions": _versions(),
+                "settings": settings,
+                "world_size": ctx.world_size,
+                "n_scans": len(records),
+                **{f"n_{k}": v for k, v in counts.items()},
+                "cohort_files": {k: p.name for k, p in result["files"].items()},
+                "scans": records,
+            })
+            for r in range(ctx.world_size):
+                _rank_manifest(out, r).unlink(missing_ok=True)
+        ctx.barrier()
+    finally:
+        ctx.close()
+    result["records"] = records
+    for s in ("done", "skipped", "failed"):
+        result[f"n_{s}"] = sum(r["status"] == s for r in records)
+    return result
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def _add_cohort(sub) -> None:
+    p = sub.add_parser(
+        "cohort",
+        help="SMOCAM maps, region tables and predictions for every scan of a cohort (resumable; torchrun shards)",
+        description=(
+            "Explain every scan of a cohort: per scan, maps (one NIfTI per target on the scan's grid), a region "
+            "table and predictions; then cohort tables (mean and sd per region) and a summary figure. Complete "
+            "scans are skipped on a rerun. Under torchrun --nproc_per_node=N the scans are sharded across ranks."
+        ),
+    )
+    p.add_argument("--images", nargs="+", required=True, metavar="GLOB_OR_LIST",
+                   help="T1 scans: globs (quote them), .txt list files or paths")
+    p.add_argument("--model", default="vgg", metavar="CKPT_OR_NAME", help="checkpoint path or shipped model name (default: vgg)")
+    p.add_argument("--targets", default="all", metavar="all|NAMES",
+                   help="outputs to explain: 'all' or comma-separated names/indices (default: all)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="GLOB",
+                   help="label maps, paired by subject id (sub-XX[_ses-YY] or file stem), else by sorted order")
+    p.add_argument("--lut", default=None, metavar="FILE",
+                   help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--layer", default=None, metavar="NAME", help="layer to explain (default: the checkpoint's)")
+    p.add_argument("--n-steps", type=int, default=DEFAULT_N_STEPS, metavar="N", help=f"SMOCAM optimisation steps (default: {DEFAULT_N_STEPS})")
+    p.add_argument("--internal-batch-size", type=int, default=None, metavar="B",
+                   help="at most B masks optimised at once (bounds memory; default: all)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto (default): cuda:LOCAL_RANK when CUDA is available, else cpu")
+    p.add_argument("--force", action="store_true", help="redo scans that are already complete")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cohort)
+
+
+def _run_cohort(args) -> int:
+    """Run ``smocam cohort``; exit status 1 if any scan failed (rank 0), else 0."""
+    res = run_cohort(
+        args.images, args.model, args.targets, labels=args.labels, lut=args.lut, out=args.out,
+        layer=args.layer, n_steps=args.n_steps, internal_batch_size=args.internal_batch_size,
+        device=args.device, force=args.force, show_progress=not args.no_progress,
+    )
+    if _env_int("RANK", 0) != 0:
+        return 0
+    print(f"smocam cohort: {res['n_done']} done, {res['n_skipped']} skipped (complete), "
+          f"{res['n_failed']} failed; results in {res['out']}", file=sys.stderr)
+    return 1 if res["n_failed"] else 0

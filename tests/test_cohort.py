@@ -1,0 +1,207 @@
+"""`smocam cohort`: per-scan outputs, resumption, bad scans, label pairing and torchrun sharding."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from captum_smocam import cohort
+from captum_smocam.cli import main
+from captum_smocam.models import VGG3D, save_checkpoint
+from captum_smocam.nifti import load_scan
+from captum_smocam.synth import STRUCTURE_NAMES, default_grid, write_cohort
+
+SPACING = 12.0  # 14 x 17 x 15 grid: tiny and non-cubic
+TARGETS = ["left_hippocampus", "right_hippocampus", "left_thalamus"]
+N_STEPS = 4
+
+
+@pytest.fixture(scope="session")
+def _cohort_src(tmp_path_factory):
+    """Three synthetic subjects and a tiny random VGG3D on their grid, made once per session."""
+    root = tmp_path_factory.mktemp("cohort_src")
+    write_cohort(root / "data", 3, spacing=SPACING, show_progress=False)
+    shape, affine = default_grid(SPACING)
+    torch.manual_seed(0)
+    model = VGG3D(len(STRUCTURE_NAMES), channels=(4, 8), output_mean=[5.0] * 16, output_std=[0.5] * 16).eval()
+    meta = {"output_names": list(STRUCTURE_NAMES), "input_shape": list(shape), "affine": affine.tolist(),
+            "intensity_normalization": "zscore_nonzero", "default_layer": "features.block2", "output_units": "cm3"}
+    save_checkpoint(root / "tiny.pt", model, meta)
+    return root
+
+
+@pytest.fixture()
+def study(_cohort_src, tmp_path):
+    """A private copy of the data (tests corrupt files) and the checkpoint path."""
+    shutil.copytree(_cohort_src / "data", tmp_path / "data")
+    return tmp_path, str(_cohort_src / "tiny.pt")
+
+
+def _run(root, ckpt, out="out", **kw):
+    kw.setdefault("n_steps", N_STEPS)
+    return cohort.run_cohort(str(root / "data" / "sub-*_T1w.nii.gz"), ckpt, ",".join(TARGETS),
+                             labels=str(root / "data" / "sub-*_labels.nii.gz"), out=root / out,
+                             show_progress=False, **kw)
+
+
+def _mtimes(folder: Path):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_outputs_resume_after_crash(study, monkeypatch):
+    root, ckpt = study
+    out = root / "out"
+
+    # Crash of scan 2 after its maps were written, before its region table and done-marker.
+    real = cohort._region_tables
+
+    def crash_on_second(maps, info, *args, **kwargs):
+        if "sub-0001" in str(info.source):
+            raise RuntimeError("simulated crash")
+        return real(maps, info, *args, **kwargs)
+
+    monkeypatch.setattr(cohort, "_region_tables", crash_on_second)
+    res = _run(root, ckpt)
+    assert (res["n_done"], res["n_failed"], res["n_skipped"]) == (2, 1, 0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {r["subject"]: r for r in manifest["scans"]}
+    assert status["sub-0001"]["status"] == "failed" and "simulated crash" in status["sub-0001"]["error"]
+    assert manifest["versions"]["torch"] == torch.__version__ and manifest["settings"]["n_steps"] == N_STEPS
+    assert not (out / "sub-0001" / "sub-0001_done.json").exists()
+    assert (out / "sub-0001" / "sub-0001_smocam_left-hippocampus.nii.gz").exists()  # partial outputs
+
+    # Per-scan outputs: maps on the scan's grid, predictions = the model's, region rows per target.
+    scan = root / "data" / "sub-0000_T1w.nii.gz"
+    img = nib.load(out / "sub-0000" / "sub-0000_smocam_right-hippocampus.nii.gz")
+    assert img.shape == nib.load(scan).shape and np.allclose(img.affine, nib.load(scan).affine)
+    model, meta = cohort.load_model(ckpt)
+    x, _ = load_scan(scan, meta)
+    preds = pd.read_csv(out / "sub-0000" / "sub-0000_predictions.csv")
+    np.testing.assert_allclose(preds["prediction"], model(x)[0].detach().numpy(), rtol=1e-5)
+    assert preds.loc[preds["explained"], "output"].tolist() == sorted(TARGETS, key=STRUCTURE_NAMES.index)
+    regions = pd.read_csv(out / "sub-0000" / "sub-0000_regions.csv")
+    assert regions["target"].unique().tolist() == TARGETS
+    assert "left_hippocampus" in set(regions["name"])  # names from labels.txt
+    # Same numbers as the saved map (scan grid) intersected with the label map (same grid here).
+    from captum_smocam.regions import get_region_table
+
+    saved = nib.load(out / "sub-0000" / "sub-0000_smocam_left-thalamus.nii.gz").get_fdata()
+    lab = np.asarray(nib.load(root / "data" / "sub-0000_labels.nii.gz").dataobj)
+    expect = get_region_table(saved, lab, str(root / "data" / "labels.txt"))
+    got = regions[regions["target"] == "left_thalamus"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[expect.columns], expect, check_exact=False, rtol=1e-5)
+
+    # Cohort table over the two complete scans: mean of the per-scan values.
+    table = pd.read_csv(out / "cohort_regions.csv")
+    assert table["n"].max() == 2  # a region absent from a scan's label map is not counted
+    per_scan = pd.concat([pd.read_csv(out / s / f"{s}_regions.csv") for s in ("sub-0000", "sub-0002")])
+    sel = per_scan[(per_scan["target"] == "left_thalamus") & (per_scan["name"] == "right_thalamus")]
+    row = table[(table["target"] == "left_thalamus") & (table["name"] == "right_thalamus")]
+    np.testing.assert_allclose(row["share_mean"], sel["share"].mean(), rtol=1e-6)
+    assert (out / "cohort_summary.png").stat().st_size > 1000
+
+    # Rerun without the crash: finished scans untouched, the crashed one redone.
+    monkeypatch.undo()
+    before = {s: _mtimes(out / s) for s in ("sub-0000", "sub-0001", "sub-0002")}
+    res = _run(root, ckpt)
+    assert (res["n_done"], res["n_failed"], res["n_skipped"]) == (1, 0, 2)
+    assert _mtimes(out / "sub-0000") == before["sub-0000"]
+    assert _mtimes(out / "sub-0002") == before["sub-0002"]
+    after = _mtimes(out / "sub-0001")
+    assert after["sub-0001_smocam_left-hippocampus.nii.gz"] > before["sub-0001"]["sub-0001_smocam_left-hippocampus.nii.gz"]
+    assert "sub-0001_done.json" in after
+    assert pd.read_csv(out / "cohort_regions.csv")["n"].max() == 3
+
+    # A run killed before the done-marker of scan 3 was renamed into place: only scan 3 is redone.
+    (out / "sub-0002" / "sub-0002_done.json").unlink()
+    (out / "sub-0002" / ".sub-0002_regions.csv.abc.part.csv").write_text("half")
+    res = _run(root, ckpt)
+    assert (res["n_done"], res["n_skipped"]) == (1, 2)
+    assert [r["subject"] for r in res["records"] if r["status"] == "done"] == ["sub-0002"]
+    assert not list((out / "sub-0002").glob(".*part*"))
+
+    # Other SMOCAM settings: nothing is complete any more.
+    res = _run(root, ckpt, n_steps=N_STEPS + 1)
+    assert res["n_done"] == 3
+
+
+def test_corrupt_scan_reported_and_skipped(study, capsys):
+    root, ckpt = study
+    (root / "data" / "sub-0001_T1w.nii.gz").write_bytes(b"\x1f\x8b not a nifti at all" * 10)
+    argv = ["cohort", "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt,
+            "--targets", "left_hippocampus", "--labels", str(root / "data" / "sub-*_labels.nii.gz"),
+            "--out", str(root / "out"), "--n-steps", str(N_STEPS), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "sub-0001" in err and "failed" in err and "2 done" in err
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["scans"]] == ["done", "failed", "done"]
+    assert "sub-0001_T1w.nii.gz" in manifest["scans"][1]["error"] or "cannot read" in manifest["scans"][1]["error"]
+    assert pd.read_csv(root / "out" / "cohort_predictions.csv")["subject"].tolist() == ["sub-0000", "sub-0002"]
+
+
+def test_inputs_and_label_pairing(tmp_path, capsys):
+    for name in ("sub-02_T1w.nii.gz", "sub-01_ses-1_T1w.nii", "a_seg.nii.gz", "b_seg.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    scans = cohort.find_scans([str(tmp_path / "sub-*_T1w.nii*")])
+    assert [cohort.subject_id(s) for s in scans] == ["sub-01_ses-1", "sub-02"]
+    (tmp_path / "list.txt").write_text("# scans\nsub-02_T1w.nii.gz\n\n")
+    assert cohort.find_scans(str(tmp_path / "list.txt")) == [tmp_path / "sub-02_T1w.nii.gz"]
+    with pytest.raises(ValueError, match="nothing_here"):
+        cohort.find_scans(str(tmp_path / "nothing_here*.nii.gz"))
+    # By subject id, whatever the order of the label files.
+    labels = [str(tmp_path / "x" / "sub-02_labels.nii.gz"), str(tmp_path / "x" / "sub-01_ses-1_labels.nii.gz")]
+    pairs = cohort.match_labels(scans, labels)
+    assert {s.name: p.name for s, p in pairs.items()} == {
+        "sub-01_ses-1_T1w.nii": "sub-01_ses-1_labels.nii.gz", "sub-02_T1w.nii.gz": "sub-02_labels.nii.gz"}
+    # No ids in common: sorted order, with a notice.
+    pairs = cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"))
+    assert [p.name for p in pairs.values()] == ["a_seg.nii.gz", "b_seg.nii.gz"]
+    assert "sorted order" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="sub-01_ses-1"):
+        cohort.match_labels(scans, [str(tmp_path / "a_seg.nii.gz")])
+
+
+def _gloo_available():
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_gloo_available()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with the gloo backend is not available")
+def test_torchrun_two_ranks_match_one_process(study):
+    root, ckpt = study
+    _run(root, ckpt, out="one")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "captum_smocam.cli", "cohort",
+           "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt, "--targets", ",".join(TARGETS),
+           "--labels", str(root / "data" / "sub-*_labels.nii.gz"), "--out", str(root / "two"),
+           "--n-steps", str(N_STEPS), "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((root / "two" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    assert [(r["subject"], r["rank"]) for r in manifest["scans"]] == [("sub-0000", 0), ("sub-0001", 1), ("sub-0002", 0)]
+    assert not list((root / "two").glob(".manifest.rank-*"))
+    for name in ("cohort_regions.csv", "cohort_predictions.csv"):
+        one, two = pd.read_csv(root / "one" / name), pd.read_csv(root / "two" / name)
+        pd.testing.assert_frame_equal(one, two, check_exact=False, rtol=1e-4, atol=1e-7)
+    a = nib.load(root / "one" / "sub-0001" / "sub-0001_smocam_left-thalamus.nii.gz").get_fdata()
+    b = nib.load(root / "two" / "sub-0001" / "sub-0001_smocam_left-thalamus.nii.gz").get_fdata()
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
