@@ -20,7 +20,6 @@ from pathlib import Path
 
 from . import __version__
 from .cohort import _add_cohort, _run_cohort  # noqa: F401
-from .cohort import _add_cohort, _run_cohort  # noqa: F401
 
 
 class CLIError(Exception):
