@@ -51,6 +51,7 @@ __all__ = [
     "write_lut",
     "write_subject",
     "write_cohort",
+    "plot_template_labels",
 ]
 
 # --------------------------------------------------------------------------
@@ -104,15 +105,23 @@ _OVERRIDE_RANGE = (0.5, 2.0)
 _N_WAVES = 3  # elastic field: random plane waves per component
 _WAVE_AMPLITUDE_MM = 0.8
 _WAVELENGTH_MM = (60.0, 140.0)
-_NEWTON_STEPS = 3
+_NEWTON_STEPS = 2
+_WARP_ITERATIONS = 6
+# A grid voxel farther than this from the template brain stays background:
+# |phi^-1(y) - y| <= 110 mm * 0.08 (scale) + a few mm (local) < 16 mm.
+_ACTIVE_MARGIN_MM = 16.0
 _MIN_JACOBIAN = 0.25  # floor of det(I + Du) at the cells
 
-# Bumps: flat (w = 1) inside the ellipsoid rho <= 1 that holds 95 % of the
-# structure, smooth C2 fall-off to 0 at rho = _BUMP_OUTER; a taper across the
-# midline from e = -_TAPER[0] (other side, w = 0) to e = _TAPER[1] mm.
+# Bumps (deep structures, cerebellum): u = a g(rho) (x - c) with rho the
+# ellipsoidal radius (the ellipsoid rho <= 1 holds _BUMP_QUANTILE % of the
+# structure). div u = a q(rho) with q = 3 for rho < 1 - _BUMP_SHELL, a smooth
+# fall to 0 at rho = 1 + _BUMP_SHELL, and q = 0 further out: outside the
+# shell the bump only pushes its neighbours (like the field of a uniformly
+# expanding ball, g ~ rho^-3), it does not compress them. A smooth cut-off
+# between rho = _BUMP_CUT and _BUMP_CUT + 1 makes the support compact.
 _BUMP_QUANTILE = 95.0
-_BUMP_OUTER = 2.5
-_TAPER = (6.0, 4.0)
+_BUMP_SHELL = 0.25
+_BUMP_CUT = 2.0
 # Cerebral tissues deform by the gradient of a potential instead of a bump.
 _POTENTIAL_STRUCTURES = ("cerebral_grey_matter", "cerebral_white_matter")
 _POTENTIAL_SMOOTH_MM = 2.0
@@ -332,33 +341,41 @@ def _bump_geometry():
     return geo
 
 
-def _bump_terms(points, side, centre, radii, want_jacobian):
-    """Weight ``w`` and the terms of ``u = a w d`` at ``points`` (N x 3).
+@functools.lru_cache(maxsize=1)
+def _bump_profile():
+    """Tables of the bump profile ``g(rho)`` and ``g'(rho)`` (see _BUMP_SHELL)."""
+    r = np.linspace(0.0, _BUMP_CUT + 1.0, 60001)
+    q = 3.0 * (1.0 - _smoothstep((r - (1.0 - _BUMP_SHELL)) / (2.0 * _BUMP_SHELL))[0])
+    integrand = q * r * r
+    m = np.concatenate([[0.0], np.cumsum(0.5 * (integrand[1:] + integrand[:-1]) * np.diff(r))])
+    g = np.ones_like(r)
+    g[1:] = m[1:] / r[1:] ** 3
+    g *= 1.0 - _smoothstep(r - _BUMP_CUT)[0]
+    return r, g, np.gradient(g, r)
 
-    Returns the indices of the points in the bump's support, ``V = w d``
-    (3 x n) and, if asked, ``B = w I + d grad(w)^T`` (3 x 3 x n).
+
+def _bump_terms(points, centre, radii, want_jacobian):
+    """Terms of the bump ``u = a g(rho) d`` at ``points`` (N x 3), ``d = x - c``.
+
+    Returns the indices of the points in the support, ``V = g d`` (3 x n)
+    and, if asked, ``B = g I + d grad(g)^T`` (3 x 3 x n), so that
+    ``Du = a B``.
     """
     d = points - centre
     rho = np.sqrt(((d / radii) ** 2).sum(1))
-    ex = side * points[:, 0]
-    inside = (rho < _BUMP_OUTER) & (ex > -_TAPER[0])
-    idx = np.nonzero(inside)[0]
-    d, rho, ex = d[idx], rho[idx], ex[idx]
-    s, ds = _smoothstep((rho - 1.0) / (_BUMP_OUTER - 1.0))
-    s, ds = 1.0 - s, -ds / (_BUMP_OUTER - 1.0)
-    h, dh = _smoothstep((ex + _TAPER[0]) / (_TAPER[0] + _TAPER[1]))
-    dh = dh * side / (_TAPER[0] + _TAPER[1])
-    w = s * h
-    V = (w * d.T).astype(np.float32)
+    idx = np.nonzero(rho < _BUMP_CUT + 1.0)[0]
+    d, rho = d[idx], rho[idx]
+    r, g_tab, dg_tab = _bump_profile()
+    g = np.interp(rho, r, g_tab)
+    V = (g * d.T).astype(np.float32)
     if not want_jacobian:
         return idx, V, None
-    safe = np.where(rho > 0, rho, 1.0)
-    grad = (ds * h / safe)[:, None] * d / radii**2
-    grad[:, 0] += s * dh
+    dg = np.interp(rho, r, dg_tab)
+    grad = (dg / np.where(rho > 0, rho, 1.0))[:, None] * d / radii**2
     B = d.T[:, None, :] * grad.T[None, :, :]
-    B[0, 0] += w
-    B[1, 1] += w
-    B[2, 2] += w
+    B[0, 0] += g
+    B[1, 1] += g
+    B[2, 2] += g
     return idx, V, B.astype(np.float32)
 
 
@@ -463,10 +480,10 @@ def _cells() -> _Cells:
     for j, (side, centre, radii) in enumerate(_bump_geometry()):
         name = STRUCTURE_NAMES[j]
         if name in pots:
-            idx = np.arange(blk.flat.size)
-            B = pots[name][1][(slice(None), slice(None)) + cell_ijk]
+            idx = slice(None)
+            B = np.ascontiguousarray(pots[name][1][(slice(None), slice(None)) + cell_ijk])
         else:
-            idx, _, B = _bump_terms(blk.points, side, centre, radii, True)
+            idx, _, B = _bump_terms(blk.points, centre, radii, True)
         terms.append((idx, B))
         tr = (B[0, 0] + B[1, 1] + B[2, 2]).astype(np.float64)
         sens[:, j] = blk.counts[idx].astype(np.float64).T @ tr / v0
@@ -478,6 +495,7 @@ class _GridCache:
     shape: tuple
     affine: np.ndarray
     points: np.ndarray  # N x 3 mm (all grid voxels, C order)
+    active: np.ndarray  # indices of voxels within _ACTIVE_MARGIN_MM of the brain
     bumps: list  # per structure (idx, V)
     t1: np.ndarray  # template smoothed for this spacing
 
@@ -495,25 +513,64 @@ def _grid_cache(spacing: float) -> _GridCache:
     for name, (side, centre, radii) in zip(STRUCTURE_NAMES, _bump_geometry()):
         if name in pots:
             V = np.stack([ndimage.map_coordinates(g, bcoords, order=1, mode="nearest") for g in pots[name][0]])
-            bumps.append((np.arange(points.shape[0]), V.astype(np.float32)))
+            bumps.append((slice(None), V.astype(np.float32)))
         else:
-            idx, V, _ = _bump_terms(points, side, centre, radii, False)
+            idx, V, _ = _bump_terms(points, centre, radii, False)
             bumps.append((idx, V))
     # Anti-aliasing: blur the 1 mm template to about the target voxel size.
     sigma = math.sqrt(max(spacing**2 - 1.0, 0.0)) / 2.355
     t1 = _atlas().t1
-    t1 = ndimage.gaussian_filter(t1, sigma) if sigma > 0 else t1
-    return _GridCache(shape, affine, points.astype(np.float32), bumps, t1.astype(np.float32))
+    t1 = ndimage.gaussian_filter(t1, sigma, truncate=3.0) if sigma > 0 else t1
+    near = ndimage.binary_dilation(blk.brain > 0, iterations=int(math.ceil(_ACTIVE_MARGIN_MM / blk.affine[0, 0])))
+    active = np.nonzero(ndimage.map_coordinates(near.astype(np.float32), bcoords, order=0, mode="constant") > 0)[0]
+    return _GridCache(shape, affine, points.astype(np.float32), active, bumps, t1.astype(np.float32))
 
 
 def _elastic(points, waves, jacobian):
-    """Elastic displacement (3 x n) or its Jacobian (3 x 3 x n) at points."""
+    """Elastic displacement (3 x n) or its Jacobian (3 x 3 x n) at points.
+
+    ``u_i(x) = sum_m A_im sin(k_m . x + p_im)`` (plane waves).
+    """
     k, amp, phase = waves  # (M, 3), (3, M), (3, M)
-    theta = (points @ k.T).T  # M x n
+    theta = points @ k.T  # n x M
+    n = points.shape[0]
     if not jacobian:
-        return np.einsum("im,imn->in", amp, np.sin(theta[None] + phase[:, :, None]))
-    c = np.cos(theta[None] + phase[:, :, None])  # 3 x M x n
-    return np.einsum("im,mj,imn->ijn", amp, k, c)
+        out = np.zeros((3, n))
+        for i in range(3):
+            for m in range(k.shape[0]):
+                out[i] += amp[i, m] * np.sin(theta[:, m] + phase[i, m])
+        return out
+    out = np.zeros((3, 3, n), dtype=np.float32)
+    for i in range(3):
+        for m in range(k.shape[0]):
+            c = np.cos(theta[:, m] + phase[i, m]).astype(np.float32)
+            for j in range(3):
+                out[i, j] += np.float32(amp[i, m] * k[m, j]) * c
+    return out
+
+
+def _displacement(points, amplitudes, waves):
+    """``u(x)`` (3 x n) at template points (n x 3 mm), evaluated directly.
+
+    The forward map is ``phi(x) = c0 + s (x - c0 + u(x))``; :func:`_warp`
+    inverts it with ``u`` interpolated from the grid, this function is the
+    reference used to check that inverse.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    u = np.zeros((3, points.shape[0]))
+    pots = _potentials()
+    blk = _blocks()
+    inv = np.linalg.inv(blk.affine)
+    bcoords = (points @ inv[:3, :3].T + inv[:3, 3]).T
+    for a, name, (_, centre, radii) in zip(amplitudes, STRUCTURE_NAMES, _bump_geometry()):
+        if name in pots:
+            u += a * np.stack([ndimage.map_coordinates(g, bcoords, order=1, mode="nearest") for g in pots[name][0]])
+        else:
+            idx, V, _ = _bump_terms(points, centre, radii, False)
+            u[:, idx] += a * V
+    if waves is not None:
+        u += _elastic(points, waves, False)
+    return u
 
 
 def _det3(J):
@@ -526,16 +583,17 @@ def _det3(J):
 
 def _local_jacobian(cells, amplitudes, elastic_jac):
     """det(I + Du) at the cells for given bump amplitudes."""
-    J = np.zeros((3, 3, cells.points.shape[0]), dtype=np.float64)
     if elastic_jac is not None:
-        J += elastic_jac
+        J = elastic_jac.astype(np.float32, copy=True)
+    else:
+        J = np.zeros((3, 3, cells.points.shape[0]), dtype=np.float32)
     for a, (idx, B) in zip(amplitudes, cells.terms):
         if a != 0.0:
-            J[:, :, idx] += a * B
+            J[:, :, idx] += np.float32(a) * B
     J[0, 0] += 1.0
     J[1, 1] += 1.0
     J[2, 2] += 1.0
-    return _det3(J)
+    return _det3(J).astype(np.float64)
 
 
 def _exact_volumes(scale, local_det) -> dict:
@@ -673,8 +731,13 @@ def _bias_field(shape, coeffs):
     return np.exp(poly)
 
 
-def _warp(spacing, scale, amplitudes, waves, n_iter=8):
-    """Template-space position ``phi^-1(y)`` of every grid voxel (3 x N)."""
+def _warp(spacing, scale, amplitudes, waves, n_iter=_WARP_ITERATIONS):
+    """Template-space position ``phi^-1(y)`` of the active grid voxels (3 x n).
+
+    Solves ``x + u(x) = c0 + (y - c0) / s`` by the fixed-point iteration
+    ``x <- z - u(x)``, which converges because ``|Du| < 1``; ``u`` is read
+    from its values on the grid by trilinear interpolation.
+    """
     g = _grid_cache(spacing)
     n = g.points.shape[0]
     U = np.zeros((3, n), dtype=np.float64)
@@ -683,26 +746,31 @@ def _warp(spacing, scale, amplitudes, waves, n_iter=8):
             U[:, idx] += a * V
     if waves is not None:
         U += _elastic(g.points.astype(np.float64), waves, False)
-    zpt = _SCALE_CENTRE + (g.points.astype(np.float64) - _SCALE_CENTRE) / scale  # n x 3
+    pts = g.points[g.active].astype(np.float64)
+    zpt = (_SCALE_CENTRE + (pts - _SCALE_CENTRE) / scale).T  # 3 x n
     if not np.any(U):
-        return zpt.T
+        return zpt
     Ug = U.reshape((3,) + g.shape)
     origin, step = g.affine[:3, 3], g.affine[0, 0]
-    x = zpt.T.copy()
+    x = zpt.copy()
     for _ in range(n_iter):
         coords = (x - origin[:, None]) / step
-        ux = np.stack([ndimage.map_coordinates(Ug[c], coords, order=1, mode="nearest") for c in range(3)])
-        x = zpt.T - ux
+        for c in range(3):
+            x[c] = zpt[c] - ndimage.map_coordinates(Ug[c], coords, order=1, mode="nearest")
     return x
 
 
 def _render(spacing, positions, params, noisy):
+    """Image and labels of the grid from the template positions of the active voxels."""
     g = _grid_cache(spacing)
     atlas = _atlas()
     inv = np.linalg.inv(atlas.affine)
     vox = inv[:3, :3] @ positions + inv[:3, 3:4]
-    t1 = ndimage.map_coordinates(g.t1, vox, order=1, mode="constant", cval=0.0).reshape(g.shape)
-    labels = ndimage.map_coordinates(atlas.labels, vox, order=0, mode="constant", cval=0).reshape(g.shape)
+    t1 = np.zeros(g.points.shape[0], dtype=np.float32)
+    labels = np.zeros(g.points.shape[0], dtype=np.int16)
+    t1[g.active] = ndimage.map_coordinates(g.t1, vox, order=1, mode="constant", cval=0.0)
+    labels[g.active] = ndimage.map_coordinates(atlas.labels, vox, order=0, mode="constant", cval=0)
+    t1, labels = t1.reshape(g.shape), labels.reshape(g.shape)
     head = t1 > 0.02
     t1 = np.clip(t1, 0.0, 1.0)
     image = params["gain"] * t1 ** params["gamma"]
@@ -712,7 +780,7 @@ def _render(spacing, positions, params, noisy):
         sd = params["noise"] * params["gain"]
         image = np.sqrt((image + sd * rng.standard_normal(g.shape)) ** 2 + (sd * rng.standard_normal(g.shape)) ** 2)
     image = np.where(head, image, 0.0).astype(np.float32)
-    return image, labels.astype(np.int16)
+    return image, labels
 
 
 def generate_subject(
@@ -979,3 +1047,65 @@ def write_cohort(
     with atomic_write(out_dir / "volumes.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     return table
+
+
+def plot_template_labels(cut_coords=(-22.0, -20.0, 8.0), output_file=None, title=None):
+    """Draw the template labels over the 1 mm template (sagittal, coronal, axial).
+
+    Args:
+        cut_coords (tuple of float, optional): MNI ``(x, y, z)`` of the
+            sagittal, coronal and axial cuts. Default: (-22, -20, 8)
+        output_file (str, optional): save the figure there. Default: None
+        title (str, optional): figure title. Default: None
+
+    Returns:
+        matplotlib.figure.Figure: the figure (never shown).
+
+    Examples::
+
+        >>> fig = plot_template_labels()
+        >>> len(fig.axes)
+        3
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    atlas = _atlas()
+    inv = np.linalg.inv(atlas.affine)
+    ijk = [int(round(c)) for c in inv[:3, :3] @ np.asarray(cut_coords, float) + inv[:3, 3]]
+    colors = np.zeros((len(LABELS) + 1, 4))
+    for v, rgb in LABEL_COLORS.items():
+        colors[v, :3] = np.asarray(rgb) / 255.0
+        colors[v, 3] = 0.55
+    # White matter drawn as a light blue so it is visible on the template.
+    for name in ("left_cerebral_white_matter", "right_cerebral_white_matter"):
+        colors[_NAME_TO_LABEL[name]] = (0.4, 0.6, 1.0, 0.25)
+    cmap = ListedColormap(colors)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.5))
+    a = atlas.affine
+    ext = [(a[i, 3] - 0.5, a[i, 3] + atlas.t1.shape[i] - 0.5) for i in range(3)]
+    views = [
+        ("sagittal", 0, (1, 2), f"x = {cut_coords[0]:g}"),
+        ("coronal", 1, (0, 2), f"y = {cut_coords[1]:g}"),
+        ("axial", 2, (0, 1), f"z = {cut_coords[2]:g}"),
+    ]
+    for ax, (_, axis, (h, v), label) in zip(axes, views):
+        t1 = np.take(atlas.t1, ijk[axis], axis=axis).T
+        lab = np.take(atlas.labels, ijk[axis], axis=axis).T
+        extent = [*ext[h], *ext[v]]
+        ax.imshow(t1, cmap="gray", origin="lower", extent=extent, vmin=0, vmax=1)
+        ax.imshow(lab, cmap=cmap, origin="lower", extent=extent, vmin=0, vmax=len(LABELS), interpolation="nearest")
+        ax.set_title(label)
+        ax.set_xlabel("xyz"[h] + " (mm)")
+        ax.set_ylabel("xyz"[v] + " (mm)")
+    handles = [
+        Patch(color=np.asarray(LABEL_COLORS[_NAME_TO_LABEL[f"left_{b}"]]) / 255.0, label=b.replace("_", " "))
+        for b, _, _ in _PAIRED
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
+    fig.suptitle(title or "Template labels (left hemisphere = x < 0, radiological sides not flipped)")
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    if output_file is not None:
+        fig.savefig(output_file, dpi=80)
+    return fig
