@@ -1,0 +1,127 @@
+"""Throughput of ``smocam cohort``: scans per hour with 1 and N torchrun processes.
+
+Writes a small synthetic cohort (``captum_smocam.synth.write_cohort``, cached in
+``--workdir``), then times the real command line end to end (start-up, model
+load, all scans, cohort tables) once per process count, always from an empty
+output folder::
+
+    python -m captum_smocam.cli cohort --images ... --labels ... --model M --targets all
+    python -m torch.distributed.run --nproc_per_node=N -m captum_smocam.cli cohort ...
+
+Model: the shipped ``vgg`` if it is installed, else (``--model random``, or when
+it is missing) a randomly initialised VGG3D with the shipped architecture
+(channels 8-16-32-64, 1-2-2-2 convolutions, 16 outputs) on the synthetic grid.
+Random weights do not change the cost: SMOCAM runs all ``--n-steps`` steps.
+
+Usage::
+
+    python benchmarks/cohort_throughput.py --n-scans 6 --nprocs 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from captum_smocam import __version__
+from captum_smocam.models import DEFAULT_MODELS, VGG3D, save_checkpoint
+from captum_smocam.synth import STRUCTURE_NAMES, default_grid, template_volumes, write_cohort
+
+
+def _random_model(path: Path, spacing: float) -> Path:
+    shape, affine = default_grid(spacing)
+    torch.manual_seed(0)
+    vols = template_volumes()
+    mean = [vols[n] for n in STRUCTURE_NAMES]
+    model = VGG3D(len(STRUCTURE_NAMES), channels=(8, 16, 32, 64), convs_per_block=(1, 2, 2, 2),
+                  output_mean=mean, output_std=[0.1 * m for m in mean]).eval()
+    save_checkpoint(path, model, {
+        "output_names": list(STRUCTURE_NAMES), "output_units": "cm3", "input_shape": list(shape),
+        "spacing_mm": spacing, "affine": affine.tolist(), "intensity_normalization": "zscore_nonzero",
+    })
+    return path
+
+
+def _shipped(name: str) -> bool:
+    import importlib.resources
+
+    return (importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]).is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n-scans", type=int, default=6)
+    p.add_argument("--spacing", type=float, default=3.0, help="synthetic grid spacing in mm (default 3.0)")
+    p.add_argument("--n-steps", type=int, default=100)
+    p.add_argument("--targets", default="all")
+    p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--model", default="vgg", help="shipped name, checkpoint, or 'random' (default vgg)")
+    p.add_argument("--workdir", default="benchmarks/runs/cohort_throughput")
+    args = p.parse_args(argv)
+
+    work = Path(args.workdir)
+    data = work / f"data_{args.n_scans}x{args.spacing:g}mm"
+    if not (data / "volumes.csv").is_file():
+        write_cohort(data, args.n_scans, spacing=args.spacing, show_progress=True)
+    model = args.model
+    if model == "random" or (model in DEFAULT_MODELS and not _shipped(model)):
+        print(f"model {model!r} not available; using a randomly initialised VGG3D (shipped architecture)")
+        model = str(_random_model(work / f"vgg3d_random_{args.spacing:g}mm.pt", args.spacing))
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    common = ["-m", "captum_smocam.cli", "cohort", "--images", str(data / "sub-*_T1w.nii.gz"),
+              "--labels", str(data / "sub-*_labels.nii.gz"), "--model", model, "--targets", args.targets,
+              "--n-steps", str(args.n_steps), "--no-progress"]
+    results = []
+    for n in args.nprocs:
+        out = work / f"out_np{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        launcher = [] if n == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={n}",
+                                      "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+        cmd = [sys.executable, *launcher, *common, "--out", str(out)]
+        print("$", " ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(f"command failed with status {proc.returncode}", file=sys.stderr)
+            return proc.returncode
+        manifest = json.loads((out / "manifest.json").read_text())
+        explain = [r["timings"]["explain_s"] for r in manifest["scans"] if r["status"] == "done"]
+        row = {"nprocs": n, "n_scans": manifest["n_done"], "wall_s": round(wall, 1),
+               "scans_per_hour": round(3600.0 * manifest["n_done"] / wall, 1),
+               "mean_explain_s_per_scan": round(sum(explain) / max(len(explain), 1), 2),
+               "threads_per_rank": manifest["scans"][0]["torch_threads"], "command": " ".join(cmd)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+    report = {"model": model, "spacing_mm": args.spacing, "grid": list(default_grid(args.spacing)[0]),
+              "n_steps": args.n_steps, "targets": args.targets, "cpus": len(os.sched_getaffinity(0)),
+              "torch": torch.__version__, "captum_smocam": __version__, "python": platform.python_version(),
+              "results": results}
+    (work / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("\n| processes | scans | wall (s) | scans / hour | mean explain s / scan |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['nprocs']} | {r['n_scans']} | {r['wall_s']} | {r['scans_per_hour']} | "
+              f"{r['mean_explain_s_per_scan']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
