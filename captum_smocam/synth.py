@@ -166,16 +166,18 @@ def build_template_labels(t1, gm, wm, affine) -> np.ndarray:
     1. lateral ventricle: the largest connected ``csf`` component inside
        ``e in [2, 32], y in [-50, 32], z in [-5, 32]``;
     2. hippocampus: ``gm > 0.6`` inside ``e in [18, 36], y in [-40, -8]`` and
-       a band ``|z - zc(y)| <= 5`` along the long axis,
+       a band ``|z - zc(y)| <= 4`` along the long axis,
        ``zc(y) = -16 + 0.45 (-y - 20)`` (rises posteriorly);
     3. thalamus: ``gm > 0.5`` in ``e in [2, 20], y in [-34, -6], z in [-2, 16]``;
     4. caudate: ``gm > 0.6`` in ``e in [7, 22], y in [-12, 26], z in [-2, 24]``;
     5. putamen: ``gm > 0.5`` in ``e in [17, 32], y in [-18, 20], z in [-8, 14]``;
-    6. cerebellum: brain tissue (``gm + wm > 0.5``) with ``y <= -34`` below
-       the tentorium ``z <= -6 - 0.3 e + 0.2 (y + 60)``, outside the
-       brainstem box ``e < 12, y > -48``;
+    6. cerebellum: brain tissue (``gm + wm > 0.5``) with ``y <= -36`` below
+       the tentorium, a tent highest at the midline and anteriorly,
+       ``z <= -2 - 0.4 e - 0.2 max(-45 - y, 0)``, outside the peduncles and
+       brainstem ``e < 12, y > -48``;
     7. cerebral grey matter: ``gm >= wm``, ``gm + wm > 0.5``, not in the
-       brainstem box ``e < 14, y in [-45, -8], z < -6``;
+       posterior fossa (``y <= -36`` below the tentorium) nor in the
+       brainstem box ``e < 14, y in [-52, -8], z < -6``;
     8. cerebral white matter: ``wm > gm``, ``gm + wm > 0.5``, same exclusion.
 
     Args:
@@ -223,18 +225,17 @@ def build_template_labels(t1, gm, wm, affine) -> np.ndarray:
         out[comp == 1 + int(np.argmax(sizes))] = _NAME_TO_LABEL[f"{side}_lateral_ventricle"]
     # 2-5. Deep grey structures.
     zc = -16.0 + 0.45 * (-y - 20.0)
-    assign("hippocampus", box((18, 36), (-40, -8), (-40, 20)) & (np.abs(z - zc) <= 5) & (gm > 0.6))
+    assign("hippocampus", box((18, 36), (-40, -8), (-40, 20)) & (np.abs(z - zc) <= 4) & (gm > 0.6))
     assign("thalamus", box((2, 20), (-34, -6), (-2, 16)) & (gm > 0.5))
     assign("caudate", box((7, 22), (-12, 26), (-2, 24)) & (gm > 0.6))
     assign("putamen", box((17, 32), (-18, 20), (-8, 14)) & (gm > 0.5))
     # 6. Cerebellum below the tentorium, outside the brainstem.
-    tentorium = z <= -6.0 - 0.3 * e + 0.2 * (y + 60.0)
-    brainstem_c = (e < 12) & (y > -48)
-    assign("cerebellum", tissue & (y <= -34) & tentorium & ~brainstem_c)
-    # 7-8. Cerebral tissue outside the brainstem.
-    brainstem = (e < 14) & (y >= -45) & (y <= -8) & (z < -6)
-    assign("cerebral_grey_matter", tissue & (gm >= wm) & ~brainstem)
-    assign("cerebral_white_matter", tissue & (wm > gm) & ~brainstem)
+    fossa = (y <= -36) & (z <= -2.0 - 0.4 * e - 0.2 * np.maximum(-45.0 - y, 0.0))
+    assign("cerebellum", tissue & fossa & ~((e < 12) & (y > -48)))
+    # 7-8. Cerebral tissue outside the posterior fossa and the brainstem.
+    cerebral = tissue & ~fossa & ~((e < 14) & (y >= -52) & (y <= -8) & (z < -6))
+    assign("cerebral_grey_matter", cerebral & (gm >= wm))
+    assign("cerebral_white_matter", cerebral & (wm > gm))
     return out
 
 
@@ -1104,7 +1105,7 @@ def plot_template_labels(cut_coords=(-22.0, -20.0, 8.0), output_file=None, title
         for b, _, _ in _PAIRED
     ]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
-    fig.suptitle(title or "Template labels (left hemisphere = x < 0, radiological sides not flipped)")
+    fig.suptitle(title or "Template labels on the MNI152 2009 T1 (neurological view: left, x < 0, on the left)")
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     if output_file is not None:
         fig.savefig(output_file, dpi=80)
