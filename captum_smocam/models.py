@@ -23,13 +23,13 @@ rebuilt from the names ``arch`` and ``arch_kwargs`` in its metadata.
 """
 from __future__ import annotations
 
-import copy
 import importlib.resources
 import os
 import pickle
 from collections import OrderedDict
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -421,11 +421,17 @@ def _check_plain(value, where: str = "metadata") -> None:
 
 
 def _to_plain(value):
-    """Tuples to lists, recursively (so a saved file reads back equal)."""
+    """A copy with tuples as lists and subclasses of str/int/float/bool (``numpy.float64``,
+    ``torch.__version__``) as the builtin types, which ``weights_only`` loading accepts."""
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):  # numpy scalar -> Python scalar
+        value = value.item()
+    for kind in (bool, str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
     return value
 
 
@@ -460,8 +466,8 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-    _check_plain(metadata)
-    meta = _to_plain(copy.deepcopy(metadata))
+    meta = _to_plain(metadata)
+    _check_plain(meta)
     meta["format_version"] = CHECKPOINT_FORMAT_VERSION
     meta["arch"] = type(model).__name__
     meta["arch_kwargs"] = _arch_kwargs(model)

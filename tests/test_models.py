@@ -121,6 +121,18 @@ def test_checkpoint_round_trip(tmp_path, arch):
     assert not os.path.exists(str(path) + ".part")
 
 
+def test_checkpoint_metadata_subclasses_become_builtins(tmp_path):
+    # numpy scalars and torch.__version__ (a str subclass) would make weights_only loading fail
+    np = pytest.importorskip("numpy")
+    meta = {"torch": torch.__version__, "r": np.float64(0.5), "n": np.int64(3), "ok": np.bool_(True)}
+    save_checkpoint(tmp_path / "m.pt", _tiny("vgg"), meta)
+    _, loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded["torch"] == str(torch.__version__) and type(loaded["torch"]) is str
+    assert loaded["r"] == 0.5 and type(loaded["r"]) is float
+    assert loaded["n"] == 3 and type(loaded["n"]) is int
+    assert loaded["ok"] is True
+
+
 def test_checkpoint_rejects_non_plain_metadata(tmp_path):
     with pytest.raises(TypeError, match="Tensor"):
         save_checkpoint(tmp_path / "m.pt", _tiny("vgg"), {"x": torch.zeros(1)})
