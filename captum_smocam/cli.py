@@ -12,50 +12,15 @@ half-written.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from . import __version__
+from ._io import atomic_write  # noqa: F401  (re-exported for writers that import it from here)
 from .cohort import _add_cohort, _run_cohort  # noqa: F401
 
 
 class CLIError(Exception):
     """An error the user can fix; printed as one line."""
-
-
-@contextlib.contextmanager
-def atomic_write(path, suffix: str = ""):
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
-
-    Args:
-        path (str or Path): final destination.
-        suffix (str, optional): suffix of the temporary name, so that writers
-            that pick a format from the extension (``.nii.gz``, ``.png``) work.
-            Default: the suffixes of ``path``.
-
-    Examples::
-
-        >>> import tempfile, os
-        >>> d = tempfile.mkdtemp()
-        >>> with atomic_write(os.path.join(d, "a.txt")) as tmp:
-        ...     _ = open(tmp, "w").write("hello")
-        >>> open(os.path.join(d, "a.txt")).read()
-        'hello'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = suffix or "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # Sub-commands defined in their own modules (discovered by build_parser through globals()).

@@ -33,7 +33,6 @@ ranks must see the same ``--out`` folder (a shared file system across nodes).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import glob
 import hashlib
@@ -305,7 +304,7 @@ def dist_context(device: str = "auto") -> DistContext:
 
 
 def _atomic_write(path, suffix: str = ""):
-    from .cli import atomic_write  # imported here: cli imports this module
+    from ._io import atomic_write
 
     return atomic_write(path, suffix)
 

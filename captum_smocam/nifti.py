@@ -26,7 +26,6 @@ register images.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ._io import atomic_write
 from .preprocessing import normalize_intensity
 from .regions import as_spatial_array, upsample_to
 
@@ -315,13 +315,6 @@ def save_map(
         if sform is not None and int(scode) > 0:
             img.set_sform(sform, int(scode))
         img.header.set_xyzt_units(*hdr.get_xyzt_units())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path, suffix=suffix) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

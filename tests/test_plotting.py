@@ -3,7 +3,6 @@ import matplotlib.pyplot as plt
 from matplotlib.container import BarContainer
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -1,7 +1,5 @@
 """Tests of the SMOCAM attribution: objective, Captum conventions, side effects, errors."""
-import logging
 import math
-import warnings
 
 import pytest
 import torch
