@@ -5,6 +5,7 @@ Usage::
     python benchmarks/synth_speed.py [--n 20] [--spacing 3.0]
     python benchmarks/synth_speed.py --template-table
     python benchmarks/synth_speed.py --cohort-stats 100
+    python benchmarks/synth_speed.py --label-check 10
 
 Prints the one-off cost of the per-process caches (template, labels,
 potentials, grid) and the CPU and wall time per subject, single-threaded.
@@ -38,10 +39,19 @@ def main(argv=None):
         metavar="N",
         help="generate N subjects for lr_correlation 0.95 and 0 and print volume spread and L/R correlations",
     )
+    parser.add_argument(
+        "--label-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="compare label voxel counts x voxel volume with the exact volumes over N subjects",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.template_table:
         return template_table()
+    if args.label_check:
+        return label_check(args.label_check, args.spacing)
     if args.cohort_stats:
         return cohort_stats(args.cohort_stats, args.spacing)
 
@@ -95,6 +105,21 @@ def cohort_stats(n, spacing):
             print(
                 f"| {b} | {q[0]:.2f}, {q[1]:.2f}, {q[2]:.2f} ({x.min():.2f}, {x.max():.2f}) | {c_tot:.2f} | {c_loc:.2f} |"
             )
+
+
+def label_check(n, spacing):
+    shape, affine = synth.default_grid(spacing)
+    voxel = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    err = {k: [] for k in synth.STRUCTURE_NAMES}
+    for s in synth.generate_cohort(range(n), spacing=spacing, show_progress=False):
+        for value, name in synth.LABELS.items():
+            err[name].append((s.labels == value).sum() * voxel / s.volumes[name] - 1.0)
+    print(f"label voxels x {voxel * 1000:g} mm3 vs exact volume, {n} subjects, grid {shape}")
+    print("| structure | mean relative error | largest |")
+    print("|---|---:|---:|")
+    for name in synth.STRUCTURE_NAMES:
+        e = np.array(err[name])
+        print(f"| {name} | {e.mean():+.3f} | {e[np.argmax(np.abs(e))]:+.3f} |")
 
 
 if __name__ == "__main__":
