@@ -92,7 +92,12 @@ def _make_subject(index, **kwargs):
     """One subject's normalised float16 image and its volumes, in STRUCTURE_NAMES order."""
     subject = synth.generate_subject(index, **kwargs)
     x = normalize_intensity(subject.image, NORMALIZATION).astype(np.float16)
-    return x, np.array([subject.volumes[name] for name in synth.STRUCTURE_NAMES])
+    y = np.array([subject.volumes[name] for name in synth.STRUCTURE_NAMES])
+    # A brain is ~1500 cm³: a volume outside (0, 2000) means a broken subject, not data.
+    if not (np.all(np.isfinite(y)) and np.all(y > 0) and np.all(y < 2000)):
+        raise ValueError(f"subject {index} has implausible volumes (cm³): "
+                         f"{dict(zip(synth.STRUCTURE_NAMES, np.round(y, 2)))}")
+    return x, y
 
 
 def load_split(start, stop, args, cache_dir: Path):
