@@ -107,7 +107,7 @@ def untrained_model(seed: int = 0):
     from captum_smocam.models import VGG3D
 
     torch.manual_seed(seed)
-    net = VGG3D(len(synth.STRUCTURE_NAMES), channels=(8, 16, 32, 64), convs_per_block=(1, 2, 2, 2)).eval()
+    net = VGG3D(len(synth.STRUCTURE_NAMES), channels=(8, 16, 32, 64), convs_per_block=(1, 1, 2, 2)).eval()
     meta = {
         "output_names": list(synth.STRUCTURE_NAMES),
         "output_std": [1.0] * len(synth.STRUCTURE_NAMES),
@@ -364,6 +364,41 @@ def summarise_randomization(df) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cost_only(args, model, index, meta, target_idx, method_kw) -> int:
+    """Time every method (and Occlusion at several windows) on one subject, twice; write method_cost.csv.
+
+    With SMOCAM among the methods, it is also timed on the unwrapped model
+    (``smocam_unwrapped``: the shipped ``VGG3D`` whose input check defeats the
+    torch.fx fast path, so SMOCAM uses its hook path).
+    """
+    import pandas as pd
+
+    x, _ = load_subject(index, meta)
+    settings = [(m, args.occlusion_window, args.occlusion_stride) for m in args.methods]
+    if "smocam" in args.methods:
+        settings.insert(args.methods.index("smocam") + 1, ("smocam_unwrapped", 0, 0))
+    for spec in args.cost_only:
+        w, s = (int(v) for v in spec.split(":"))
+        settings.append(("occlusion", w, s))
+    rows = []
+    for rep in range(2):
+        for method, w, s in tqdm(settings, desc=f"cost, repeat {rep + 1}", file=sys.stdout):
+            kw = dict(method_kw, occlusion_window=w, occlusion_stride=s)
+            if method == "smocam_unwrapped":
+                _, sec, peak, per = compute_maps("smocam", model.net, x, target_idx, **kw)
+            else:
+                targets = target_idx if method == "smocam" else target_idx[:1]
+                _, sec, peak, per = compute_maps(method, model, x, targets, **kw)
+            rows.append({"repeat": rep + 1, "method": method, "window": w if method == "occlusion" else None,
+                         "stride": s if method == "occlusion" else None,
+                         "evaluations": occlusion_evaluations(tuple(x.shape[2:]), w, s) if method == "occlusion"
+                         else None, "seconds_per_map": sec, "peak_rss_mb": peak, "maps_per_call": per})
+    df = pd.DataFrame(rows)
+    write_csv_atomic(df, Path(args.out_dir) / "method_cost.csv")
+    print(df.to_string(index=False), flush=True)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -387,6 +422,9 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--figure", default=str(REPO / "docs" / "figures" / "comparison_right_lateral_ventricle.png"),
                    help="comparison figure (first subject, right lateral ventricle); '' to skip")
+    p.add_argument("--cost-only", nargs="*", metavar="WINDOW:STRIDE", default=None,
+                   help="only time every method on the first subject (all targets), plus Occlusion at each "
+                        "WINDOW:STRIDE given; writes <out-dir>/method_cost.csv")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 subject, right lateral ventricle, cheap settings (< 2 min)")
     args = p.parse_args(argv)
@@ -436,6 +474,8 @@ def main(argv=None) -> int:
     if "occlusion" in args.methods:
         print(f"occlusion: window {args.occlusion_window}, stride {args.occlusion_stride}", flush=True)
 
+    if args.cost_only is not None:
+        return cost_only(args, model, indices[0], meta, target_idx, method_kw)
     rows, rnd_rows, figure_maps = [], [], None
     phase = {"maps": 0.0, "scores": 0.0, "randomisation": 0.0}
     for i_subj, index in enumerate(tqdm(indices, desc="subjects", unit="subj", file=sys.stdout, mininterval=5)):
