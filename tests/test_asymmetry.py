@@ -82,6 +82,19 @@ def test_subject_specs_stay_in_the_test_split_and_cover_both_cohorts():
         asym.build_subject_specs(bad, 1, [40])
 
 
+def test_cohort_volumes_equal_generate_subject_volumes():
+    from captum_smocam import synth
+
+    for index, r in ((3, 0.95), (5, 0.0)):
+        full = synth.generate_subject(index, lr_correlation=r).volumes
+        fast = asym.cohort_volumes(index, r, 0)
+        assert set(fast) == set(synth.STRUCTURE_NAMES)
+        assert max(abs(full[k] - fast[k]) for k in full) < 1e-9
+    # the cohort correlation is passed on: it changes the right side's draw
+    a, b = asym.cohort_volumes(3, 0.95, 0), asym.cohort_volumes(3, 0.0, 0)
+    assert abs(a["right_hippocampus"] - b["right_hippocampus"]) > 1e-3
+
+
 def _shipped(name):
     from captum_smocam.models import DEFAULT_MODELS
 
