@@ -42,7 +42,7 @@ SIGN_RULES = {
 
 #: Occlusion's window and stride in voxels of the input grid. On the shipped 56 x 68 x 60 grid
 #: (3 mm) this is 80 forward passes, about twice SMOCAM's time per map (measured in
-#: docs/benchmarks.md); 8/6 (891 passes) was ~25x slower than SMOCAM.
+#: docs/benchmarks.md); 8/6 (891 passes) was 11-14x slower than SMOCAM.
 DEFAULT_OCCLUSION_WINDOW = 16
 DEFAULT_OCCLUSION_STRIDE = 12
 
