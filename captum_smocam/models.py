@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.fx
 from torch import nn
 
 __all__ = [
@@ -123,6 +124,8 @@ class _Standardized(nn.Module):
         self.register_buffer("output_std", std.clone())
 
     def _check_input(self, x: torch.Tensor) -> None:
+        if isinstance(x, torch.fx.Proxy):
+            return  # being traced (SMOCAM's fast path): shapes are not known yet
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 5 or x.shape[1] != self.in_channels:

@@ -171,3 +171,16 @@ def test_batch_size_baked_before_layer_falls_back():
     x = torch.randn(1, 1, *SHAPE)
     smocam.attribute(x.expand(2, 1, *SHAPE), target=[0, 0], n_steps=3)
     assert smocam.path == "hook"
+
+
+@pytest.mark.parametrize("arch", ["VGG3D", "AlexNet3D"])
+def test_shipped_architectures_take_the_fast_path(arch, caplog):
+    from captum_smocam import models
+
+    torch.manual_seed(0)
+    net = getattr(models, arch)(4).eval()
+    x = torch.randn(1, 1, 40, 44, 36)
+    smocam = SMOCAM(net, net.get_submodule(net.default_layer))
+    with caplog.at_level(logging.INFO, logger="captum_smocam"):
+        smocam.attribute(x, target=1, n_steps=2)
+    assert smocam.path == "fast", caplog.text
