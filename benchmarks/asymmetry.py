@@ -456,8 +456,98 @@ def main(argv=None) -> int:
 
     # 4. Figures.
     make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_dir)
+    write_summary(out_dir / ("summary_quick.md" if args.quick else "summary.md"), argv, args, metas, refs,
+                  preds, fit_df, att, time.time() - t_start)
     log(f"total {time.time() - t_start:.0f} s")
     return 0
+
+
+def _md_table(df: pd.DataFrame, fmt: str = "{:.3f}") -> str:
+    """A markdown table (no tabulate dependency)."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "nan" if not np.isfinite(v) else fmt.format(v)
+        return str(v)
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+#: Criteria fixed before the full run (docs/asymmetry.md, "Criteria").
+SLOPE_FAIL, SLOPE_OK, SLOPE_GAP = 0.5, 0.7, 0.3
+SS_NEAR_HALF, SS_GAP = 0.6, 0.1
+
+
+def evaluate_criteria(fit_df: pd.DataFrame, att: pd.DataFrame, corr: str, ind) -> list:
+    """The pre-registered checks as ``(name, value text, verdict)`` rows (see docs/asymmetry.md)."""
+    def slope(model):
+        d = fit_df[(fit_df.model == model) & (fit_df.subset == "override")]
+        return float(d.slope.iloc[0]) if len(d) else float("nan")
+
+    def ss(model, tail: bool, method="smocam"):
+        if att is None or not len(att):
+            return float("nan")
+        d = att[(att.model == model) & (att.method == method)]
+        d = d[d.level_pct.abs() >= 30] if tail else d[d.level_pct == 0]
+        return float(d.side_specificity_density.mean()) if len(d) else float("nan")
+
+    rows = []
+    sc = slope(corr)
+    def verdict(ok, *values):
+        return "n/a" if not all(np.isfinite(v) for v in values) else ("yes" if ok else "no")
+
+    rows.append(("C1 correlated model underestimates large asymmetries: override slope < "
+                 f"{SLOPE_FAIL}", f"{corr}: {sc:.3f}", verdict(sc < SLOPE_FAIL, sc)))
+    if ind is not None:
+        si = slope(ind)
+        ok = si >= SLOPE_OK and si - sc >= SLOPE_GAP
+        rows.append((f"C2 independent model does not: override slope >= {SLOPE_OK} and >= correlated + {SLOPE_GAP}",
+                     f"{ind}: {si:.3f}", verdict(ok, si, sc)))
+    tc = ss(corr, True)
+    if ind is not None:
+        ti = ss(ind, True)
+        ok = tc <= SS_NEAR_HALF and ti - tc >= SS_GAP
+        rows.append((f"C3 SMOCAM cross-hemisphere on tail cases (abs(a) >= 30 %): correlated density SS <= "
+                     f"{SS_NEAR_HALF} and independent >= correlated + {SS_GAP}",
+                     f"{corr}: {tc:.3f}, {ind}: {ti:.3f}", verdict(ok, tc, ti)))
+    c0 = ss(corr, False)
+    rows.append((f"C4 ... only where it fails: correlated density SS > {SS_NEAR_HALF} on the 0 % control but "
+                 f"<= {SS_NEAR_HALF} on the tail cases", f"{corr}: control {c0:.3f}, tail {tc:.3f}",
+                 verdict(c0 > SS_NEAR_HALF and tc <= SS_NEAR_HALF, c0, tc)))
+    return rows
+
+
+def write_summary(path: Path, argv, args, metas, refs, preds, fit_df, att, seconds) -> None:
+    cmd = "python benchmarks/asymmetry.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    names = list(metas)
+    corr = names[0]
+    ind = names[1] if len(names) > 1 else None
+    out = [f"# Asymmetry benchmark summary (written by benchmarks/asymmetry.py)", "",
+           f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
+           f"{args.threads} threads, wall {seconds:.0f} s.", "", "## Models", ""]
+    rows = []
+    for n, m in metas.items():
+        tm = m.get("test_metrics", {})
+        rows.append(dict(model=n, lr_correlation=m.get("lr_correlation"), epochs=m.get("epochs"),
+                         test_r2_left_hipp=tm.get(LEFT, {}).get("r2", float("nan")),
+                         test_r2_right_hipp=tm.get(RIGHT, {}).get("r2", float("nan")),
+                         synth_sha1=m.get("synth_sha1", "?")))
+    out += [_md_table(pd.DataFrame(rows)), "", "## Reference (training-cohort) asymmetry R − L", ""]
+    out += [_md_table(pd.DataFrame([dict(model=n, source=r["source"], mean_cm3=r["mean"], sd_cm3=r["sd"],
+                                         p99_abs_cm3=float(np.percentile(np.abs(r["asym"]), 99)))
+                                    for n, r in refs.items()])), ""]
+    out += ["## Predicted on true asymmetry (least squares, cm³)", "", _md_table(fit_df), ""]
+    cols = ["model", "subject", "true_left", "true_right", "pred_left", "pred_right", "true_asym", "pred_asym",
+            "pred_over_true", "true_z", "pred_z"]
+    out += ["## Override (tail) subjects", "", _md_table(preds[preds.kind == "override"][cols]), ""]
+    if att is not None and len(att):
+        cols = ["model", "subject", "method", "target", "side_specificity", "side_specificity_density",
+                "hemisphere_share", "share_target_hippocampus", "share_other_hippocampus", "top_mean1", "top_mean2"]
+        out += ["## Maps of the tail cases and the 0 % control", "", _md_table(att[cols]), ""]
+    out += ["## Pre-registered criteria", "", _md_table(pd.DataFrame(evaluate_criteria(fit_df, att, corr, ind),
+                                                                    columns=["criterion", "value", "met"])), ""]
+    path.write_text("\n".join(out) + "\n")
+    log(f"wrote {path}")
 
 
 def _poster_case(preds: pd.DataFrame, levels) -> str:

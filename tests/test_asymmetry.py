@@ -82,6 +82,19 @@ def test_subject_specs_stay_in_the_test_split_and_cover_both_cohorts():
         asym.build_subject_specs(bad, 1, [40])
 
 
+def test_criteria_verdicts_follow_the_numbers():
+    fit = pd.DataFrame([dict(model="c", subset="override", slope=0.1), dict(model="i", subset="override", slope=0.9)])
+    rows = []
+    for model, ss_tail, ss_ctrl in (("c", 0.5, 0.5), ("i", 0.9, 0.9)):
+        for level, v in ((-40, ss_tail), (40, ss_tail), (0, ss_ctrl)):
+            rows.append(dict(model=model, method="smocam", level_pct=level, side_specificity_density=v))
+    verdicts = [r[2] for r in asym.evaluate_criteria(fit, pd.DataFrame(rows), "c", "i")]
+    assert verdicts == ["yes", "yes", "yes", "no"]  # the correlated model is unspecific on the control too
+    fit.loc[1, "slope"] = 0.3  # the independent model fails as well
+    assert [r[2] for r in asym.evaluate_criteria(fit, pd.DataFrame(rows), "c", "i")][1] == "no"
+    assert [r[2] for r in asym.evaluate_criteria(fit.iloc[:0], None, "c", None)] == ["n/a", "n/a"]
+
+
 def test_cohort_volumes_equal_generate_subject_volumes():
     from captum_smocam import synth
 
