@@ -86,6 +86,8 @@ class _FastRunner:
         self.batched = batched
         self.stored: Dict[fx.Node, Any] = {}
         self._reference: Optional[Tuple[Any, Tensor]] = None
+        self._rows: Optional[Tensor] = None
+        self._indexed: Dict[fx.Node, Any] = {}
 
     # -- one node ---------------------------------------------------------- #
     def _run_node(self, nd: fx.Node, env: Dict[fx.Node, Any]) -> Any:
@@ -129,11 +131,18 @@ class _FastRunner:
         self._reference = (output, feature)
         return output, feature
 
+    def _boundary_for(self, rows: Tensor) -> Dict[fx.Node, Any]:
+        """Stored values indexed by ``rows``; cached, since every step of a chunk uses the same rows."""
+        if self._rows is not rows:
+            self._indexed = {
+                nd: (v[rows] if nd in self.batched and isinstance(v, Tensor) and v.dim() > 0 else v)
+                for nd, v in self.stored.items()
+            }
+            self._rows = rows
+        return self._indexed
+
     def __call__(self, mask: Tensor, rows: Tensor) -> Tensor:
-        env: Dict[fx.Node, Any] = {
-            nd: (v[rows] if nd in self.batched and isinstance(v, Tensor) and v.dim() > 0 else v)
-            for nd, v in self.stored.items()
-        }
+        env: Dict[fx.Node, Any] = dict(self._boundary_for(rows))
         for nd in self.suffix:
             if nd is self.layer_node:
                 if self.to_input:
