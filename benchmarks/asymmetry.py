@@ -307,6 +307,9 @@ def parse_args(argv=None):
     for name in ("n_reference", "smocam_steps", "threads", "occlusion_window", "occlusion_stride"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.occlusion_stride > args.occlusion_window:
+        p.error(f"--occlusion-stride {args.occlusion_stride} must not exceed --occlusion-window "
+                f"{args.occlusion_window} (Captum's Occlusion would leave voxels unscored)")
     unknown = sorted(set(args.methods) - set(METHOD_LABELS))
     if unknown:
         p.error(f"unknown method(s) {unknown}; expected some of {sorted(METHOD_LABELS)}")
