@@ -163,7 +163,12 @@ def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: set) -> tupl
     names = list(synth.STRUCTURE_NAMES)
     il, ir = names.index(LEFT), names.index(RIGHT)
     path = _train_cache_path(meta, cache_dir)
-    if path.is_file():
+    sha_path = Path(str(path).replace("_y.npy", "_synth.txt"))
+    trained_on = str(meta.get("synth_sha1", "")).split(",")
+    if path.is_file() and sha_path.is_file() and sha_path.read_text().strip() not in trained_on:
+        log(f"training cache {path.name} was made by synth.py {sha_path.read_text().strip()}, "
+            f"the model by {trained_on}: not used")
+    elif path.is_file():
         y = np.load(path)
         if y.ndim == 2 and y.shape[1] == len(names):
             return y[:, il], y[:, ir], f"train cache {path.name} (all {len(y)} training subjects)"
@@ -339,6 +344,10 @@ def main(argv=None) -> int:
         log(f"model {name}: lr_correlation {m.get('lr_correlation')}, cohort_seed {m.get('cohort_seed')}, "
             f"splits {m.get('splits')}, test R2 L/R hippocampus "
             f"{m.get('test_metrics', {}).get(LEFT, {}).get('r2')}/{m.get('test_metrics', {}).get(RIGHT, {}).get('r2')}")
+    current_sha = hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:12]
+    for name, m in metas.items():
+        if "synth_sha1" in m and current_sha not in str(m["synth_sha1"]).split(","):
+            log(f"WARNING: {name} was trained on synth.py {m['synth_sha1']}, test subjects use {current_sha}")
     names = list(next(iter(metas.values()))["output_names"])
     il, ir = names.index(LEFT), names.index(RIGHT)
 
