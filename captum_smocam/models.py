@@ -24,6 +24,7 @@ rebuilt from the names ``arch`` and ``arch_kwargs`` in its metadata.
 from __future__ import annotations
 
 import importlib.resources
+import math
 import os
 import pickle
 from collections import OrderedDict
@@ -103,6 +104,12 @@ def _check_positive_ints(name: str, values, length: Optional[int] = None) -> tup
     return values
 
 
+def _check_pool_size(pool_size) -> tuple:
+    if isinstance(pool_size, int) and not isinstance(pool_size, bool):
+        pool_size = (pool_size,) * 3
+    return _check_positive_ints("pool_size", pool_size, 3)
+
+
 class _Standardized(nn.Module):
     """Shared de-standardisation of the last layer (``output_mean``/``output_std``)."""
 
@@ -160,14 +167,17 @@ class VGG3D(_Standardized):
     So the tensor a block outputs is its last ReLU activation, at
     ``1 / 2**(k-1)`` of the input resolution for ``block{k}`` (floor division
     per axis), which is the feature map SMOCAM and Grad-CAM mask when a block
-    is named as the layer. Then ``pool`` (global average pooling over space)
-    and ``head`` (``fc1 -> ReLU -> fc2``) give one standardised value per
-    output, de-standardised with the buffers ``output_mean`` and ``output_std``:
+    is named as the layer. Then ``pool`` (adaptive average pooling to
+    ``pool_size``; ``1`` is global average pooling) and ``head``
+    (``fc1 -> ReLU -> fc2``) give one standardised value per output,
+    de-standardised with the buffers ``output_mean`` and ``output_std``:
 
     .. math::
-        \hat y = \mathrm{head}(\mathrm{GAP}(\mathrm{features}(x))) \cdot \sigma + \mu
+        \hat y = \mathrm{head}(\mathrm{pool}(\mathrm{features}(x))) \cdot \sigma + \mu
 
-    so the model returns cm³ and any input size works.
+    so the model returns cm³ and any input size works (adaptive pooling). A
+    ``pool_size`` above 1 keeps a coarse position (e.g. which hemisphere) in
+    the pooled features.
 
     Args:
         n_outputs (int): number of predicted structure volumes.
@@ -178,6 +188,9 @@ class VGG3D(_Standardized):
             each block (one int for all blocks). Default: 1
         hidden (int, optional): width of the head's hidden layer.
             Default: 64
+        pool_size (int or sequence of 3 int, optional): output grid of the
+            adaptive average pooling before the head; 1 is global average
+            pooling. Default: 1
         output_mean (sequence of float, optional): training-set mean of each
             output in cm³ (:math:`\mu`). Default: zeros
         output_std (sequence of float, optional): training-set standard
@@ -209,6 +222,7 @@ class VGG3D(_Standardized):
         channels: Sequence[int] = (8, 16, 32, 64),
         convs_per_block=1,
         hidden: int = 64,
+        pool_size=1,
         output_mean=None,
         output_std=None,
     ) -> None:
@@ -216,6 +230,7 @@ class VGG3D(_Standardized):
         (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
         (in_channels,) = _check_positive_ints("in_channels", [in_channels])
         (hidden,) = _check_positive_ints("hidden", [hidden])
+        self.pool_size = _check_pool_size(pool_size)
         channels = _check_positive_ints("channels", channels)
         if isinstance(convs_per_block, int) and not isinstance(convs_per_block, bool):
             convs_per_block = (convs_per_block,) * len(channels)
@@ -233,10 +248,10 @@ class VGG3D(_Standardized):
             blocks[f"block{k}"] = nn.Sequential(*layers)
         self.features = nn.Sequential(blocks)
         self.default_layer = f"features.block{min(3, len(channels))}"
-        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
         self.head = nn.Sequential(
             OrderedDict(
-                fc1=nn.Linear(c_in, hidden),
+                fc1=nn.Linear(c_in * math.prod(self.pool_size), hidden),
                 relu=nn.ReLU(inplace=False),
                 fc2=nn.Linear(hidden, n_outputs),
             )
@@ -252,8 +267,8 @@ class AlexNet3D(_Standardized):
     11:244, which adapts AlexNet to 3-D T1 scans and regresses 165
     morphometric measures: a large strided first convolution, three
     convolution layers and two fully connected layers. Here the widths are
-    reduced so that it trains on a CPU, and it ends in global average pooling
-    so that any input size works. ``features`` holds, in order:
+    reduced so that it trains on a CPU, and it ends in adaptive average
+    pooling so that any input size works. ``features`` holds, in order:
 
     * ``conv1``: ``Conv3d(k1, stride 2) -> BatchNorm3d -> ReLU`` (1/2 resolution)
     * ``pool1``: ``MaxPool3d(3, stride 2)``
@@ -261,8 +276,8 @@ class AlexNet3D(_Standardized):
     * ``pool2``: ``MaxPool3d(3, stride 2)``
     * ``conv3``: ``Conv3d(3) -> BatchNorm3d -> ReLU`` (1/8 resolution)
 
-    Each ``conv{k}`` outputs its ReLU activation. Then ``pool`` (global average
-    pooling) and ``head`` (``fc1 -> ReLU -> dropout -> fc2``), de-standardised
+    Each ``conv{k}`` outputs its ReLU activation. Then ``pool`` (adaptive
+    average pooling to ``pool_size``, 1 = global) and ``head`` (``fc1 -> ReLU -> dropout -> fc2``), de-standardised
     with the buffers ``output_mean`` and ``output_std`` into cm³.
 
     Args:
@@ -274,6 +289,9 @@ class AlexNet3D(_Standardized):
             ``conv1`` and ``conv2``. Default: ``(5, 3)``
         hidden (int, optional): width of ``fc1``. Default: 64
         dropout (float, optional): dropout before ``fc2``. Default: 0.0
+        pool_size (int or sequence of 3 int, optional): output grid of the
+            adaptive average pooling before the head; 1 is global average
+            pooling. Default: 1
         output_mean (sequence of float, optional): training-set mean of each
             output in cm³. Default: zeros
         output_std (sequence of float, optional): training-set standard
@@ -305,6 +323,7 @@ class AlexNet3D(_Standardized):
         kernel_sizes: Sequence[int] = (5, 3),
         hidden: int = 64,
         dropout: float = 0.0,
+        pool_size=1,
         output_mean=None,
         output_std=None,
     ) -> None:
@@ -312,6 +331,7 @@ class AlexNet3D(_Standardized):
         (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
         (in_channels,) = _check_positive_ints("in_channels", [in_channels])
         (hidden,) = _check_positive_ints("hidden", [hidden])
+        self.pool_size = _check_pool_size(pool_size)
         channels = _check_positive_ints("channels", channels, 3)
         kernel_sizes = _check_positive_ints("kernel_sizes", kernel_sizes, 2)
         if any(k % 2 == 0 for k in kernel_sizes):
@@ -331,10 +351,10 @@ class AlexNet3D(_Standardized):
                 conv3=nn.Sequential(*_conv_bn_relu(c2, c3, 3)),
             )
         )
-        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
         self.head = nn.Sequential(
             OrderedDict(
-                fc1=nn.Linear(c3, hidden),
+                fc1=nn.Linear(c3 * math.prod(self.pool_size), hidden),
                 relu=nn.ReLU(inplace=False),
                 dropout=nn.Dropout(float(dropout)),
                 fc2=nn.Linear(hidden, n_outputs),
@@ -385,6 +405,7 @@ def _arch_kwargs(model: nn.Module) -> dict:
             "channels": list(model.channels),
             "convs_per_block": list(model.convs_per_block),
             "hidden": model.head.fc1.out_features,
+            "pool_size": list(model.pool_size),
         }
     if isinstance(model, AlexNet3D):
         return {
@@ -394,6 +415,7 @@ def _arch_kwargs(model: nn.Module) -> dict:
             "kernel_sizes": list(model.kernel_sizes),
             "hidden": model.head.fc1.out_features,
             "dropout": float(model.head.dropout.p),
+            "pool_size": list(model.pool_size),
         }
     raise TypeError(
         f"cannot checkpoint a {type(model).__name__}; expected one of {sorted(ARCHITECTURES)}"

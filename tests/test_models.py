@@ -34,6 +34,21 @@ def test_output_shape_any_input_size(arch):
         assert model(torch.randn(2, 1, *shape)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("arch", ["vgg", "alexnet"])
+def test_spatial_pool_keeps_position(arch, tmp_path):
+    model = _tiny(arch, pool_size=(2, 1, 1)).eval()
+    assert model.head.fc1.in_features == 4 * 2
+    assert model(torch.randn(2, 1, 16, 9, 10)).shape == (2, 3)
+    assert _tiny(arch).pool_size == (1, 1, 1)
+    save_checkpoint(tmp_path / "p.pt", model)
+    loaded, meta = load_checkpoint(tmp_path / "p.pt")
+    assert meta["arch_kwargs"]["pool_size"] == [2, 1, 1]
+    x = torch.randn(1, 1, *SHAPE)
+    assert torch.equal(model(x), loaded(x))
+    with pytest.raises(ValueError, match="pool_size"):
+        _tiny(arch, pool_size=(2, 0, 1))
+
+
 def test_vgg_block_resolutions_and_names():
     model = VGG3D(2, channels=(2, 3, 4, 5)).eval()
     seen = {}
