@@ -64,6 +64,7 @@ from captum_smocam.metrics import side_specificity  # noqa: E402
 from captum_smocam.pipeline import explain, load_model, resolve_layer  # noqa: E402
 from captum_smocam.preprocessing import normalize_intensity  # noqa: E402
 from captum_smocam.regions import get_region_table  # noqa: E402
+from captum_smocam.smocam import SMOCAM, upsample_mask  # noqa: E402
 
 LEFT, RIGHT = "left_hippocampus", "right_hippocampus"
 DEFAULT_MODELS = ("vgg", "vgg_independent")
@@ -272,8 +273,22 @@ def predict(model, images: list, batch: int = 4) -> np.ndarray:
 
 def explain_case(method: str, model, meta: dict, x: torch.Tensor, targets: list, args) -> torch.Tensor:
     if method == "smocam":
-        return explain(model, meta, x, targets, method="smocam",
-                       smocam_kwargs={"n_steps": args.smocam_steps})
+        # SMOCAM directly (as pipeline.explain does: K targets as one batch) to keep its loss history.
+        kwargs = {"n_steps": args.smocam_steps}
+        if args.smocam_smooth_weight is not None:
+            kwargs["smooth_weight"] = args.smocam_smooth_weight
+        _, layer = resolve_layer(model, meta)
+        std = torch.tensor(meta["output_std"], dtype=torch.float32)
+        sm = SMOCAM(model, layer)
+        mask = sm.attribute(x.expand(len(targets), *x.shape[1:]), target=list(targets), output_std=std, **kwargs)
+        h = sm.history
+        best = h["best_step"].tolist()
+        explain_case.last_history = [dict(smocam_best_step=int(b), smocam_distance_step0=float(h["distance"][0, i]),
+                                          smocam_distance_best=float(h["distance"][b, i]),
+                                          smocam_mask_cv=float(mask[i].std() / mask[i].mean()))
+                                     for i, b in enumerate(best)]
+        return upsample_mask(mask, x.shape[2:]).detach()
+    explain_case.last_history = None
     if method == "occlusion":
         return explain(model, meta, x, targets, method="occlusion", occlusion_window=args.occlusion_window,
                        occlusion_stride=args.occlusion_stride, perturbations_per_eval=4)
@@ -299,6 +314,9 @@ def parse_args(argv=None):
     p.add_argument("--occlusion-window", type=int, default=8)
     p.add_argument("--occlusion-stride", type=int, default=8)
     p.add_argument("--smocam-steps", type=int, default=100)
+    p.add_argument("--smocam-smooth-weight", type=float, default=None,
+                   help="SMOCAM's gamma (default: the package's DEFAULT_SMOOTH_WEIGHT); on the shipped vgg the "
+                        "default keeps the uniform initial mask for the hippocampus outputs, see docs/asymmetry.md")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "asymmetry"))
     p.add_argument("--figures-dir", default=str(REPO / "docs" / "figures"))
@@ -444,6 +462,7 @@ def main(argv=None) -> int:
                         hemisphere_share=hemisphere_share(a, s.affine, side),
                         share_target_hippocampus=shares.get(f"{side}_hippocampus", 0.0),
                         share_other_hippocampus=shares.get(f"{other}_hippocampus", 0.0),
+                        **(explain_case.last_history[k] if method == "smocam" else {}),
                         top1=table.name.iloc[0], top2=table.name.iloc[1], top3=table.name.iloc[2],
                         **{f"top_mean{j + 1}": n_ for j, n_ in enumerate(
                             table.sort_values("attention_mean", ascending=False).name.iloc[:3])}))
