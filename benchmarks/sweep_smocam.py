@@ -68,6 +68,37 @@ def base_config(default_layer: str) -> dict:
     }
 
 
+def _parse_value(key: str, text: str):
+    """A grid value given on the command line, with the type of the parameter."""
+    if key == "layer":
+        return text
+    if key == "n_steps":
+        return int(text)
+    return float(text)
+
+
+def parse_overrides(items, *, multi: bool) -> dict:
+    """``KEY=VALUE`` (``multi=False``) or ``KEY=V1,V2,...`` (``multi=True``) pairs as a dict.
+
+    Examples::
+
+        >>> parse_overrides(["smooth_weight=0.01"], multi=False)
+        {'smooth_weight': 0.01}
+        >>> parse_overrides(["n_steps=50,100"], multi=True)
+        {'n_steps': (50, 100)}
+    """
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or key not in GRID or not value:
+            raise ValueError(f"expected KEY=VALUE with KEY one of {list(GRID)}, got {item!r}")
+        if multi:
+            out[key] = tuple(_parse_value(key, v) for v in value.split(","))
+        else:
+            out[key] = _parse_value(key, value)
+    return out
+
+
 def one_at_a_time(base: dict, grid: dict) -> list:
     """The base configuration, then each parameter moved alone to each of its other values.
 
@@ -151,6 +182,11 @@ def parse_args(argv=None):
     p.add_argument("--no-combined", action="store_true", help="skip the combined best-per-parameter configuration")
     p.add_argument("--out-dir", default=str(cm.REPO / "benchmarks" / "results"))
     p.add_argument("--quick", action="store_true", help="1 subject, 1 target, base + one config with 5 steps")
+    p.add_argument("--base", nargs="+", metavar="KEY=VALUE", default=None,
+                   help="start from these values instead of the library defaults (a second round)")
+    p.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", default=None,
+                   help="replace the values tried for KEY (the other parameters keep GRID's)")
+    p.add_argument("--tag", default="", help="suffix of the output file names, e.g. _round2")
     return p.parse_args(argv)
 
 
@@ -166,8 +202,9 @@ def main(argv=None) -> int:
         if t not in names:
             raise SystemExit(f"error: unknown target {t!r}; the model predicts {names}")
     sigma = [float(s) for s in np.atleast_1d(meta["output_std"])]
-    base = base_config(meta["default_layer"])
-    configs = one_at_a_time(base, GRID)
+    base = dict(base_config(meta["default_layer"]), **parse_overrides(args.base, multi=False))
+    grid = dict(GRID, **parse_overrides(args.grid, multi=True))
+    configs = one_at_a_time(base, grid)
     if args.quick:
         args.n_subjects, args.targets, args.no_combined = 1, args.targets[:1], True
         configs = [dict(base, n_steps=5, name="base(5 steps)"), dict(base, n_steps=5, lr=1.0, name="lr=1(5 steps)")]
@@ -177,10 +214,12 @@ def main(argv=None) -> int:
         spacing = cm.voxel_spacing(subject)
         for t in args.targets:
             data.append((x, names.index(t), t, index, cm.structure_mask(subject, t), spacing))
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + args.tag
     csv_path = Path(args.out_dir) / f"sweep_smocam{suffix}.csv"
     md_path = Path(args.out_dir) / f"sweep_summary{suffix}.md"
     command = "python benchmarks/sweep_smocam.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cm.warm_up(model, data[0][0], data[0][1], ["smocam"], layer=net.get_submodule(base["layer"]),
+               output_std=sigma)  # so the first configuration's time carries no start-up cost (ties go by time)
     rows = []
     for cfg in tqdm(configs, desc="configurations", file=sys.stdout):
         rows += run_config(cfg, model, net, data, sigma, args)
