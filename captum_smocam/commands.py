@@ -238,7 +238,11 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
             plot_convergence(history, title=f"SMOCAM objective: {name}",
                              output_file=stage / f"smocam_{name}_convergence.png")
         rows.append(row)
-    plot_comparison(maps, x[0, 0], outline=outline, title=f"{name}: where each method looks",
+    # Cut through the structure when it is known, else through the first map's maximum.
+    cuts = None
+    if outline is not None and bool(outline.any()):
+        cuts = tuple(int(round(float(c))) for c in torch.nonzero(outline).float().mean(dim=0))
+    plot_comparison(maps, x[0, 0], outline=outline, cut_coords=cuts, title=f"{name}: where each method looks",
                     output_file=stage / f"comparison_{name}.png")
     if tables:
         pd.concat(tables, ignore_index=True).to_csv(stage / f"regions_{name}.csv", index=False)

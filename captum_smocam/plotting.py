@@ -144,6 +144,10 @@ def _cut(vol: Optional[np.ndarray], axis: Optional[int], index: Optional[int]) -
     return np.take(vol, index, axis=axis).T
 
 
+#: Over a background and with no threshold, values below this fraction of the colour scale are transparent.
+_AUTO_TRANSPARENT = 0.02
+
+
 def _default_limits(values: Sequence[np.ndarray]) -> Tuple[float, float]:
     lo = min(float(v.min()) for v in values)
     hi = max(float(np.abs(v).max()) for v in values)
@@ -153,13 +157,22 @@ def _default_limits(values: Sequence[np.ndarray]) -> Tuple[float, float]:
 
 
 def _bg_limits(bg: Optional[np.ndarray]) -> Tuple[float, float]:
+    """Grey-scale limits of the scan: 2nd-99.5th percentile of the head, dimmed.
+
+    The head is every voxel above the image's minimum (the background of a raw
+    scan is 0, of a normalised one its most negative value). The top of the
+    scale is raised by half the range so the brightest tissue is mid-grey and
+    coloured overlays stand out (nilearn dims its backgrounds the same way).
+    """
     if bg is None:
         return 0.0, 1.0
-    fg = bg[bg != 0]
+    fg = bg[bg > bg.min()]
     if fg.size == 0:
         return 0.0, 1.0
-    lo, hi = np.percentile(fg, [1.0, 99.5])
-    return float(min(lo, 0.0)), float(hi if hi > lo else lo + 1.0)
+    lo, hi = (float(v) for v in np.percentile(fg, [2.0, 99.5]))
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi + 0.5 * (hi - lo)
 
 
 def _draw_panel(
@@ -179,7 +192,10 @@ def _draw_panel(
     kw = dict(origin=origin, aspect=aspect, interpolation="nearest")
     if bg2d is not None:
         ax.imshow(bg2d, cmap="gray", vmin=bg_limits[0], vmax=bg_limits[1], **kw)
-        hide = np.abs(map2d) < threshold if threshold is not None else map2d == 0
+        # Without a threshold, values under 2 % of the colour scale are transparent: drawn as
+        # near-black at ``alpha`` they would darken the scan everywhere except at exact zeros.
+        cut = threshold if threshold is not None else _AUTO_TRANSPARENT * max(abs(norm.vmin), abs(norm.vmax))
+        hide = np.abs(map2d) < cut if cut > 0 else map2d == 0
         ax.imshow(np.ma.masked_where(hide, map2d), cmap=cmap, norm=norm, alpha=alpha, **kw)
     else:
         shown = np.ma.masked_where(np.abs(map2d) < threshold, map2d) if threshold is not None else map2d
@@ -283,8 +299,8 @@ def plot_attribution(
             (one panel each); otherwise ``(x, y, z)``. Default: through the
             map's maximum.
         threshold (float, optional): voxels with ``|value| < threshold`` are
-            transparent. Default: ``None`` (over a background, exact zeros are
-            transparent)
+            transparent. Default: ``None`` (over a background, values under 2 %
+            of the colour scale's maximum are transparent)
         cmap (str or Colormap, optional): colour map. Default: ``"hot"``
         vmin (float, optional): bottom of the colour scale. Default: 0 for a
             non-negative map, else ``-max|attr|``.
