@@ -489,10 +489,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 UserWarning,
                 stacklevel=3,
             )
+        # Forwards in training mode update BatchNorm statistics: snapshot every buffer.
         saved_buffers = (
-            {k: b.detach().clone() for k, b in model.state_dict(keep_vars=True).items() if not k.endswith("weight") and not k.endswith("bias")}
-            if (training and model is not None)
-            else None
+            {k: b.detach().clone() for k, b in model.named_buffers()} if (training and model is not None) else None
         )
         try:
             return self._attribute(
@@ -503,9 +502,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         finally:
             if saved_buffers:
                 with torch.no_grad():
-                    state = model.state_dict(keep_vars=True)
+                    buffers = dict(model.named_buffers())
                     for k, v in saved_buffers.items():
-                        state[k].copy_(v)
+                        buffers[k].copy_(v)
 
     def _attribute(
         self, inputs, target, additional_args, n, output_std, l2_weight, smooth_weight, n_steps, lr,
