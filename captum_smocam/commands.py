@@ -133,7 +133,16 @@ def _predictions_table(model, meta, x, truth: Optional[Dict[str, float]] = None)
 
 
 def _top_regions(table: pd.DataFrame, k: int = 3) -> str:
-    return ", ".join(f"{r.name} {100 * r.share:.0f}%" for r in table.head(k).itertuples())
+    """The ``k`` regions with the densest attention, as "name xR" (R = mean attention / labelled-tissue mean).
+
+    Ranking by share would always name the largest structures (cerebral grey and white matter); the
+    density ratio says which structure the map singles out. The full table has both columns.
+    """
+    labelled_mean = table["attention_sum"].sum() / max(int(table["n_voxels"].sum()), 1)
+    if labelled_mean <= 0:
+        return "(no positive attention)"
+    top = table.sort_values("attention_mean", ascending=False).head(k)
+    return ", ".join(f"{r.name} x{r.attention_mean / labelled_mean:.1f}" for r in top.itertuples())
 
 
 # --------------------------------------------------------------------------- #
@@ -225,7 +234,7 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
         seconds = time.perf_counter() - t0
         maps[METHOD_LABELS[method]] = m[0, 0]
         save_map(m[0], info, stage / f"{method}_{name}.nii.gz")
-        row = {"method": method, "seconds": round(seconds, 2)}
+        row = {"method": method, "seconds": round(seconds, 2)}  # top_regions: densest, see _top_regions
         if labels is not None:
             table = get_region_table(_map_on_label_grid(m[0], info, labels[1]), labels[0], names)
             table.insert(0, "method", method)

@@ -120,3 +120,15 @@ def test_failure_midway_leaves_out_untouched(case, tmp_path, monkeypatch):
                "--out", str(out), "--quiet"])
     assert rc == 2
     assert sorted(os.listdir(out)) == ["keep.txt"]
+
+
+def test_top_regions_ranks_by_density_not_size():
+    from captum_smocam.commands import _top_regions
+
+    table = pd.DataFrame({
+        "label": [1, 2], "name": ["big", "small"], "n_voxels": [1000, 10],
+        "attention_sum": [100.0, 5.0], "attention_mean": [0.1, 0.5], "share": [0.9, 0.05],
+    })
+    text = _top_regions(table, k=2)
+    assert text.startswith("small x4.8")  # 0.5 / (105 / 1010)
+    assert "big x1.0" in text
