@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .nifti import _resample, load_scan, save_map
+from .nifti import load_scan, map_to_grid, save_map
 from .pipeline import explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
 from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
@@ -415,7 +415,7 @@ def _region_tables(maps: np.ndarray, info, label_img, target_names: Sequence[str
     rows = []
     for k, t in enumerate(target_names):
         # Map (model grid) -> label grid in world coordinates, as save_map does for the scan grid.
-        on_labels, _ = _resample(maps[k], info.grid_affine, np.asarray(label_img.affine, float), labels.shape, order=1)
+        on_labels = map_to_grid(maps[k], info, label_img.affine, labels.shape)
         table = get_region_table(on_labels, labels, names)
         table.insert(0, "target", t)
         rows.append(table)

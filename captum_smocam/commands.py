@@ -69,9 +69,7 @@ def _smocam_kwargs(args) -> Dict:
 
 
 def _load_labels(path, info):
-    """Label map read on the scan's canonical grid; must match the scan's shape."""
-    import nibabel as nib
-
+    """Label map read on its canonical grid; must share the scan's original grid and affine."""
     from .nifti import load_scan
 
     if path is None:
@@ -84,7 +82,6 @@ def _load_labels(path, info):
             f"label map {path} has shape {lab_info.original_spatial_shape}, the scan has "
             f"{info.original_spatial_shape} (labels must share the scan's grid and affine)"
         )
-    del nib
     return np.rint(lab[0, 0].numpy()).astype(np.int32), lab_info
 
 
@@ -102,10 +99,9 @@ def _label_names(lut: Optional[str]):
 
 def _map_on_label_grid(map_model_grid: torch.Tensor, info, lab_info) -> np.ndarray:
     """A model-grid map resampled onto the label map's canonical grid (for region tables)."""
-    from .nifti import _resample
+    from .nifti import map_to_grid
 
-    data = map_model_grid.detach().reshape(*map_model_grid.shape[-3:]).cpu().numpy().astype(np.float32)
-    return _resample(data, info.grid_affine, lab_info.grid_affine, lab_info.grid_shape, order=1)[0]
+    return map_to_grid(map_model_grid, info, lab_info.grid_affine, lab_info.grid_shape)
 
 
 def _setup(args, image):
@@ -117,7 +113,7 @@ def _setup(args, image):
     layer_name, layer = resolve_layer(model, meta, args.layer)
     targets = resolve_targets(meta, args.target)
     x, info = load_scan(image, meta)
-    labels = _load_labels(args.labels, load_scan(image)[1]) if args.labels else None
+    labels = _load_labels(args.labels, info) if args.labels else None
     names = _label_names(args.lut) if args.labels else None
     return model, meta, layer_name, layer, targets, x, info, labels, names
 
@@ -299,7 +295,7 @@ def _run_demo(args) -> int:
         t1_path, lab_path = write_subject(subject, stage)
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)
-        labels = _load_labels(lab_path, load_scan(t1_path)[1])
+        labels = _load_labels(lab_path, info)
         outline = torch.from_numpy(_struct_mask(subject, DEMO_TARGET))
         preds = _predictions_table(model, meta, x, truth=subject.volumes)
         preds.to_csv(stage / "predictions.csv", index=False)

@@ -39,7 +39,7 @@ from ._io import atomic_write
 from .preprocessing import normalize_intensity
 from .regions import as_spatial_array, upsample_to
 
-__all__ = ["ScanInfo", "load_scan", "save_map", "MIN_GRID_COVERAGE"]
+__all__ = ["ScanInfo", "load_scan", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
 
 #: :func:`load_scan` refuses a scan that covers less than this fraction of the model grid.
 MIN_GRID_COVERAGE = 0.5
@@ -251,6 +251,44 @@ def _nifti_suffix(path: Path) -> str:
     raise ValueError(f"output path must end with .nii or .nii.gz; got {str(path)!r}")
 
 
+def map_to_grid(
+    attribution,
+    info: ScanInfo,
+    target_affine,
+    target_shape,
+    *,
+    interpolation: str = "linear",
+) -> np.ndarray:
+    """A map on the model grid (or a layer's coarser grid) resampled onto any grid in world coordinates.
+
+    The map is upsampled to ``info.grid_shape`` (trilinear, ``align_corners=False``) and then sampled at
+    the voxel centres of the target grid (0 outside the model grid). :func:`save_map` uses it for the
+    scan's own grid; region tables use it for a label map's grid.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): ``(X, Y, Z)``, ``(1, X, Y, Z)`` or ``(1, 1, X, Y, Z)``.
+        info (ScanInfo): from :func:`load_scan`.
+        target_affine (array-like): 4 x 4 voxel -> world affine of the target grid.
+        target_shape (sequence of int): its spatial shape.
+        interpolation (str, optional): ``"linear"`` or ``"nearest"``. Default: ``"linear"``
+
+    Returns:
+        numpy.ndarray: float32 of shape ``target_shape``.
+    """
+    if interpolation not in _INTERPOLATION_ORDERS:
+        raise ValueError(
+            f"interpolation must be one of {sorted(_INTERPOLATION_ORDERS)}; got {interpolation!r}"
+        )
+    vol = as_spatial_array(attribution, 3, what="attribution")
+    vol = upsample_to(vol, info.grid_shape, mode=interpolation, what="attribution")
+    vol = np.nan_to_num(vol, nan=0.0)
+    out, _ = _resample(
+        vol, info.grid_affine, np.asarray(target_affine, dtype=float), tuple(int(v) for v in target_shape),
+        order=_INTERPOLATION_ORDERS[interpolation],
+    )
+    return out
+
+
 def save_map(
     attribution,
     info: ScanInfo,
@@ -297,13 +335,8 @@ def save_map(
         )
     path = Path(path)
     suffix = _nifti_suffix(path)
-    vol = as_spatial_array(attribution, 3, what="attribution")
-    vol = upsample_to(vol, info.grid_shape, mode=interpolation, what="attribution")
-    vol = np.nan_to_num(vol, nan=0.0)
-    out, _ = _resample(
-        vol, info.grid_affine, info.original_affine, info.original_spatial_shape,
-        order=_INTERPOLATION_ORDERS[interpolation],
-    )
+    out = map_to_grid(attribution, info, info.original_affine, info.original_spatial_shape,
+                      interpolation=interpolation)
     img = nib.Nifti1Image(out, info.original_affine)
     img.set_data_dtype(np.float32)
     hdr = info.original_header

@@ -239,3 +239,19 @@ def test_load_scan_metadata_errors(oblique_scan):
 def test_scaninfo_spatial_shape():
     info = ScanInfo((7, 8, 9, 1), np.eye(4), None, (7, 8, 9), np.eye(4))
     assert info.original_spatial_shape == (7, 8, 9)
+
+
+def test_map_to_grid_matches_save_map_and_identity(tmp_path):
+    from captum_smocam.nifti import load_scan, map_to_grid, save_map
+
+    img = nib.Nifti1Image(np.random.default_rng(0).random((10, 12, 8)).astype("float32"), np.diag([-2.0, 2.0, 2.0, 1.0]))
+    meta = {"input_shape": [10, 12, 8], "affine": np.diag([2.0, 2.0, 2.0, 1.0]) @ np.array(
+        [[1, 0, 0, -9], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]), "intensity_normalization": "none"}
+    x, info = load_scan(img, meta)
+    layer_map = np.arange(5 * 6 * 4, dtype=np.float32).reshape(5, 6, 4)  # half resolution
+    written = nib.load(save_map(layer_map, info, tmp_path / "m.nii.gz")).get_fdata()
+    direct = map_to_grid(layer_map, info, info.original_affine, info.original_spatial_shape)
+    np.testing.assert_allclose(direct, written, atol=1e-5)
+    on_model = map_to_grid(layer_map, info, info.grid_affine, info.grid_shape)
+    assert on_model.shape == info.grid_shape
+    assert on_model.max() > on_model.min()  # the upsampled map, not a constant
