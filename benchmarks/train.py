@@ -106,11 +106,29 @@ def _make_subject(index, **kwargs):
     return x, y
 
 
+#: Splits longer than this are generated and cached in chunks of this many subjects, so that
+#: growing ``--n-train`` from 400 to 800 generates only the 400 new subjects.
+CHUNK = 400
+
+
 def load_split(start, stop, args, cache_dir: Path):
     """Normalised images (float16 ``N x X x Y x Z``) and volumes (``N x S``) of subjects [start, stop).
 
-    Generated once and cached; the cache name encodes everything that changes the data.
+    Ranges longer than :data:`CHUNK` are assembled from cached chunks ``[start + k*CHUNK, ...)``
+    (read into memory); shorter ones are memory-mapped from one cache file.
+    Returns ``(x, y, synth_sha1)``; ``synth_sha1`` joins the distinct versions with ``,``.
     """
+    if stop - start <= CHUNK:
+        return _load_range(start, stop, args, cache_dir)
+    parts = [_load_range(a, min(a + CHUNK, stop), args, cache_dir)
+             for a in range(start, stop, CHUNK)]
+    x = np.concatenate([part[0] for part in parts])
+    y = np.concatenate([part[1] for part in parts])
+    return x, y, ",".join(sorted({part[2] for part in parts}))
+
+
+def _load_range(start, stop, args, cache_dir: Path):
+    """One cached range; generated once, the cache name encodes everything that changes the data."""
     key = dict(start=start, stop=stop, lr_correlation=args.lr_correlation, spacing=args.spacing,
                cohort_seed=args.cohort_seed, normalization=NORMALIZATION,
                names=list(synth.STRUCTURE_NAMES))
