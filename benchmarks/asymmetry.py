@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import math
 import os
 import platform
 import sys
@@ -57,14 +55,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
 
 from captum_smocam import synth  # noqa: E402
-from captum_smocam.methods import METHOD_LABELS, attribute_map  # noqa: E402
+from captum_smocam.methods import METHOD_LABELS  # noqa: E402
 from captum_smocam.metrics import side_specificity  # noqa: E402
 from captum_smocam.pipeline import explain, load_model, resolve_layer  # noqa: E402
 from captum_smocam.preprocessing import normalize_intensity  # noqa: E402
 from captum_smocam.regions import get_region_table  # noqa: E402
 from captum_smocam.smocam import SMOCAM, upsample_mask  # noqa: E402
+
+import train  # noqa: E402  (benchmarks/train.py: the data cache layout)
 
 LEFT, RIGHT = "left_hippocampus", "right_hippocampus"
 DEFAULT_MODELS = ("vgg", "vgg_independent")
@@ -147,32 +149,40 @@ def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int) -> dict:
     return {n: float(v) for n, v in zip(names, vol)}
 
 
-def _train_cache_path(meta: dict, cache_dir: Path) -> Path:
-    """Where benchmarks/train.py cached the training split's volumes (same key as its load_split)."""
+def _train_cache_paths(meta: dict, cache_dir: Path) -> list:
+    """Where benchmarks/train.py cached the training split's volumes: one ``_y.npy`` per chunk."""
     start, stop = meta["splits"]["train"]
-    key = dict(start=start, stop=stop, lr_correlation=float(meta["lr_correlation"]),
-               spacing=float(meta.get("spacing_mm", synth.DEFAULT_SPACING)),
-               cohort_seed=int(meta.get("cohort_seed", 0)),
-               normalization=meta.get("intensity_normalization", "zscore_nonzero"),
-               names=list(synth.STRUCTURE_NAMES))
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir / f"cohort_r{key['lr_correlation']:g}_{start}-{stop}_{digest}_y.npy"
+    stems = [train.cache_stem(cache_dir, a, b, meta["lr_correlation"],
+                              meta.get("spacing_mm", synth.DEFAULT_SPACING), meta.get("cohort_seed", 0))
+             for a, b in train.chunk_ranges(start, stop)]
+    return [Path(f"{stem}_y.npy") for stem in stems]
+
+
+def _read_train_cache(meta: dict, cache_dir: Path):
+    """Training volumes ``(N x S)`` from the cache, or ``None`` (missing chunk or other synth.py)."""
+    trained_on = str(meta.get("synth_sha1", "")).split(",")
+    parts = []
+    for path in _train_cache_paths(meta, cache_dir):
+        sha_path = Path(str(path).replace("_y.npy", "_synth.txt"))
+        if not (path.is_file() and sha_path.is_file()):
+            return None
+        if sha_path.read_text().strip() not in trained_on:
+            log(f"training cache {path.name} was made by synth.py {sha_path.read_text().strip()}, "
+                f"the model by {trained_on}: not used")
+            return None
+        parts.append(np.load(path))
+    y = np.concatenate(parts)
+    return y if y.ndim == 2 and y.shape[1] == len(synth.STRUCTURE_NAMES) else None
 
 
 def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: set) -> tuple:
     """``(left, right, source)``: hippocampus volumes (cm³) of the model's training cohort."""
     names = list(synth.STRUCTURE_NAMES)
     il, ir = names.index(LEFT), names.index(RIGHT)
-    path = _train_cache_path(meta, cache_dir)
-    sha_path = Path(str(path).replace("_y.npy", "_synth.txt"))
-    trained_on = str(meta.get("synth_sha1", "")).split(",")
-    if path.is_file() and sha_path.is_file() and sha_path.read_text().strip() not in trained_on:
-        log(f"training cache {path.name} was made by synth.py {sha_path.read_text().strip()}, "
-            f"the model by {trained_on}: not used")
-    elif path.is_file():
-        y = np.load(path)
-        if y.ndim == 2 and y.shape[1] == len(names):
-            return y[:, il], y[:, ir], f"train cache {path.name} (all {len(y)} training subjects)"
+    y = _read_train_cache(meta, cache_dir)
+    if y is not None:
+        start, stop = meta["splits"]["train"]
+        return y[:, il], y[:, ir], f"train cache (all {len(y)} training subjects [{start}, {stop}))"
     r, seed = float(meta["lr_correlation"]), int(meta.get("cohort_seed", 0))
     start, stop = meta["splits"]["train"]
     indices = list(range(start, min(stop, start + n)))
@@ -553,7 +563,7 @@ def write_summary(path: Path, argv, args, metas, refs, preds, fit_df, att, secon
     names = list(metas)
     corr = names[0]
     ind = names[1] if len(names) > 1 else None
-    out = [f"# Asymmetry benchmark summary (written by benchmarks/asymmetry.py)", "",
+    out = ["# Asymmetry benchmark summary (written by benchmarks/asymmetry.py)", "",
            f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
            f"{args.threads} threads, wall {seconds:.0f} s.", "", "## Models", ""]
     rows = []

@@ -118,22 +118,36 @@ def load_split(start, stop, args, cache_dir: Path):
     (read into memory); shorter ones are memory-mapped from one cache file.
     Returns ``(x, y, synth_sha1)``; ``synth_sha1`` joins the distinct versions with ``,``.
     """
-    if stop - start <= CHUNK:
+    ranges = chunk_ranges(start, stop)
+    if len(ranges) == 1:
         return _load_range(start, stop, args, cache_dir)
-    parts = [_load_range(a, min(a + CHUNK, stop), args, cache_dir)
-             for a in range(start, stop, CHUNK)]
+    parts = [_load_range(a, b, args, cache_dir) for a, b in ranges]
     x = np.concatenate([part[0] for part in parts])
     y = np.concatenate([part[1] for part in parts])
     return x, y, ",".join(sorted({part[2] for part in parts}))
 
 
-def _load_range(start, stop, args, cache_dir: Path):
-    """One cached range; generated once, the cache name encodes everything that changes the data."""
-    key = dict(start=start, stop=stop, lr_correlation=args.lr_correlation, spacing=args.spacing,
-               cohort_seed=args.cohort_seed, normalization=NORMALIZATION,
+def chunk_ranges(start, stop):
+    """``[(a, b), ...]``: the cached chunks that make up subjects ``[start, stop)``."""
+    return [(a, min(a + CHUNK, stop)) for a in range(start, stop, CHUNK)]
+
+
+def cache_stem(cache_dir: Path, start, stop, lr_correlation, spacing, cohort_seed) -> Path:
+    """Path prefix of one cached range; the name encodes everything that changes the data.
+
+    ``{stem}_x.npy`` (float16 images), ``{stem}_y.npy`` (volumes, cm³), ``{stem}_synth.txt``
+    (the synth.py SHA-1 prefix that generated them). ``benchmarks/asymmetry.py`` reads the volumes.
+    """
+    key = dict(start=start, stop=stop, lr_correlation=float(lr_correlation), spacing=float(spacing),
+               cohort_seed=int(cohort_seed), normalization=NORMALIZATION,
                names=list(synth.STRUCTURE_NAMES))
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    stem = cache_dir / f"cohort_r{args.lr_correlation:g}_{start}-{stop}_{digest}"
+    return cache_dir / f"cohort_r{float(lr_correlation):g}_{start}-{stop}_{digest}"
+
+
+def _load_range(start, stop, args, cache_dir: Path):
+    """One cached range, generated once."""
+    stem = cache_stem(cache_dir, start, stop, args.lr_correlation, args.spacing, args.cohort_seed)
     x_path, y_path = Path(f"{stem}_x.npy"), Path(f"{stem}_y.npy")
     sha_path = Path(f"{stem}_synth.txt")  # the synth.py version that generated the cache
     current = synth_sha1()

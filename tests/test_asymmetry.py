@@ -140,3 +140,24 @@ def test_quick_run_writes_consistent_tables_and_figures(tmp_path):
     assert regions.share.between(0, 1).all()
     for fig in ("asymmetry_distribution_quick.png", "asymmetry_scatter_quick.png", "asymmetry_masks_quick.png"):
         assert (tmp_path / fig).stat().st_size > 1000
+
+
+def test_reference_volumes_read_the_chunked_training_cache(tmp_path):
+    """train.py caches 1000 training subjects as chunks [0,400), [400,800), [800,1000);
+    the reference distribution must be all of them, in order, and only from the model's synth.py."""
+    names = list(asym.synth.STRUCTURE_NAMES)
+    meta = {"splits": {"train": [0, 1000]}, "lr_correlation": 0.0, "cohort_seed": 0,
+            "spacing_mm": asym.synth.DEFAULT_SPACING, "synth_sha1": "abc"}
+    paths = asym._train_cache_paths(meta, tmp_path)
+    assert [p.name.split("_")[2] for p in paths] == ["0-400", "400-800", "800-1000"]
+    y = np.arange(1000 * len(names), dtype=float).reshape(1000, len(names))
+    for path, (a, b) in zip(paths, [(0, 400), (400, 800), (800, 1000)]):
+        np.save(path, y[a:b])
+        Path(str(path).replace("_y.npy", "_synth.txt")).write_text("abc\n")
+    left, right, source = asym.reference_volumes(meta, 10, tmp_path, set())
+    np.testing.assert_array_equal(left, y[:, names.index("left_hippocampus")])
+    np.testing.assert_array_equal(right, y[:, names.index("right_hippocampus")])
+    assert "1000 training subjects" in source
+    # a chunk made by another synth.py: the cache is not used at all
+    Path(str(paths[1]).replace("_y.npy", "_synth.txt")).write_text("other\n")
+    assert asym._read_train_cache(meta, tmp_path) is None
