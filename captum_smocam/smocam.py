@@ -30,8 +30,9 @@ DEFAULT_L2_WEIGHT = 1.0
 DEFAULT_SMOOTH_WEIGHT = 0.003
 #: Number of optimisation steps (validation sweep).
 DEFAULT_N_STEPS = 100
-#: Adam step size, in units of the uniform unit-norm mask value ``1/sqrt(#voxels)`` (validation sweep).
-DEFAULT_LR = 0.5
+#: Adam step size, in units of the uniform unit-norm mask value ``1/sqrt(#voxels)`` (validation sweep:
+#: 0.5 on the 400-subject VGG; 1.0 ranked first on the shipped 1000-subject VGG).
+DEFAULT_LR = 1.0
 
 #: Interpolation mode used to upsample a mask, by number of spatial dimensions.
 INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
