@@ -105,22 +105,35 @@ def override_factors(level_pct: float) -> dict:
     return {LEFT: round(1.0 - a / 2.0, 10), RIGHT: round(1.0 + a / 2.0, 10)}
 
 
-def fit_line(true, pred) -> dict:
-    """Least-squares slope/intercept of ``pred`` on ``true`` and Pearson r.
+def fit_line(true, pred, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Least-squares slope/intercept of ``pred`` on ``true``, Pearson r, and a bootstrap 95 % CI of the slope.
+
+    ``slope_lo95`` / ``slope_hi95``: 2.5th and 97.5th percentiles of the slope over ``n_boot``
+    resamples of the (true, pred) pairs with replacement (resamples without spread in ``true``
+    are skipped); ``nan`` with fewer than 3 pairs.
 
     Examples::
 
-        >>> fit_line([0.0, 1.0, 2.0], [1.0, 1.5, 2.0])["slope"]
+        >>> round(fit_line([0.0, 1.0, 2.0], [1.0, 1.5, 2.0])["slope"], 6)
         0.5
     """
     t, p = np.asarray(true, float), np.asarray(pred, float)
+    nan = float("nan")
     if t.size < 2 or np.ptp(t) == 0:
-        return {"n": int(t.size), "slope": float("nan"), "intercept": float("nan"), "pearson_r": float("nan"),
-                "mae_cm3": float(np.mean(np.abs(p - t))) if t.size else float("nan")}
+        return {"n": int(t.size), "slope": nan, "slope_lo95": nan, "slope_hi95": nan, "intercept": nan,
+                "pearson_r": nan, "mae_cm3": float(np.mean(np.abs(p - t))) if t.size else nan}
     slope, intercept = np.polyfit(t, p, 1)
-    r = float(np.corrcoef(t, p)[0, 1]) if np.ptp(p) > 0 else float("nan")
-    return {"n": int(t.size), "slope": float(slope), "intercept": float(intercept), "pearson_r": r,
-            "mae_cm3": float(np.mean(np.abs(p - t)))}
+    r = float(np.corrcoef(t, p)[0, 1]) if np.ptp(p) > 0 else nan
+    lo = hi = nan
+    if t.size >= 3:
+        idx = np.random.default_rng(seed).integers(0, t.size, size=(n_boot, t.size))
+        tb, pb = t[idx], p[idx]
+        ok = np.ptp(tb, axis=1) > 0
+        tc = tb[ok] - tb[ok].mean(1, keepdims=True)
+        slopes = (tc * (pb[ok] - pb[ok].mean(1, keepdims=True))).sum(1) / (tc ** 2).sum(1)
+        lo, hi = (float(v) for v in np.percentile(slopes, [2.5, 97.5]))
+    return {"n": int(t.size), "slope": float(slope), "slope_lo95": lo, "slope_hi95": hi,
+            "intercept": float(intercept), "pearson_r": r, "mae_cm3": float(np.mean(np.abs(p - t)))}
 
 
 def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int) -> dict:
@@ -662,8 +675,8 @@ def make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_
                              colorbar=c == 1, vmin=0.0, vmax=vmax or None)
             sub[r, c].suptitle(f"{name}: SMOCAM mask, {side} hippocampus (pred {getattr(row, 'pred_' + side):.2f}, "
                                f"true {getattr(row, 'true_' + side):.2f} cm³)", fontsize=9)
-    fig.suptitle(f"{case_masks}: SMOCAM masks for the left and right hippocampus volume "
-                 f"(outline: both hippocampi; image left = subject left; one colour scale per model)", fontsize=10)
+    fig.suptitle(f"{case_masks}: SMOCAM masks for the left and right hippocampus volume\n"
+                 "(outline: both hippocampi; image left = subject left; one colour scale per model)", fontsize=10)
     fig.savefig(fig_dir / f"asymmetry_masks{suffix}.png", dpi=100)
     plt.close(fig)
 

@@ -41,6 +41,17 @@ def test_fit_line_slope_and_degenerate_cases():
     assert f["pearson_r"] == pytest.approx(1.0)
     flat = asym.fit_line([1.0, 1.0], [0.0, 2.0])  # no spread in x: no slope
     assert math.isnan(flat["slope"]) and flat["mae_cm3"] == pytest.approx(1.0)
+    # an exact line: every bootstrap resample has the same slope
+    assert f["slope_lo95"] == pytest.approx(0.1) and f["slope_hi95"] == pytest.approx(0.1)
+
+
+def test_fit_line_bootstrap_interval_covers_the_noise():
+    rng = np.random.default_rng(1)
+    t = np.linspace(-1.5, 1.5, 9)
+    noisy = asym.fit_line(t, 0.5 * t + rng.normal(0, 0.3, t.size))
+    assert noisy["slope_lo95"] < noisy["slope"] < noisy["slope_hi95"]
+    assert 0.05 < noisy["slope_hi95"] - noisy["slope_lo95"] < 1.0
+    assert asym.fit_line(t, 0.5 * t + rng.normal(0, 0.3, t.size), seed=3)["slope_lo95"] != noisy["slope_lo95"]
 
 
 def test_side_specificity_density_ignores_structure_size():
