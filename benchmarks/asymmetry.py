@@ -60,7 +60,7 @@ if str(REPO / "benchmarks") not in sys.path:
 
 from captum_smocam import synth  # noqa: E402
 from captum_smocam.methods import METHOD_LABELS  # noqa: E402
-from captum_smocam.metrics import side_specificity  # noqa: E402
+from captum_smocam.metrics import hemisphere_share, side_specificity, side_specificity_density  # noqa: E402
 from captum_smocam.pipeline import explain, load_model, resolve_layer  # noqa: E402
 from captum_smocam.preprocessing import normalize_intensity  # noqa: E402
 from captum_smocam.regions import get_region_table  # noqa: E402
@@ -251,37 +251,6 @@ def build_subject_specs(metas: dict, n_natural: int, levels, tail_offset: int = 
         for meta in metas.values():
             _check_outside(spec["index"], meta["splits"], spec["subject"])
     return specs
-
-
-def side_specificity_density(attr: np.ndarray, target: np.ndarray, other: np.ndarray) -> float:
-    """Like ``metrics.side_specificity`` but on mean attention per voxel: ``m_T / (m_T + m_C)``.
-
-    The mass version is biased by the structures' sizes: a uniform map gets
-    ``|T| / (|T| + |C|)``, e.g. 0.4 for the smaller side of a +/-40 % pair.
-    The density version gives 0.5 for a uniform map whatever the sizes.
-
-    Examples::
-
-        >>> a = np.ones((7, 8, 9)); t = np.zeros_like(a, bool); t[:2] = True
-        >>> c = np.zeros_like(a, bool); c[4:] = True
-        >>> side_specificity_density(a, t, c)
-        0.5
-    """
-    w = np.clip(attr, 0.0, None)
-    mt, mc = float(w[target].mean()), float(w[other].mean())
-    return mt / (mt + mc) if mt + mc > 0 else float("nan")
-
-
-def hemisphere_share(attr: np.ndarray, affine: np.ndarray, side: str) -> float:
-    """Share of the positive mass of ``attr`` (on the image grid) on ``side``'s hemisphere (MNI x < 0 = left)."""
-    x = affine[0, 0] * np.arange(attr.shape[0]) + affine[0, 3]
-    w = np.clip(attr, 0.0, None)
-    left = float(w[x < 0].sum())
-    right = float(w[x > 0].sum())
-    total = left + right
-    if total == 0.0:
-        return float("nan")
-    return (left if side == "left" else right) / total
 
 
 # ----------------------------------------------------------------------------- parts

@@ -11,7 +11,8 @@ Families of scores:
 * **Localisation** -- :func:`mass_inside`, :func:`dilate_mask`,
   :func:`mass_inside_dilated`, :func:`auroc`, :func:`pointing_game`.
 * **Side specificity** for paired structures (left/right hippocampus) --
-  :func:`side_specificity`.
+  :func:`side_specificity`, :func:`side_specificity_density`,
+  :func:`hemisphere_share`.
 * **Faithfulness** for a regression output -- :func:`deletion_insertion`
   (Petsiuk et al. 2018), with the change of prediction measured as
   ``|f(x') - f(x)| / sigma``.
@@ -53,6 +54,8 @@ __all__ = [
     "auroc",
     "pointing_game",
     "side_specificity",
+    "side_specificity_density",
+    "hemisphere_share",
     "deletion_insertion",
     "spearman",
     "cascading_randomization",
@@ -503,6 +506,108 @@ def side_specificity(
     if on_both == 0.0:
         return float("nan")
     return on_target / on_both
+
+
+def side_specificity_density(
+    attribution: ArrayLike, target_mask: ArrayLike, contralateral_mask: ArrayLike
+) -> float:
+    r"""Like :func:`side_specificity`, but on the mean positive attention per voxel of each side.
+
+    .. math::
+
+        \mathrm{SS}_\rho(a) = \frac{\bar a^+_T}{\bar a^+_T + \bar a^+_C},
+        \qquad \bar a^+_S = \frac{1}{|S|} \sum_{v \in S} a_v^+
+
+    The mass version is biased by the structures' sizes: a uniform map gets
+    :math:`|T| / (|T| + |C|)`, e.g. 0.4 for the smaller side of a pair whose
+    volumes differ by 40 %. The density version gives 0.5 to a uniform map
+    whatever the sizes, so it compares subjects with different asymmetries.
+    1: only the target side; 0.5: both sides alike; 0: only the wrong side.
+    Higher is better. Voxels in both masks count on both sides.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the masks' grid.
+        target_mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask of
+            the structure whose output is explained.
+        contralateral_mask (numpy.ndarray or torch.Tensor): the other side.
+
+    Returns:
+        float: the share in ``[0, 1]``, or ``nan`` when the map has no
+        positive attention on either structure.
+
+    Raises:
+        ValueError: shapes differ, a mask is empty or not binary.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> a = np.ones((7, 8, 9)); t = np.zeros_like(a, bool); t[:2] = True
+        >>> c = np.zeros_like(a, bool); c[4:] = True
+        >>> side_specificity_density(a, t, c)  # uniform map, |C| = 1.5 |T|
+        0.5
+        >>> side_specificity(a, t, c)
+        0.4
+    """
+    a = _as_map(attribution, "attribution")
+    t = _as_mask(target_mask, "target_mask")
+    c = _as_mask(contralateral_mask, "contralateral_mask")
+    a, t = _pair(a, t, "attribution", "target_mask")
+    a, c = _pair(a, c, "attribution", "contralateral_mask")
+    _check_not_empty(t, "target_mask")
+    _check_not_empty(c, "contralateral_mask")
+    w = np.clip(a, 0.0, None)
+    on_target, on_other = float(w[t].mean()), float(w[c].mean())
+    if on_target + on_other == 0.0:
+        return float("nan")
+    return on_target / (on_target + on_other)
+
+
+def hemisphere_share(attribution: ArrayLike, affine: ArrayLike, side: str) -> float:
+    r"""Share of the positive mass of a map that lies in one hemisphere.
+
+    The hemisphere of a voxel is the sign of its world x coordinate (RAS, as
+    in MNI space: :math:`x < 0` is left, :math:`x > 0` right), computed from
+    ``affine``; voxels on the midplane :math:`x = 0` count for neither side.
+    Unlike :func:`side_specificity`, it needs no label map: it says whether a
+    map of the right hippocampus looks at the right half of the brain at all.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map, ``X x Y x Z``.
+        affine (numpy.ndarray or torch.Tensor): ``4 x 4`` voxel-to-world
+            matrix of the map's grid.
+        side (str): ``"left"`` or ``"right"``.
+
+    Returns:
+        float: the share in ``[0, 1]``, or ``nan`` when the map has no
+        positive mass off the midplane.
+
+    Raises:
+        ValueError: ``side`` is neither ``"left"`` nor ``"right"``, or
+        ``affine`` is not ``4 x 4`` or does not match the map's dimensions.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> affine = np.diag([3.0, 3.0, 3.0, 1.0]); affine[0, 3] = -9.0  # x = -9, -6, ..., 9
+        >>> a = np.zeros((7, 8, 9)); a[5] = 1.0; a[1] = 1.0 / 3  # x = +6 and x = -6
+        >>> round(hemisphere_share(a, affine, "right"), 6)
+        0.75
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    a = _as_map(attribution, "attribution")
+    m = np.asarray(_to_numpy(affine, "affine"), dtype=np.float64)
+    if m.shape != (4, 4) or a.ndim != 3:
+        raise ValueError(
+            f"expected a 3-D map and a 4 x 4 affine, got map shape {a.shape} and affine shape {m.shape}"
+        )
+    i, j, k = np.ogrid[: a.shape[0], : a.shape[1], : a.shape[2]]
+    x = m[0, 0] * i + m[0, 1] * j + m[0, 2] * k + m[0, 3]  # world x of every voxel
+    w = np.clip(a, 0.0, None)
+    left, right = float(w[x < 0].sum()), float(w[x > 0].sum())
+    if left + right == 0.0:
+        return float("nan")
+    return (left if side == "left" else right) / (left + right)
 
 
 # ---------------------------------------------------------------------------

@@ -54,30 +54,6 @@ def test_fit_line_bootstrap_interval_covers_the_noise():
     assert asym.fit_line(t, 0.5 * t + rng.normal(0, 0.3, t.size), seed=3)["slope_lo95"] != noisy["slope_lo95"]
 
 
-def test_side_specificity_density_ignores_structure_size():
-    a = np.ones((7, 8, 9))
-    t = np.zeros((7, 8, 9), bool)
-    t[:2] = True
-    c = np.zeros((7, 8, 9), bool)
-    c[3:] = True  # twice as large
-    assert asym.side_specificity_density(a, t, c) == pytest.approx(0.5)
-    a[:2] = 3.0
-    assert asym.side_specificity_density(a, t, c) == pytest.approx(0.75)
-    assert asym.side_specificity_density(np.zeros((7, 8, 9)), t, c) != asym.side_specificity_density(a, t, c)
-
-
-def test_hemisphere_share_uses_mni_x_of_the_first_axis():
-    affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    affine[0, 3] = -9.0  # x = -9, -6, ..., 9 over the 7 voxels of axis 0: 0 at index 3
-    a = np.zeros((7, 8, 9))
-    a[5] = 1.0  # x = +6: right
-    a[1, 0, 0] = 1.0 * 72 / 3  # x = -6: left, a third of the right mass
-    assert asym.hemisphere_share(a, affine, "right") == pytest.approx(0.75)
-    assert asym.hemisphere_share(a, affine, "left") == pytest.approx(0.25)
-    a[3] = 100.0  # the midline plane counts for neither side
-    assert asym.hemisphere_share(a, affine, "right") == pytest.approx(0.75)
-
-
 def test_subject_specs_stay_in_the_test_split_and_cover_both_cohorts():
     metas = {"a": {"lr_correlation": 0.95, "cohort_seed": 0, "splits": SPLITS},
              "b": {"lr_correlation": 0.0, "cohort_seed": 0, "splits": SPLITS}}

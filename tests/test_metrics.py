@@ -80,6 +80,7 @@ def test_shape_mismatch_names_both_shapes():
         lambda a, m: M.pointing_game(a, m),
         lambda a, m: M.mass_inside_dilated(a, m, 1.0),
         lambda a, m: M.side_specificity(a, m, box_mask()),
+        lambda a, m: M.side_specificity_density(a, m, box_mask()),
         lambda a, m: M.dilate_mask(m, 1.0),
     ],
 )
@@ -236,6 +237,47 @@ def test_side_specificity_known_fractions():
     assert np.isnan(M.side_specificity(np.zeros(SHAPE), right, left))
     with pytest.raises(ValueError, match="contralateral_mask.*empty"):
         M.side_specificity(a, right, np.zeros(SHAPE))
+
+
+def test_side_specificity_density_ignores_structure_size():
+    t = np.zeros(SHAPE, bool)
+    t[:2] = True
+    c = np.zeros(SHAPE, bool)
+    c[3:] = True  # twice as large as t
+    a = np.ones(SHAPE)
+    assert M.side_specificity_density(a, t, c) == pytest.approx(0.5)
+    assert M.side_specificity(a, t, c) == pytest.approx(1 / 3)  # the mass version is biased by size
+    a[:2] = 3.0
+    a[6, 0, 0] = -50.0  # negative attention on the other side counts as 0, not as less than 0
+    assert M.side_specificity_density(a, t, c) == pytest.approx(0.75, abs=0.01)
+    assert np.isnan(M.side_specificity_density(np.zeros(SHAPE), t, c))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        M.side_specificity_density(a, t[:-1], c)
+
+
+def test_hemisphere_share_uses_world_x_of_every_voxel():
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[0, 3] = -9.0  # x = -9, -6, ..., 9 over the 7 voxels of axis 0: 0 at index 3
+    a = np.zeros(SHAPE)
+    a[5] = 1.0  # x = +6: right
+    a[1, 0, 0] = 1.0 * 72 / 3  # x = -6: left, a third of the right mass
+    assert M.hemisphere_share(a, affine, "right") == pytest.approx(0.75)
+    assert M.hemisphere_share(a, affine, "left") == pytest.approx(0.25)
+    a[3] = 100.0  # the midline plane counts for neither side
+    assert M.hemisphere_share(a, affine, "right") == pytest.approx(0.75)
+    # x along the second voxel axis (a permuted affine): the first axis no longer decides the side
+    swapped = np.zeros((4, 4))
+    swapped[0, 1], swapped[1, 0], swapped[2, 2], swapped[3, 3] = 3.0, 3.0, 3.0, 1.0
+    swapped[0, 3] = -10.5  # x = -10.5 + 3 j: j < 4 left, j >= 4 right
+    b = np.zeros(SHAPE)
+    b[:, 6] = 1.0
+    b[:, 1] = 0.5
+    assert M.hemisphere_share(b, swapped, "right") == pytest.approx(2 / 3)
+    assert np.isnan(M.hemisphere_share(np.zeros(SHAPE), affine, "left"))
+    with pytest.raises(ValueError, match="'middle'"):
+        M.hemisphere_share(a, affine, "middle")
+    with pytest.raises(ValueError, match="4 x 4"):
+        M.hemisphere_share(a, affine[:3], "left")
 
 
 # ---------------------------------------------------------------------------
