@@ -42,7 +42,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,27 +80,6 @@ SCORES = {
 
 
 # --------------------------------------------------------------------------- model
-class TraceableRegressor(nn.Module):
-    """The shipped regressor's forward without its input check, so torch.fx can trace it.
-
-    ``VGG3D.forward`` validates its input with ``isinstance(x, torch.Tensor)``,
-    which fails on a ``torch.fx.Proxy``; SMOCAM then falls back from its fast
-    path (prefix run once) to the hook path (whole network every step), which is
-    several times slower. This wrapper computes exactly
-    ``head(GAP(features(x))) * output_std + output_mean`` with the same modules
-    (checked bit-for-bit by :func:`load_model`), and is used for *every* method so
-    the comparison stays fair.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.net
-        return n.head(n.pool(n.features(x)).flatten(1)) * n.output_std + n.output_mean
-
-
 def untrained_model(seed: int = 0):
     """A randomly initialised VGG3D with the shipped architecture and fabricated metadata (development only)."""
     from captum_smocam.models import VGG3D
@@ -121,7 +99,7 @@ def untrained_model(seed: int = 0):
 
 
 def load_model(name: str):
-    """``(traceable model, raw model, metadata)`` for a shipped name, a checkpoint path or ``"untrained"``."""
+    """``(model, metadata)`` for a shipped name, a checkpoint path or ``"untrained"``; eval mode."""
     from captum_smocam.models import load_checkpoint, load_default_model
 
     if name == "untrained":
@@ -130,13 +108,7 @@ def load_model(name: str):
         net, meta = load_checkpoint(name)
     else:
         net, meta = load_default_model(name)
-    net.eval()
-    model = TraceableRegressor(net).eval()
-    with torch.no_grad():
-        probe = torch.randn(2, 1, 16, 20, 18, generator=torch.Generator().manual_seed(0))
-        if not torch.equal(model(probe), net(probe)):
-            raise RuntimeError("TraceableRegressor does not reproduce the model's output")
-    return model, net, meta
+    return net.eval(), meta
 
 
 # --------------------------------------------------------------------------- data
@@ -384,16 +356,16 @@ def summarise_randomization(df) -> str:
 def cost_only(args, model, index, meta, target_idx, method_kw) -> int:
     """Time every method (and Occlusion at several windows) on one subject, twice; write method_cost.csv.
 
-    With SMOCAM among the methods, it is also timed on the unwrapped model
-    (``smocam_unwrapped``: the shipped ``VGG3D`` whose input check defeats the
-    torch.fx fast path, so SMOCAM uses its hook path).
+    With SMOCAM among the methods, it is also timed on its hook path
+    (``smocam_hook``: ``fast=False``, the whole network every step), the path
+    a model that torch.fx cannot trace gets.
     """
     import pandas as pd
 
     x, _ = load_subject(index, meta)
     settings = [(m, args.occlusion_window, args.occlusion_stride) for m in args.methods]
     if "smocam" in args.methods:
-        settings.insert(args.methods.index("smocam") + 1, ("smocam_unwrapped", 0, 0))
+        settings.insert(args.methods.index("smocam") + 1, ("smocam_hook", 0, 0))
     for spec in args.cost_only:
         w, s = (int(v) for v in spec.split(":"))
         settings.append(("occlusion", w, s))
@@ -401,8 +373,9 @@ def cost_only(args, model, index, meta, target_idx, method_kw) -> int:
     for rep in range(2):
         for method, w, s in tqdm(settings, desc=f"cost, repeat {rep + 1}", file=sys.stdout):
             kw = dict(method_kw, occlusion_window=w, occlusion_stride=s)
-            if method == "smocam_unwrapped":
-                _, sec, peak, per = compute_maps("smocam", model.net, x, target_idx, **kw)
+            if method == "smocam_hook":
+                kw["smocam_kwargs"] = dict(kw.get("smocam_kwargs") or {}, fast=False)
+                _, sec, peak, per = compute_maps("smocam", model, x, target_idx, **kw)
             else:
                 targets = target_idx if method == "smocam" else target_idx[:1]
                 _, sec, peak, per = compute_maps(method, model, x, targets, **kw)
@@ -463,7 +436,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    model, net, meta = load_model(args.model)
+    model, meta = load_model(args.model)
     names = list(meta["output_names"])
     for t in args.targets + args.randomization_targets:
         if t not in names:
@@ -474,7 +447,7 @@ def main(argv=None) -> int:
         if m not in METHODS:
             raise SystemExit(f"error: unknown method {m!r}; expected some of {METHODS}")
     layer_name = args.layer or meta["default_layer"]
-    layer = net.get_submodule(layer_name)
+    layer = model.get_submodule(layer_name)
     sigma_all = [float(s) for s in np.atleast_1d(meta["output_std"])]
     smocam_kwargs = {} if args.smocam_steps is None else {"n_steps": args.smocam_steps}
     method_kw = dict(layer=layer, output_std=sigma_all, smocam_kwargs=smocam_kwargs,
@@ -532,13 +505,12 @@ def main(argv=None) -> int:
         if i_subj < args.randomization_subjects:
             for tname in args.randomization_targets:
                 tidx = names.index(tname)
-                top = [n for n, _ in model.named_children()]  # ["net"]
-                head, features = f"{top[0]}.head", f"{top[0]}.features"
+                head, features = "head", "features"
                 for method in args.methods:
                     constant = []  # whether each map (original, then one per step) is constant
 
                     def fn(m, inp, tgt, _method=method, _constant=constant):
-                        lay = m.get_submodule(f"{top[0]}.{layer_name}")
+                        lay = m.get_submodule(layer_name)
                         kw = dict(method_kw, layer=lay)
                         a = attribute_map(_method, m, inp, tgt, **kw)[0, 0]
                         _constant.append(bool(a.max() == a.min()))

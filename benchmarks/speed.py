@@ -28,7 +28,6 @@ Writes ``speed.md`` (Markdown tables) and ``speed.json`` under ``--out``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -83,41 +82,6 @@ def make_input(size, device):
     """A reproducible N(0, 1) volume ``1 x 1 x size^3`` (content does not change the cost)."""
     g = torch.Generator().manual_seed(size)
     return torch.randn(1, 1, size, size, size, generator=g).to(device)
-
-
-def _traceable_copy(model):
-    """A copy whose ``_check_input`` skips torch.fx proxies (same weights, same outputs).
-
-    Used only when SMOCAM's fast path cannot trace the model itself, so the
-    fast path's own cost can still be shown (the table says so).
-    """
-    base = type(model)
-
-    def _check_input(self, x):
-        if isinstance(x, torch.fx.Proxy):
-            return
-        base._check_input(self, x)
-
-    traceable = type(f"Traceable{base.__name__}", (base,), {"_check_input": _check_input})
-    clone = copy.deepcopy(model)
-    clone.__class__ = traceable
-    return clone
-
-
-def fast_model(model, layer_name, device):
-    """``(model_for_fast_path, note)``: the model itself when SMOCAM traces it, else a traceable copy."""
-    probe = make_input(16, device)
-    sm = SMOCAM(model, model.get_submodule(layer_name))
-    sm.attribute(probe, target=0, n_steps=1)
-    if sm.path == "fast":
-        return model, None
-    clone = _traceable_copy(model)
-    sm = SMOCAM(clone, clone.get_submodule(layer_name))
-    sm.attribute(probe, target=0, n_steps=1)
-    if sm.path != "fast":
-        return None, "the fast path does not apply to this model, even with a traceable copy"
-    return clone, ("SMOCAM falls back to the hook path on this model as shipped (torch.fx cannot trace "
-                   "VGG3D._check_input); 'fast' is timed on a copy whose _check_input skips fx proxies")
 
 
 def sync(device):
@@ -216,11 +180,10 @@ def suffix_step_seconds(model, layer_name, x, target, reps, device):
 
 
 # ----------------------------------------------------------------------------- SMOCAM runs
-def run_smocam(method, model, fmodel, layer_name, x, target, n_steps):
+def run_smocam(method, model, layer_name, x, target, n_steps):
     if method == "naive":
         return naive_smocam(model, model.get_submodule(layer_name), x, target, n_steps)
-    m = fmodel if method == "fast" else model
-    sm = SMOCAM(m, m.get_submodule(layer_name))
+    sm = SMOCAM(model, model.get_submodule(layer_name))
     mask = sm.attribute(x, target=target, n_steps=n_steps, fast=(method == "fast"))
     if sm.path != method:
         raise RuntimeError(f"asked for the {method} path, SMOCAM ran the {sm.path} path")
@@ -271,16 +234,15 @@ def memory_child(spec):
     torch.set_num_threads(spec["threads"])
     device = spec["device"]
     model, _, _ = load_model(device, not spec["random"])
-    fmodel = _traceable_copy(model) if spec["traceable"] else model
     x = make_input(spec["size"], device)
     layer, steps = spec["layer"], spec["steps"]
     _reset_peak_rss()
     before = _rss_kib("VmRSS")
     method = spec["method"]
     if method in SMOCAM_METHODS:
-        run_smocam(method, model, fmodel, layer, x, 0, steps)
+        run_smocam(method, model, layer, x, 0, steps)
     elif method == "fast K":
-        run_k(fmodel, layer, x, spec["k"], steps)
+        run_k(model, layer, x, spec["k"], steps)
     else:
         run_captum(method, model, layer, x, 0)
     after = _rss_kib("VmHWM")
@@ -305,16 +267,15 @@ def peak_memory_mib(spec, device):
     """Peak extra memory (MiB) of one call: subprocess ru_maxrss delta (CPU) or CUDA peak allocated."""
     if torch.device(device).type == "cuda":
         model, _, _ = load_model(device, not spec["random"])
-        fmodel = _traceable_copy(model) if spec["traceable"] else model
         x = make_input(spec["size"], device)
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         m = spec["method"]
         if m in SMOCAM_METHODS:
-            run_smocam(m, model, fmodel, spec["layer"], x, 0, spec["steps"])
+            run_smocam(m, model, spec["layer"], x, 0, spec["steps"])
         elif m == "fast K":
-            run_k(fmodel, spec["layer"], x, spec["k"], spec["steps"])
+            run_k(model, spec["layer"], x, spec["k"], spec["steps"])
         else:
             run_captum(m, model, spec["layer"], x, 0)
         torch.cuda.synchronize()
@@ -368,8 +329,6 @@ def main(argv=None):
     model, default_layer, source = load_model(device, not args.random)
     layers = args.layers or [n for n in ("features.block2", default_layer) if n != default_layer] + [default_layer]
     k_out = args.k or model.n_outputs
-    fmodel, fast_note = fast_model(model, default_layer, device)
-    traceable = fmodel is not None and fmodel is not model
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     info = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + (argv or sys.argv[1:])),
@@ -378,7 +337,7 @@ def main(argv=None):
         "python": platform.python_version(), "torch": torch.__version__,
         "captum": __import__("captum").__version__, "model": source, "default_layer": default_layer,
         "layers": layers, "n_steps": args.n_steps, "k_steps": args.k_steps, "full_steps": args.full_steps,
-        "K": k_out, "fast_note": fast_note, "loadavg_start": os.getloadavg(),
+        "K": k_out, "loadavg_start": os.getloadavg(),
     }
     print(json.dumps(info, indent=1), flush=True)
     rows, krows, crows, mrows, real = [], [], [], [], []
@@ -389,34 +348,30 @@ def main(argv=None):
         for layer in layers:
             row = {"size": size, "layer": layer}
             for method in SMOCAM_METHODS:
-                if method == "fast" and fmodel is None:
-                    row[method] = None
-                    continue
                 row[method], row["how"] = per_mask_seconds(
-                    lambda n, m=method: run_smocam(m, model, fmodel, layer, x, 0, n),
+                    lambda n, m=method: run_smocam(m, model, layer, x, 0, n),
                     args.n_steps, args.k_steps, device, args.full_steps)
                 print(f"{size}^3 {layer} {method}: {row[method]:.2f} s/mask ({row['how']})", flush=True)
             row["suffix_step"] = suffix_step_seconds(model, layer, x, 0, args.suffix_reps, device)
             row["lower_bound"] = args.n_steps * row["suffix_step"]
-            row["naive/fast"] = row["naive"] / row["fast"] if row["fast"] else None
-            row["fast/bound"] = row["fast"] / row["lower_bound"] if row["fast"] else None
+            row["naive/fast"] = row["naive"] / row["fast"]
+            row["fast/bound"] = row["fast"] / row["lower_bound"]
             print(f"{size}^3 {layer} suffix lower bound: {row['lower_bound']:.2f} s/mask", flush=True)
             rows.append(row)
         # The default settings for real, on the default layer.
-        if fmodel is not None and not args.no_real_run and size == args.sizes[0]:
-            sec, _ = timed(lambda: run_smocam("fast", model, fmodel, default_layer, x, 0, args.n_steps), device)
+        if not args.no_real_run and size == args.sizes[0]:
+            sec, _ = timed(lambda: run_smocam("fast", model, default_layer, x, 0, args.n_steps), device)
             real.append({"size": size, "layer": default_layer, "fast_seconds": sec, "n_steps": args.n_steps})
             print(f"{size}^3 {default_layer} fast, real {args.n_steps}-step call: {sec:.2f} s", flush=True)
         # K outputs of one scan at once vs K single calls (default layer).
-        if fmodel is not None:
-            sec_k, how_k = per_mask_seconds(lambda n: run_k(fmodel, default_layer, x, k_out, n),
-                                            args.n_steps, args.k_steps, device, args.full_steps)
-            single = next(r["fast"] for r in rows if r["size"] == size and r["layer"] == default_layer)
-            krow = {"size": size, "layer": default_layer, "K": k_out, "all_at_once": sec_k,
-                    "K_single": k_out * single, "ratio": sec_k / (k_out * single), "how": how_k}
-            krows.append(krow)
-            print(f"{size}^3 K={k_out}: all at once {sec_k:.2f} s vs {k_out} single {k_out * single:.2f} s "
-                  f"(ratio {krow['ratio']:.3f})", flush=True)
+        sec_k, how_k = per_mask_seconds(lambda n: run_k(model, default_layer, x, k_out, n),
+                                        args.n_steps, args.k_steps, device, args.full_steps)
+        single = next(r["fast"] for r in rows if r["size"] == size and r["layer"] == default_layer)
+        krow = {"size": size, "layer": default_layer, "K": k_out, "all_at_once": sec_k,
+                "K_single": k_out * single, "ratio": sec_k / (k_out * single), "how": how_k}
+        krows.append(krow)
+        print(f"{size}^3 K={k_out}: all at once {sec_k:.2f} s vs {k_out} single {k_out * single:.2f} s "
+              f"(ratio {krow['ratio']:.3f})", flush=True)
         # Captum methods.
         for method in CAPTUM_METHODS:
             sec, _ = timed(lambda m=method: run_captum(m, model, default_layer, x, 0), device)
@@ -425,10 +380,8 @@ def main(argv=None):
         # Peak memory, default layer, fresh process per method.
         if not args.no_memory:
             base = {"size": size, "layer": default_layer, "steps": 3, "k": k_out, "device": device,
-                    "threads": args.threads, "random": args.random, "traceable": traceable}
+                    "threads": args.threads, "random": args.random}
             for method in [*SMOCAM_METHODS, "fast K", *CAPTUM_METHODS]:
-                if method in ("fast", "fast K") and fmodel is None:
-                    continue
                 mib = peak_memory_mib({**base, "method": method}, device)
                 mrows.append({"size": size, "method": method, "peak_mib": mib})
                 print(f"{size}^3 peak memory {method}: {mib:.0f} MiB", flush=True)
@@ -444,8 +397,6 @@ def write_report(args, info, rows, real, krows, crows, mrows):
           f"Model: {info['model']}; default layer `{info['default_layer']}`; n_steps {info['n_steps']}; "
           f"load average at start/end {tuple(round(v, 1) for v in info['loadavg_start'])} / "
           f"{tuple(round(v, 1) for v in info['loadavg_end'])}; total {info['seconds_total']:.0f} s", ""]
-    if info["fast_note"]:
-        md += [f"Note: {info['fast_note']}.", ""]
     md += ["### Seconds per mask", "",
            "| input | layer | naive loop | SMOCAM fast | SMOCAM hook | suffix lower bound | naive / fast | fast / bound |",
            "|---|---|---|---|---|---|---|---|"]

@@ -125,9 +125,9 @@ def rank_configs(summary) -> "object":
     return out.sort_values(["mean_rank", "seconds_per_map"], kind="mergesort")
 
 
-def run_config(cfg, model, net, data, sigma, args):
+def run_config(cfg, model, data, sigma, args):
     """Maps of every (subject, target) for one configuration, scored; returns rows."""
-    layer = net.get_submodule(cfg["layer"])
+    layer = model.get_submodule(cfg["layer"])
     xs = torch.cat([x for x, *_ in data], dim=0)
     targets = [t for _, t, *_ in data]
     kwargs = {k: cfg[k] for k in ("l2_weight", "smooth_weight", "n_steps", "lr")}
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    model, net, meta = cm.load_model(args.model)
+    model, meta = cm.load_model(args.model)
     names = list(meta["output_names"])
     for t in args.targets:
         if t not in names:
@@ -218,11 +218,11 @@ def main(argv=None) -> int:
     csv_path = Path(args.out_dir) / f"sweep_smocam{suffix}.csv"
     md_path = Path(args.out_dir) / f"sweep_summary{suffix}.md"
     command = "python benchmarks/sweep_smocam.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    cm.warm_up(model, data[0][0], data[0][1], ["smocam"], layer=net.get_submodule(base["layer"]),
+    cm.warm_up(model, data[0][0], data[0][1], ["smocam"], layer=model.get_submodule(base["layer"]),
                output_std=sigma)  # so the first configuration's time carries no start-up cost (ties go by time)
     rows = []
     for cfg in tqdm(configs, desc="configurations", file=sys.stdout):
-        rows += run_config(cfg, model, net, data, sigma, args)
+        rows += run_config(cfg, model, data, sigma, args)
         df = pd.DataFrame(rows)
         cm.write_csv_atomic(df, csv_path)
         cm.write_text_atomic(to_markdown(summary_table(df), command, time.perf_counter() - t_start, len(data)),
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
                 combined[p] = float(combined[p])
         if any(combined[p] != base[p] for p in GRID):
             combined["name"] = "combined: " + ", ".join(f"{p}={combined[p]}" for p in GRID if combined[p] != base[p])
-            rows += run_config(combined, model, net, data, sigma, args)
+            rows += run_config(combined, model, data, sigma, args)
     df = pd.DataFrame(rows)
     ranked = summary_table(df)
     elapsed = time.perf_counter() - t_start

@@ -21,21 +21,6 @@ def test_contralateral_swaps_sides_and_leaves_unpaired_alone():
     assert cm.contralateral("brainstem") is None
 
 
-def test_traceable_wrapper_matches_the_model_and_lets_smocam_use_its_fast_path(caplog):
-    from captum_smocam.models import VGG3D
-    from captum_smocam.smocam import SMOCAM
-
-    torch.manual_seed(0)
-    net = VGG3D(3, channels=(4, 8), output_mean=[1.0, 2.0, 3.0], output_std=[2.0, 3.0, 4.0]).eval()
-    model = cm.TraceableRegressor(net).eval()
-    x = torch.randn(2, 1, 7, 8, 9)
-    with torch.no_grad():
-        assert torch.equal(model(x), net(x))
-    with caplog.at_level("INFO", logger="captum_smocam._fastpath"):
-        SMOCAM(model, net.features.block2).attribute(x[:1], target=1, n_steps=2)
-    assert "hook path" not in caplog.text
-
-
 def test_localisation_scores_on_a_map_that_is_the_structure():
     mask = np.zeros((7, 8, 9), bool)
     mask[1:3, 2:4, 2:5] = True
