@@ -41,7 +41,6 @@ See ``docs/asymmetry.md`` for the results.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import sys
@@ -52,23 +51,34 @@ import numpy as np
 import pandas as pd
 import torch
 
+from captum_smocam import synth
+from captum_smocam.benchmarking import (
+    cohort_volumes,
+    load_model,
+    load_subject,
+    markdown_table,
+    read_training_volumes,
+    save_figure,
+    structure_mask,
+    synth_sha1,
+    write_csv,
+    write_text,
+)
+from captum_smocam.benchmarking.asymmetry import (
+    LEFT,
+    RIGHT,
+    asymmetry,
+    build_subject_specs,
+    evaluate_criteria,
+    fit_line,
+)
+from captum_smocam.methods import METHOD_LABELS
+from captum_smocam.metrics import hemisphere_share, side_specificity, side_specificity_density
+from captum_smocam.pipeline import explain, resolve_layer
+from captum_smocam.regions import get_region_table
+from captum_smocam.smocam import SMOCAM, upsample_mask
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-if str(REPO / "benchmarks") not in sys.path:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-
-from captum_smocam import synth  # noqa: E402
-from captum_smocam.methods import METHOD_LABELS  # noqa: E402
-from captum_smocam.metrics import hemisphere_share, side_specificity, side_specificity_density  # noqa: E402
-from captum_smocam.pipeline import explain, load_model, resolve_layer  # noqa: E402
-from captum_smocam.preprocessing import normalize_intensity  # noqa: E402
-from captum_smocam.regions import get_region_table  # noqa: E402
-from captum_smocam.smocam import SMOCAM, upsample_mask  # noqa: E402
-
-import train  # noqa: E402  (benchmarks/train.py: the data cache layout)
-
-LEFT, RIGHT = "left_hippocampus", "right_hippocampus"
 DEFAULT_MODELS = ("vgg", "vgg_independent")
 DEFAULT_LEVELS = (-40, -30, -20, -10, 0, 10, 20, 30, 40)
 DEFAULT_ATTR_LEVELS = (-40, -30, 0, 30, 40)
@@ -82,175 +92,41 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def asymmetry(left, right):
-    """Right minus left (cm³), element-wise."""
-    return np.asarray(right, dtype=np.float64) - np.asarray(left, dtype=np.float64)
+def _full_volumes(index: int, r: float, seed: int) -> dict:
+    return synth.generate_subject(index, lr_correlation=r, cohort_seed=seed).volumes
 
 
-def override_factors(level_pct: float) -> dict:
-    """Hippocampus volume factors giving an asymmetry of ``level_pct`` % of the mean volume.
+def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: dict) -> tuple:
+    """``(left, right, source)``: hippocampus volumes (cm³) of the model's training cohort.
 
-    ``left = 1 - a/2``, ``right = 1 + a/2`` with ``a = level_pct / 100``, so
-    ``(R - L) / ((R + L) / 2) = a`` before the subject's global scale (which
-    multiplies both sides).
-
-    Examples::
-
-        >>> override_factors(40)
-        {'left_hippocampus': 0.8, 'right_hippocampus': 1.2}
+    All training subjects from ``benchmarks/train.py``'s cache when it holds
+    them, else the first ``n``, through :func:`cohort_volumes` once it has given
+    ``generate_subject``'s volumes on the first of them (``checked`` remembers
+    the verdict per cohort).
     """
-    a = float(level_pct) / 100.0
-    if not -1.0 < a < 1.0:
-        raise ValueError(f"asymmetry level must be in (-100, 100) percent, got {level_pct!r}")
-    return {LEFT: round(1.0 - a / 2.0, 10), RIGHT: round(1.0 + a / 2.0, 10)}
-
-
-def fit_line(true, pred, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Least-squares slope/intercept of ``pred`` on ``true``, Pearson r, and a bootstrap 95 % CI of the slope.
-
-    ``slope_lo95`` / ``slope_hi95``: 2.5th and 97.5th percentiles of the slope over ``n_boot``
-    resamples of the (true, pred) pairs with replacement (resamples without spread in ``true``
-    are skipped); ``nan`` with fewer than 3 pairs.
-
-    Examples::
-
-        >>> round(fit_line([0.0, 1.0, 2.0], [1.0, 1.5, 2.0])["slope"], 6)
-        0.5
-    """
-    t, p = np.asarray(true, float), np.asarray(pred, float)
-    nan = float("nan")
-    if t.size < 2 or np.ptp(t) == 0:
-        return {"n": int(t.size), "slope": nan, "slope_lo95": nan, "slope_hi95": nan, "intercept": nan,
-                "pearson_r": nan, "mae_cm3": float(np.mean(np.abs(p - t))) if t.size else nan}
-    slope, intercept = np.polyfit(t, p, 1)
-    r = float(np.corrcoef(t, p)[0, 1]) if np.ptp(p) > 0 else nan
-    lo = hi = nan
-    if t.size >= 3:
-        idx = np.random.default_rng(seed).integers(0, t.size, size=(n_boot, t.size))
-        tb, pb = t[idx], p[idx]
-        ok = np.ptp(tb, axis=1) > 0
-        tc = tb[ok] - tb[ok].mean(1, keepdims=True)
-        slopes = (tc * (pb[ok] - pb[ok].mean(1, keepdims=True))).sum(1) / (tc ** 2).sum(1)
-        lo, hi = (float(v) for v in np.percentile(slopes, [2.5, 97.5]))
-    return {"n": int(t.size), "slope": float(slope), "slope_lo95": lo, "slope_hi95": hi,
-            "intercept": float(intercept), "pearson_r": r, "mae_cm3": float(np.mean(np.abs(p - t)))}
-
-
-def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int) -> dict:
-    """Exact structure volumes (cm³) of ``synth.generate_subject(index, ...)`` without rendering the image.
-
-    Repeats the volume part of :func:`captum_smocam.synth.generate_subject`
-    (draws, bump amplitudes, the fold-safety shrink loop, the Jacobian
-    integral) and skips the warp and rendering. No overrides. The script
-    checks the result against ``generate_subject`` on the first index it uses.
-    """
-    rng = np.random.default_rng([cohort_seed, index])
-    p = synth._draw(rng, lr_correlation)
-    names = synth.STRUCTURE_NAMES
-    log_factors = p["log_factors"]
-    z = np.array([log_factors[n] for n in names])
-    cells = synth._cells()
-    elastic_jac = synth._elastic(cells.points.astype(np.float64), p["waves"], True)
-    amplitudes, det = synth._solve_amplitudes(z, elastic_jac)
-    shrink = 1.0
-    while det.min() < synth._MIN_JACOBIAN and shrink > 0.05:
-        shrink *= 0.8
-        amplitudes, det = synth._solve_amplitudes(shrink * z, elastic_jac)
-    if hasattr(synth, "_exact_volumes"):
-        return synth._exact_volumes(p["scale"], det)
-    vol = p["scale"] ** 3 * (cells.counts.T.astype(np.float64) @ det) / 1000.0
-    return {n: float(v) for n, v in zip(names, vol)}
-
-
-def _train_cache_paths(meta: dict, cache_dir: Path) -> list:
-    """Where benchmarks/train.py cached the training split's volumes: one ``_y.npy`` per chunk."""
+    y = read_training_volumes(meta, cache_dir)
     start, stop = meta["splits"]["train"]
-    stems = [train.cache_stem(cache_dir, a, b, meta["lr_correlation"],
-                              meta.get("spacing_mm", synth.DEFAULT_SPACING), meta.get("cohort_seed", 0))
-             for a, b in train.chunk_ranges(start, stop)]
-    return [Path(f"{stem}_y.npy") for stem in stems]
-
-
-def _read_train_cache(meta: dict, cache_dir: Path):
-    """Training volumes ``(N x S)`` from the cache, or ``None`` (missing chunk or other synth.py)."""
-    trained_on = str(meta.get("synth_sha1", "")).split(",")
-    parts = []
-    for path in _train_cache_paths(meta, cache_dir):
-        sha_path = Path(str(path).replace("_y.npy", "_synth.txt"))
-        if not (path.is_file() and sha_path.is_file()):
-            return None
-        if sha_path.read_text().strip() not in trained_on:
-            log(f"training cache {path.name} was made by synth.py {sha_path.read_text().strip()}, "
-                f"the model by {trained_on}: not used")
-            return None
-        parts.append(np.load(path))
-    y = np.concatenate(parts)
-    return y if y.ndim == 2 and y.shape[1] == len(synth.STRUCTURE_NAMES) else None
-
-
-def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: set) -> tuple:
-    """``(left, right, source)``: hippocampus volumes (cm³) of the model's training cohort."""
     names = list(synth.STRUCTURE_NAMES)
-    il, ir = names.index(LEFT), names.index(RIGHT)
-    y = _read_train_cache(meta, cache_dir)
     if y is not None:
-        start, stop = meta["splits"]["train"]
-        return y[:, il], y[:, ir], f"train cache (all {len(y)} training subjects [{start}, {stop}))"
+        return (y[:, names.index(LEFT)], y[:, names.index(RIGHT)],
+                f"train cache (all {len(y)} training subjects [{start}, {stop}))")
+    log(f"no usable training cache in {cache_dir} (a chunk is missing or made by another synth.py)")
     r, seed = float(meta["lr_correlation"]), int(meta.get("cohort_seed", 0))
-    start, stop = meta["splits"]["train"]
     indices = list(range(start, min(stop, start + n)))
     key = (r, seed, indices[0])
-    volumes_of = cohort_volumes
     if key not in checked:  # the shortcut must give generate_subject's volumes exactly
-        full = synth.generate_subject(indices[0], lr_correlation=r, cohort_seed=seed).volumes
-        fast = cohort_volumes(indices[0], r, seed)
+        full, fast = _full_volumes(indices[0], r, seed), cohort_volumes(indices[0], r, seed)
         err = max(abs(full[k] - fast[k]) for k in names)
-        if err > 1e-6:
+        checked[key] = err <= 1e-6
+        if not checked[key]:
             log(f"WARNING: cohort_volumes differs from generate_subject by {err:.3g} cm3 (synth.py changed); "
                 "generating full subjects instead")
-            checked.add(("slow",) + key)
-        checked.add(key)
-    if ("slow",) + key in checked:
-        def volumes_of(i, r_, seed_):
-            return synth.generate_subject(i, lr_correlation=r_, cohort_seed=seed_).volumes
+    volumes_of = cohort_volumes if checked[key] else _full_volumes
     from tqdm.auto import tqdm
 
     vols = [volumes_of(i, r, seed) for i in tqdm(indices, desc=f"reference r={r:g}", mininterval=10)]
     return (np.array([v[LEFT] for v in vols]), np.array([v[RIGHT] for v in vols]),
             f"generated volumes of training indices {indices[0]}-{indices[-1]} (n={len(indices)})")
-
-
-def _check_outside(index: int, splits: dict, what: str) -> None:
-    for name in ("train", "val"):
-        a, b = splits[name]
-        if a <= index < b:
-            raise ValueError(f"{what} index {index} is inside the {name} split [{a}, {b}); use test indices")
-
-
-def build_subject_specs(metas: dict, n_natural: int, levels, tail_offset: int = 50) -> list:
-    """Specs of the test subjects: natural ones of each model's cohort, then the override levels."""
-    first = next(iter(metas.values()))
-    test0 = int(first["splits"]["test"][0])
-    specs = []
-    cohorts = []
-    for meta in metas.values():
-        c = (float(meta["lr_correlation"]), int(meta.get("cohort_seed", 0)))
-        if c not in cohorts:
-            cohorts.append(c)
-    for k, (r, seed) in enumerate(cohorts):
-        for i in range(n_natural):
-            idx = test0 + k * n_natural + i
-            specs.append(dict(subject=f"nat-r{r:g}-{idx}", kind="natural", index=idx, lr_correlation=r,
-                              cohort_seed=seed, level_pct=float("nan"), overrides=None))
-    r, seed = float(first["lr_correlation"]), int(first.get("cohort_seed", 0))
-    for j, level in enumerate(levels):
-        idx = test0 + tail_offset + j
-        specs.append(dict(subject=f"asym{level:+g}%-{idx}", kind="override", index=idx, lr_correlation=r,
-                          cohort_seed=seed, level_pct=float(level), overrides=override_factors(level)))
-    for spec in specs:
-        for meta in metas.values():
-            _check_outside(spec["index"], meta["splits"], spec["subject"])
-    return specs
 
 
 # ----------------------------------------------------------------------------- parts
@@ -354,7 +230,7 @@ def main(argv=None) -> int:
         log(f"model {name}: lr_correlation {m.get('lr_correlation')}, cohort_seed {m.get('cohort_seed')}, "
             f"splits {m.get('splits')}, test R2 L/R hippocampus "
             f"{m.get('test_metrics', {}).get(LEFT, {}).get('r2')}/{m.get('test_metrics', {}).get(RIGHT, {}).get('r2')}")
-    current_sha = hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:12]
+    current_sha = synth_sha1()
     for name, m in metas.items():
         if "synth_sha1" in m and current_sha not in str(m["synth_sha1"]).split(","):
             log(f"WARNING: {name} was trained on synth.py {m['synth_sha1']}, test subjects use {current_sha}")
@@ -363,7 +239,7 @@ def main(argv=None) -> int:
 
     # 1. Reference distributions.
     t0 = time.time()
-    refs, ref_rows, checked = {}, [], set()
+    refs, ref_rows, checked = {}, [], {}
     for name, meta in metas.items():
         left, right, source = reference_volumes(meta, args.n_reference, cache_dir, checked)
         a = asymmetry(left, right)
@@ -373,7 +249,7 @@ def main(argv=None) -> int:
             f"L/R corr {np.corrcoef(left, right)[0, 1]:.3f}")
         ref_rows += [dict(model=name, i=i, left_cm3=l_, right_cm3=r_, asym_cm3=d, z=(d - refs[name]["mean"]) / refs[name]["sd"])
                      for i, (l_, r_, d) in enumerate(zip(left, right, a))]
-    pd.DataFrame(ref_rows).to_csv(out_dir / "reference.csv", index=False, float_format="%.5f")
+    write_csv(pd.DataFrame(ref_rows), out_dir / "reference.csv", float_format="%.5f")
     log(f"reference done in {time.time() - t0:.0f} s")
 
     # 2. Test subjects and predictions.
@@ -382,11 +258,11 @@ def main(argv=None) -> int:
     subjects, images = {}, []
     from tqdm.auto import tqdm
 
+    first_meta = next(iter(metas.values()))  # the test subjects are normalised as the first model expects
     for spec in tqdm(specs, desc="test subjects", mininterval=10):
-        s = synth.generate_subject(spec["index"], lr_correlation=spec["lr_correlation"],
-                                   cohort_seed=spec["cohort_seed"], overrides=spec["overrides"])
-        norm = next(iter(metas.values())).get("intensity_normalization", "zscore_nonzero")
-        images.append(normalize_intensity(s.image, norm).astype(np.float32))
+        x, s = load_subject(spec["index"], first_meta, lr_correlation=spec["lr_correlation"],
+                            cohort_seed=spec["cohort_seed"], overrides=spec["overrides"])
+        images.append(x[0, 0].numpy())
         subjects[spec["subject"]] = s
     log(f"generated {len(specs)} test subjects in {time.time() - t0:.0f} s")
     rows = []
@@ -405,7 +281,7 @@ def main(argv=None) -> int:
                              true_pct_rank=100.0 * float(np.mean(ref["asym"] <= ta)),
                              pred_pct_rank=100.0 * float(np.mean(ref["asym"] <= pa))))
     preds = pd.DataFrame(rows)
-    preds.to_csv(out_dir / "predictions.csv", index=False, float_format="%.4f")
+    write_csv(preds, out_dir / "predictions.csv", float_format="%.4f")
     fits = []
     for name in models:
         d = preds[preds.model == name]
@@ -418,7 +294,7 @@ def main(argv=None) -> int:
                                  mae_left=float(np.mean(np.abs(sel.pred_left - sel.true_left))),
                                  mae_right=float(np.mean(np.abs(sel.pred_right - sel.true_right)))))
     fit_df = pd.DataFrame(fits)
-    fit_df.to_csv(out_dir / "fit.csv", index=False, float_format="%.4f")
+    write_csv(fit_df, out_dir / "fit.csv", float_format="%.4f")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         log("fit of predicted on true asymmetry (cm3):\n" + fit_df.to_string(index=False, float_format="%.3f"))
         cols = ["model", "subject", "true_left", "true_right", "pred_left", "pred_right", "true_asym", "pred_asym",
@@ -428,12 +304,11 @@ def main(argv=None) -> int:
     # 3. Maps of the tail cases.
     t0 = time.time()
     att_rows, reg_rows, masks_for_fig = [], [], {}
-    label_of = {v: k for k, v in synth.LABELS.items()}
     tail_specs = [s for s in specs if s["kind"] == "override" and s["level_pct"] in set(args.attr_levels)]
     for spec in tail_specs:
         s = subjects[spec["subject"]]
         x = torch.from_numpy(images[specs.index(spec)])[None, None]
-        masks = {"left": s.labels == label_of[LEFT], "right": s.labels == label_of[RIGHT]}
+        masks = {"left": structure_mask(s, LEFT), "right": structure_mask(s, RIGHT)}
         for name, model in models.items():
             for method in args.methods:
                 if method == "occlusion" and spec["level_pct"] not in set(args.occlusion_levels):
@@ -468,8 +343,8 @@ def main(argv=None) -> int:
                 log(f"{name} {spec['subject']} {method}: {seconds:.1f} s; side specificity L/R "
                     f"{att_rows[-2]['side_specificity']:.3f}/{att_rows[-1]['side_specificity']:.3f}")
     att = pd.DataFrame(att_rows)
-    att.to_csv(out_dir / "attention.csv", index=False, float_format="%.4f")
-    pd.DataFrame(reg_rows).to_csv(out_dir / "regions.csv", index=False, float_format="%.4f")
+    write_csv(att, out_dir / "attention.csv", float_format="%.4f")
+    write_csv(pd.DataFrame(reg_rows), out_dir / "regions.csv", float_format="%.4f")
     if len(att):
         summ = att.groupby(["model", "method"])[["side_specificity", "side_specificity_density", "hemisphere_share"]].agg(["mean", "min", "max"])
         with pd.option_context("display.width", 200):
@@ -483,61 +358,6 @@ def main(argv=None) -> int:
                   preds, fit_df, att, time.time() - t_start)
     log(f"total {time.time() - t_start:.0f} s")
     return 0
-
-
-def _md_table(df: pd.DataFrame, fmt: str = "{:.3f}") -> str:
-    """A markdown table (no tabulate dependency)."""
-    def cell(v):
-        if isinstance(v, (float, np.floating)):
-            return "nan" if not np.isfinite(v) else fmt.format(v)
-        return str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-#: Criteria fixed before the full run (docs/asymmetry.md, "Criteria").
-SLOPE_FAIL, SLOPE_OK, SLOPE_GAP = 0.5, 0.7, 0.3
-SS_NEAR_HALF, SS_GAP = 0.6, 0.1
-
-
-def evaluate_criteria(fit_df: pd.DataFrame, att: pd.DataFrame, corr: str, ind) -> list:
-    """The pre-registered checks as ``(name, value text, verdict)`` rows (see docs/asymmetry.md)."""
-    def slope(model):
-        d = fit_df[(fit_df.model == model) & (fit_df.subset == "override")]
-        return float(d.slope.iloc[0]) if len(d) else float("nan")
-
-    def ss(model, tail: bool, method="smocam"):
-        if att is None or not len(att):
-            return float("nan")
-        d = att[(att.model == model) & (att.method == method)]
-        d = d[d.level_pct.abs() >= 30] if tail else d[d.level_pct == 0]
-        return float(d.side_specificity_density.mean()) if len(d) else float("nan")
-
-    rows = []
-    sc = slope(corr)
-    def verdict(ok, *values):
-        return "n/a" if not all(np.isfinite(v) for v in values) else ("yes" if ok else "no")
-
-    rows.append(("C1 correlated model underestimates large asymmetries: override slope < "
-                 f"{SLOPE_FAIL}", f"{corr}: {sc:.3f}", verdict(sc < SLOPE_FAIL, sc)))
-    if ind is not None:
-        si = slope(ind)
-        ok = si >= SLOPE_OK and si - sc >= SLOPE_GAP
-        rows.append((f"C2 independent model does not: override slope >= {SLOPE_OK} and >= correlated + {SLOPE_GAP}",
-                     f"{ind}: {si:.3f}", verdict(ok, si, sc)))
-    tc = ss(corr, True)
-    if ind is not None:
-        ti = ss(ind, True)
-        ok = tc <= SS_NEAR_HALF and ti - tc >= SS_GAP
-        rows.append((f"C3 SMOCAM cross-hemisphere on tail cases (abs(a) >= 30 %): correlated density SS <= "
-                     f"{SS_NEAR_HALF} and independent >= correlated + {SS_GAP}",
-                     f"{corr}: {tc:.3f}, {ind}: {ti:.3f}", verdict(ok, tc, ti)))
-    c0 = ss(corr, False)
-    rows.append((f"C4 ... only where it fails: correlated density SS > {SS_NEAR_HALF} on the 0 % control but "
-                 f"<= {SS_NEAR_HALF} on the tail cases", f"{corr}: control {c0:.3f}, tail {tc:.3f}",
-                 verdict(c0 > SS_NEAR_HALF and tc <= SS_NEAR_HALF, c0, tc)))
-    return rows
 
 
 def write_summary(path: Path, argv, args, metas, refs, preds, fit_df, att, seconds) -> None:
@@ -555,21 +375,21 @@ def write_summary(path: Path, argv, args, metas, refs, preds, fit_df, att, secon
                          test_r2_left_hipp=tm.get(LEFT, {}).get("r2", float("nan")),
                          test_r2_right_hipp=tm.get(RIGHT, {}).get("r2", float("nan")),
                          synth_sha1=m.get("synth_sha1", "?")))
-    out += [_md_table(pd.DataFrame(rows)), "", "## Reference (training-cohort) asymmetry R − L", ""]
-    out += [_md_table(pd.DataFrame([dict(model=n, source=r["source"], mean_cm3=r["mean"], sd_cm3=r["sd"],
+    out += [markdown_table(pd.DataFrame(rows)), "", "## Reference (training-cohort) asymmetry R − L", ""]
+    out += [markdown_table(pd.DataFrame([dict(model=n, source=r["source"], mean_cm3=r["mean"], sd_cm3=r["sd"],
                                          p99_abs_cm3=float(np.percentile(np.abs(r["asym"]), 99)))
                                     for n, r in refs.items()])), ""]
-    out += ["## Predicted on true asymmetry (least squares, cm³)", "", _md_table(fit_df), ""]
+    out += ["## Predicted on true asymmetry (least squares, cm³)", "", markdown_table(fit_df), ""]
     cols = ["model", "subject", "true_left", "true_right", "pred_left", "pred_right", "true_asym", "pred_asym",
             "pred_over_true", "true_z", "pred_z"]
-    out += ["## Override (tail) subjects", "", _md_table(preds[preds.kind == "override"][cols]), ""]
+    out += ["## Override (tail) subjects", "", markdown_table(preds[preds.kind == "override"][cols]), ""]
     if att is not None and len(att):
         cols = ["model", "subject", "method", "target", "side_specificity", "side_specificity_density",
                 "hemisphere_share", "share_target_hippocampus", "share_other_hippocampus", "top_mean1", "top_mean2"]
-        out += ["## Maps of the tail cases and the 0 % control", "", _md_table(att[cols]), ""]
-    out += ["## Pre-registered criteria", "", _md_table(pd.DataFrame(evaluate_criteria(fit_df, att, corr, ind),
+        out += ["## Maps of the tail cases and the 0 % control", "", markdown_table(att[cols]), ""]
+    out += ["## Pre-registered criteria", "", markdown_table(pd.DataFrame(evaluate_criteria(fit_df, att, corr, ind),
                                                                     columns=["criterion", "value", "met"])), ""]
-    path.write_text("\n".join(out) + "\n")
+    write_text("\n".join(out) + "\n", path)
     log(f"wrote {path}")
 
 
@@ -599,8 +419,7 @@ def make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_
                        row.true_z, row.pred_z, ax=ax, xlabel="normalised asymmetry z (R − L vs training cohort)",
                        title=f"{name}: true {row.true_asym:+.2f} cm³, predicted {row.pred_asym:+.2f} cm³")
     fig.suptitle(f"{case}: hippocampal asymmetry R − L against each model's training cohort", fontsize=10)
-    fig.savefig(fig_dir / f"asymmetry_distribution{suffix}.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, fig_dir / f"asymmetry_distribution{suffix}.png", dpi=100)
 
     fig, ax = plt.subplots(figsize=(5.2, 4.6), layout="constrained")
     colors = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
@@ -621,15 +440,13 @@ def make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_
     ax.set_xlabel("true hippocampal asymmetry R − L (cm³)")
     ax.set_ylabel("predicted asymmetry R − L (cm³)")
     ax.legend(fontsize=7)
-    fig.savefig(fig_dir / f"asymmetry_scatter{suffix}.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, fig_dir / f"asymmetry_scatter{suffix}.png", dpi=100)
 
     if not masks_for_fig:
         return
     case_masks = case if any(k[1] == case for k in masks_for_fig) else next(iter(masks_for_fig))[1]
     s = subjects[case_masks]
-    label_of = {v: k for k, v in synth.LABELS.items()}
-    hipp = (s.labels == label_of[LEFT]) | (s.labels == label_of[RIGHT])
+    hipp = structure_mask(s, LEFT) | structure_mask(s, RIGHT)
     cut = tuple(int(round(c)) for c in np.argwhere(hipp).mean(0))
     names_m = [m for m in models if (m, case_masks, "left") in masks_for_fig]
     fig = plt.figure(figsize=(11.0, 2.9 * len(names_m) + 0.4), layout="constrained")
@@ -646,8 +463,7 @@ def make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_
                                f"true {getattr(row, 'true_' + side):.2f} cm³)", fontsize=9)
     fig.suptitle(f"{case_masks}: SMOCAM masks for the left and right hippocampus volume\n"
                  "(outline: both hippocampi; image left = subject left; one colour scale per model)", fontsize=10)
-    fig.savefig(fig_dir / f"asymmetry_masks{suffix}.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, fig_dir / f"asymmetry_masks{suffix}.png", dpi=100)
 
 
 if __name__ == "__main__":

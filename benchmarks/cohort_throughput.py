@@ -10,7 +10,7 @@ output folder::
 
 Model: the shipped ``vgg`` if it is installed, else (``--model random``, or when
 it is missing) a randomly initialised VGG3D with the shipped architecture
-(channels 8-16-32-64, 1-2-2-2 convolutions, 16 outputs) on the synthetic grid.
+(:func:`captum_smocam.benchmarking.untrained_model`) on the synthetic grid.
 Random weights do not change the cost: SMOCAM runs all ``--n-steps`` steps.
 
 Usage::
@@ -33,28 +33,18 @@ from pathlib import Path
 import torch
 
 from captum_smocam import __version__
-from captum_smocam.models import DEFAULT_MODELS, VGG3D, save_checkpoint
-from captum_smocam.synth import STRUCTURE_NAMES, default_grid, template_volumes, write_cohort
+from captum_smocam.benchmarking import shipped_model_available, untrained_model, write_json
+from captum_smocam.models import DEFAULT_MODELS, save_checkpoint
+from captum_smocam.synth import default_grid, write_cohort
 
 
 def _random_model(path: Path, spacing: float) -> Path:
+    """An untrained VGG3D of the shipped architecture, saved as a checkpoint for a ``spacing`` mm grid."""
+    model, meta = untrained_model()
     shape, affine = default_grid(spacing)
-    torch.manual_seed(0)
-    vols = template_volumes()
-    mean = [vols[n] for n in STRUCTURE_NAMES]
-    model = VGG3D(len(STRUCTURE_NAMES), channels=(8, 16, 32, 64), convs_per_block=(1, 2, 2, 2),
-                  output_mean=mean, output_std=[0.1 * m for m in mean]).eval()
-    save_checkpoint(path, model, {
-        "output_names": list(STRUCTURE_NAMES), "output_units": "cm3", "input_shape": list(shape),
-        "spacing_mm": spacing, "affine": affine.tolist(), "intensity_normalization": "zscore_nonzero",
-    })
+    meta.update(input_shape=[int(s) for s in shape], spacing_mm=spacing, affine=affine.tolist())
+    save_checkpoint(path, model, meta)
     return path
-
-
-def _shipped(name: str) -> bool:
-    import importlib.resources
-
-    return (importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]).is_file()
 
 
 def _free_port() -> int:
@@ -79,7 +69,7 @@ def main(argv=None) -> int:
     if not (data / "volumes.csv").is_file():
         write_cohort(data, args.n_scans, spacing=args.spacing, show_progress=True)
     model = args.model
-    if model == "random" or (model in DEFAULT_MODELS and not _shipped(model)):
+    if model == "random" or (model in DEFAULT_MODELS and not shipped_model_available(model)):
         print(f"model {model!r} not available; using a randomly initialised VGG3D (shipped architecture)")
         model = str(_random_model(work / f"vgg3d_random_{args.spacing:g}mm.pt", args.spacing))
 
@@ -114,7 +104,7 @@ def main(argv=None) -> int:
               "n_steps": args.n_steps, "targets": args.targets, "cpus": len(os.sched_getaffinity(0)),
               "torch": torch.__version__, "captum_smocam": __version__, "python": platform.python_version(),
               "results": results}
-    (work / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(report, work / "throughput.json")
     print("\n| processes | scans | wall (s) | scans / hour | mean explain s / scan |")
     print("|---|---|---|---|---|")
     for r in results:

@@ -31,242 +31,55 @@ after every subject, so an interrupted run keeps what it finished.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from captum_smocam import metrics, synth  # noqa: E402
-from captum_smocam.methods import (  # noqa: E402
+from captum_smocam import metrics
+from captum_smocam.benchmarking import (
+    POSTER_TARGETS,
+    PeakMemory,
+    contralateral,
+    faithfulness_scores,
+    load_model,
+    load_subject,
+    localisation_scores,
+    randomization_table,
+    save_figure,
+    split_indices,
+    structure_mask,
+    summary_table,
+    voxel_spacing,
+    warm_up,
+    write_csv,
+    write_text,
+)
+from captum_smocam.methods import (
     DEFAULT_OCCLUSION_STRIDE,
     DEFAULT_OCCLUSION_WINDOW,
     METHOD_LABELS,
+    METHODS,
     attribute_map,
     occlusion_evaluations,
 )
-from captum_smocam.preprocessing import normalize_intensity  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: The targets of the default run (the poster's structures).
-DEFAULT_TARGETS = ("left_lateral_ventricle", "right_lateral_ventricle", "left_hippocampus", "right_hippocampus")
+DEFAULT_TARGETS = POSTER_TARGETS
 #: The methods of the default run (Integrated Gradients with ``--methods ... integrated_gradients``).
 DEFAULT_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
 #: Fractions of the deletion/insertion curves (those of docs/metrics.md).
 FRACTIONS = metrics.DEFAULT_FRACTIONS
-#: Score columns of the per-map table, with "higher is better" (True) or not.
-SCORES = {
-    "mass_inside": True,
-    "mass_dilated": True,
-    "auroc": True,
-    "pointing": True,
-    "pointing_dilated": True,
-    "side_specificity": True,
-    "deletion_auc": True,
-    "insertion_auc": False,
-    "seconds_per_map": False,
-    "peak_rss_mb": False,
-}
 
 
-# --------------------------------------------------------------------------- model
-def untrained_model(seed: int = 0):
-    """A randomly initialised VGG3D with the shipped architecture and fabricated metadata (development only)."""
-    from captum_smocam.models import VGG3D
-
-    torch.manual_seed(seed)
-    net = VGG3D(len(synth.STRUCTURE_NAMES), channels=(8, 16, 32, 64), convs_per_block=(1, 1, 2, 2)).eval()
-    meta = {
-        "output_names": list(synth.STRUCTURE_NAMES),
-        "output_std": [1.0] * len(synth.STRUCTURE_NAMES),
-        "default_layer": net.default_layer,
-        "splits": {"train": [0, 480], "val": [10000, 10060], "test": [20000, 20100]},
-        "lr_correlation": synth.DEFAULT_LR_CORRELATION,
-        "intensity_normalization": "zscore_nonzero",
-        "spacing_mm": synth.DEFAULT_SPACING,
-    }
-    return net, meta
-
-
-def load_model(name: str):
-    """``(model, metadata)`` for a shipped name, a checkpoint path or ``"untrained"``; eval mode."""
-    from captum_smocam.models import load_checkpoint, load_default_model
-
-    if name == "untrained":
-        net, meta = untrained_model()
-    elif os.path.exists(name):
-        net, meta = load_checkpoint(name)
-    else:
-        net, meta = load_default_model(name)
-    return net.eval(), meta
-
-
-# --------------------------------------------------------------------------- data
-_NAME_TO_LABEL = {name: value for value, name in synth.LABELS.items()}
-
-
-def contralateral(name: str) -> Optional[str]:
-    """The other side's structure name (``left_x`` <-> ``right_x``), or None if unpaired.
-
-    Examples::
-
-        >>> contralateral("left_hippocampus")
-        'right_hippocampus'
-    """
-    for a, b in (("left_", "right_"), ("right_", "left_")):
-        if name.startswith(a):
-            return b + name[len(a):]
-    return None
-
-
-def load_subject(index: int, meta: dict, spacing: Optional[float] = None):
-    """Generate one subject; returns ``(x tensor 1 x 1 x X x Y x Z, Subject)``."""
-    kwargs = {"lr_correlation": float(meta["lr_correlation"])}
-    spacing = spacing if spacing is not None else meta.get("spacing_mm")
-    if spacing is not None:
-        kwargs["spacing"] = float(np.atleast_1d(spacing)[0])
-    subject = synth.generate_subject(int(index), **kwargs)
-    img = normalize_intensity(subject.image, meta["intensity_normalization"])
-    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None], subject
-
-
-def structure_mask(subject, name: str) -> np.ndarray:
-    """Boolean mask of structure ``name`` on the subject's grid."""
-    if name not in _NAME_TO_LABEL:
-        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
-    return np.asarray(subject.labels) == _NAME_TO_LABEL[name]
-
-
-def voxel_spacing(subject) -> tuple:
-    """Voxel size in mm from the subject's affine."""
-    return tuple(float(v) for v in np.linalg.norm(np.asarray(subject.affine)[:3, :3], axis=0))
-
-
-def split_indices(meta: dict, split: str, n: Optional[int]) -> List[int]:
-    """The first ``n`` subject indices of a split (all if ``n`` is None)."""
-    if split not in meta["splits"]:
-        raise ValueError(f"unknown split {split!r}; the checkpoint has {sorted(meta['splits'])}")
-    start, stop = (int(v) for v in meta["splits"][split])
-    idx = list(range(start, stop))
-    if n is not None:
-        if n < 1 or n > len(idx):
-            raise ValueError(f"asked for {n} {split} subjects; the split has {len(idx)}")
-        idx = idx[:n]
-    return idx
-
-
-# --------------------------------------------------------------------------- measuring
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """Peak increase of the process's resident set size while the block runs, in MiB.
-
-    Before the block, freed heap memory is returned to the OS (glibc
-    ``malloc_trim(0)``) and the RSS is read from ``/proc/self/statm``; a thread
-    then samples the RSS every ``interval`` seconds until the block ends.
-    ``peak_mb`` is the largest sample minus the starting RSS: the extra memory
-    the call needed (tensors, autograd graph, temporaries), sampled, so
-    short-lived peaks shorter than ``interval`` may be missed. ``nan`` where
-    ``/proc`` is missing (not Linux).
-    """
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.peak_mb = float("nan")
-
-    def __enter__(self):
-        try:
-            _malloc_trim()
-            self._base = _rss_bytes()
-        except OSError:
-            self._base = None
-            return self
-        self._peak = self._base
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.is_set():
-                self._peak = max(self._peak, _rss_bytes())
-                self._stop.wait(self.interval)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._base is not None:
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, _rss_bytes())
-            self.peak_mb = (self._peak - self._base) / 2**20
-        return False
-
-
-def write_csv_atomic(df, path: Path) -> None:
-    """Write a DataFrame to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------- scoring
-def localisation_scores(attr: np.ndarray, mask: np.ndarray, contra: Optional[np.ndarray],
-                        margin_mm: float, spacing) -> Dict[str, float]:
-    """Mass inside, dilated mass, AUROC, pointing games and side specificity of one map."""
-    return {
-        "mass_inside": metrics.mass_inside(attr, mask),
-        "mass_dilated": metrics.mass_inside_dilated(attr, mask, margin_mm, spacing),
-        "auroc": metrics.auroc(attr, mask),
-        "pointing": float(metrics.pointing_game(attr, mask)),
-        "pointing_dilated": float(metrics.pointing_game(attr, mask, margin_mm=margin_mm, spacing=spacing)),
-        "side_specificity": (metrics.side_specificity(attr, mask, contra)
-                             if contra is not None and contra.any() else float("nan")),
-    }
-
-
-def faithfulness_scores(model, x, attr, target: int, sigma: float, *, random_orderings: int = 0,
-                        seed: int = 0, fractions=FRACTIONS) -> Dict[str, float]:
-    """Deletion/insertion AUC (baseline = the background value), optionally with the random reference."""
-    r = metrics.deletion_insertion(model, x, attr, target, baseline=float(x.min()), fractions=fractions,
-                                   output_std=sigma, random_orderings=random_orderings, generator=seed)
-    out = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"],
-           "prediction": r["output"], "baseline_prediction": r["baseline_output"]}
-    if random_orderings:
-        out["random_deletion_auc"] = r["random_deletion_auc"]
-        out["random_insertion_auc"] = r["random_insertion_auc"]
-    return out
-
-
+# --------------------------------------------------------------------------- maps
 def compute_maps(method: str, model, x, targets: Sequence[int], *, layer, output_std,
                  smocam_kwargs=None, occlusion_window=DEFAULT_OCCLUSION_WINDOW,
                  occlusion_stride=DEFAULT_OCCLUSION_STRIDE):
@@ -294,63 +107,6 @@ def compute_maps(method: str, model, x, targets: Sequence[int], *, layer, output
             seconds += time.perf_counter() - t0
         peak = np.nanmax([peak, mem.peak_mb])
     return np.stack(out), seconds / len(targets), float(peak), 1
-
-
-def warm_up(model, x, target: int, methods: Sequence[str], **method_kw) -> None:
-    """One cheap, untimed call of each gradient-based method, so the first timed map pays no warm-up.
-
-    The first autograd pass, torch.fx trace and thread-pool start-up of a process
-    cost a few tenths of a second, which would otherwise land on whichever
-    method or configuration happens to run first. SMOCAM runs 2 steps; Occlusion
-    is warmed by a plain forward pass (it only runs forwards).
-    """
-    kw = dict(method_kw)
-    kw["smocam_kwargs"] = dict(kw.get("smocam_kwargs") or {}, n_steps=2)
-    with torch.no_grad():
-        model(x)
-    for m in methods:
-        if m != "occlusion":
-            attribute_map(m, model, x, int(target), **kw)
-
-
-# --------------------------------------------------------------------------- summary
-def summarise(df, methods: Sequence[str], targets: Sequence[str], columns: Sequence[str]) -> str:
-    """Markdown table, mean ± sd over subjects, one row per target x method; best mean in bold."""
-    lines = ["| target | method | " + " | ".join(columns) + " |",
-             "|---|---|" + "---|" * len(columns)]
-    for target in targets:
-        sub = df[df["target"] == target]
-        best = {}
-        for c in columns:
-            means = sub.groupby("method")[c].mean()
-            if means.notna().any():
-                best[c] = means.idxmax() if SCORES.get(c, True) else means.idxmin()
-        for m in methods:
-            rows = sub[sub["method"] == m]
-            if rows.empty:
-                continue
-            cells = []
-            for c in columns:
-                v = rows[c].astype(float)
-                n = int(v.notna().sum())
-                s = "n/a" if n == 0 else (f"{v.mean():.3g} ± {v.std(ddof=1):.2g}" if n > 1 else f"{v.mean():.3g}")
-                cells.append(f"**{s}**" if best.get(c) == m else s)
-            lines.append(f"| {target} | {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def summarise_randomization(df) -> str:
-    """Markdown table of the cascading-randomisation Spearman, mean ± sd per method and step."""
-    if df is None or df.empty:
-        return ""
-    lines = ["| method | randomised | Spearman (mean ± sd) | n | constant maps |", "|---|---|---|---|---|"]
-    for (m, step), g in df.groupby(["method", "step_name"], sort=False):
-        v = g["spearman"].astype(float)
-        n = int(v.notna().sum())
-        s = "n/a" if n == 0 else (f"{v.mean():.3f} ± {v.std(ddof=1):.2f}" if n > 1 else f"{v.mean():.3f}")
-        n_const = int(g["map_constant"].sum()) if "map_constant" in g else 0
-        lines.append(f"| {METHOD_LABELS.get(m, m)} | {step} | {s} | {n} | {n_const} of {len(g)} |")
-    return "\n".join(lines) + "\n"
 
 
 def cost_only(args, model, index, meta, target_idx, method_kw) -> int:
@@ -384,7 +140,7 @@ def cost_only(args, model, index, meta, target_idx, method_kw) -> int:
                          "evaluations": occlusion_evaluations(tuple(x.shape[2:]), w, s) if method == "occlusion"
                          else None, "seconds_per_map": sec, "peak_rss_mb": peak, "maps_per_call": per})
     df = pd.DataFrame(rows)
-    write_csv_atomic(df, Path(args.out_dir) / "method_cost.csv")
+    write_csv(df, Path(args.out_dir) / "method_cost.csv")
     print(df.to_string(index=False), flush=True)
     return 0
 
@@ -441,8 +197,6 @@ def main(argv=None) -> int:
     for t in args.targets + args.randomization_targets:
         if t not in names:
             raise SystemExit(f"error: unknown target {t!r}; the model predicts {names}")
-    from captum_smocam.methods import METHODS
-
     for m in args.methods:
         if m not in METHODS:
             raise SystemExit(f"error: unknown method {m!r}; expected some of {METHODS}")
@@ -499,7 +253,7 @@ def main(argv=None) -> int:
                 row.update({"seconds_per_map": sec, "peak_rss_mb": peak, "maps_per_call": per_call})
                 rows.append(row)
             phase["scores"] += time.perf_counter() - t0
-        write_csv_atomic(pd.DataFrame(rows), csv_path)
+        write_csv(pd.DataFrame(rows), csv_path)
 
         t0 = time.perf_counter()
         if i_subj < args.randomization_subjects:
@@ -524,7 +278,7 @@ def main(argv=None) -> int:
                                          "step_name": "top (head)" if r["layer"] == head else "all layers",
                                          "layer": r["layer"], "spearman": float(r["spearman"]),
                                          "map_constant": constant[int(r["step"])]})
-            write_csv_atomic(pd.DataFrame(rnd_rows), rnd_path)
+            write_csv(pd.DataFrame(rnd_rows), rnd_path)
         phase["randomisation"] += time.perf_counter() - t0
         tqdm.write(f"subject {index}: cumulative seconds " + ", ".join(f"{k} {v:.0f}" for k, v in phase.items()),
                    file=sys.stdout)
@@ -539,7 +293,7 @@ def main(argv=None) -> int:
                f"; margin {args.margin_mm:g} mm; layer {layer_name}; "
                f"occlusion window {args.occlusion_window} stride {args.occlusion_stride} "
                f"({occlusion_evaluations(tuple(x.shape[2:]), args.occlusion_window, args.occlusion_stride)} "
-               f"evaluations)\n\n" + summarise(df, args.methods, args.targets, cols))
+               f"evaluations)\n\n" + summary_table(df, args.methods, args.targets, cols))
     ref = df.groupby("target")[["random_deletion_auc", "random_insertion_auc"]].mean() \
         if "random_deletion_auc" in df else None
     if ref is not None:
@@ -548,8 +302,8 @@ def main(argv=None) -> int:
                            for t, r in ref.iterrows())
     if rnd_rows:
         summary += "\nCascading randomisation (Spearman of |map| to the original):\n\n"
-        summary += summarise_randomization(pd.DataFrame(rnd_rows))
-    write_text_atomic(summary, out_dir / f"compare_summary{suffix}.md")
+        summary += randomization_table(pd.DataFrame(rnd_rows))
+    write_text(summary, out_dir / f"compare_summary{suffix}.md")
     print(summary, flush=True)
 
     if args.figure and figure_maps:
@@ -561,13 +315,7 @@ def main(argv=None) -> int:
                               cut_coords=tuple(int(c) for c in np.round(np.argwhere(
                                   structure_mask(subject0, "right_lateral_ventricle")).mean(0))),
                               title=f"right lateral ventricle volume, test subject {indices[0]}")
-        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.figure).with_name(f".{Path(args.figure).stem}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, args.figure)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        save_figure(fig, args.figure, dpi=110, bbox_inches="tight")
         print(f"figure: {args.figure}", flush=True)
     print(f"done in {elapsed / 60:.1f} min; results in {csv_path}", flush=True)
     return 0

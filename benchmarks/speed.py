@@ -3,11 +3,12 @@
 Everything is measured in one process on one model (the shipped VGG3D, or a
 randomly initialised VGG3D of the same architecture while the shipped weights
 do not exist) and one input per size, so the ratios are comparable even on a
-loaded machine. Peak memory is measured in a fresh subprocess per method (CPU: the
-kernel's peak resident set size ``VmHWM``, reset just before the call via
-``/proc/self/clear_refs``, minus the resident set ``VmRSS`` at the call's
-start: what the call adds at its peak, allocator caching included; CUDA: ``torch.cuda.max_memory_allocated``
-after ``reset_peak_memory_stats``, in process).
+loaded machine. Peak memory is measured with
+:class:`captum_smocam.benchmarking.PeakMemory` (CPU: the kernel's peak resident
+set size ``VmHWM``, reset just before the call, minus the resident set at the
+call's start: what the call adds at its peak, allocator caching included;
+CUDA: ``torch.cuda.max_memory_allocated``), on CPU in a fresh subprocess per
+method, so that memory an earlier method left resident does not hide the cost.
 
 Seconds per mask are, by default, *extrapolated* from short runs so that the
 whole benchmark fits in ~10 minutes: each method runs once with 1 step
@@ -41,11 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from captum_smocam.models import VGG3D, load_default_model  # noqa: E402
-from captum_smocam.smocam import (  # noqa: E402
+from captum_smocam import benchmarking
+from captum_smocam.benchmarking import PeakMemory, shipped_model_available, write_json, write_text
+from captum_smocam.smocam import (
     DEFAULT_L2_WEIGHT,
     DEFAULT_LR,
     DEFAULT_N_STEPS,
@@ -54,10 +53,7 @@ from captum_smocam.smocam import (  # noqa: E402
     smocam_objective,
 )
 
-#: Architecture of the shipped VGG (benchmarks/logs/vgg3d_default.log:
-#: ``train.py --arch vgg --convs-per-block 1 2 2 2``; channels and hidden at
-#: their train.py defaults; 16 structure volumes).
-RANDOM_VGG_KWARGS = dict(n_outputs=16, channels=(8, 16, 32, 64), convs_per_block=(1, 2, 2, 2), hidden=64)
+REPO = Path(__file__).resolve().parents[1]
 
 SMOCAM_METHODS = ("naive", "fast", "hook")
 CAPTUM_METHODS = ("LayerGradCam", "Saliency", "DeepLift", "Occlusion")
@@ -65,17 +61,12 @@ CAPTUM_METHODS = ("LayerGradCam", "Saliency", "DeepLift", "Occlusion")
 
 # ----------------------------------------------------------------------------- set-up
 def load_model(device, use_shipped=True):
-    """The shipped VGG (eval mode) or a random VGG3D of the same architecture."""
-    if use_shipped:
-        try:
-            model, meta = load_default_model("vgg")
-            return model.to(device).eval(), meta["default_layer"], "shipped captum_smocam/data/vgg3d_default.pt"
-        except FileNotFoundError:
-            pass
-    torch.manual_seed(0)
-    model = VGG3D(**RANDOM_VGG_KWARGS)
-    return (model.to(device).eval(), model.default_layer,
-            f"random-init VGG3D({RANDOM_VGG_KWARGS}) (shipped weights not found)")
+    """``(model, default layer, description)``: the shipped VGG, or an untrained VGG3D of its architecture."""
+    name = "vgg" if use_shipped and shipped_model_available("vgg") else "untrained"
+    model, meta = benchmarking.load_model(name)
+    source = ("shipped captum_smocam/data/vgg3d_default.pt" if name == "vgg" else
+              f"random-init VGG3D({benchmarking.SHIPPED_VGG_ARCH}) (shipped weights not used)")
+    return model.to(device).eval(), meta["default_layer"], source
 
 
 def make_input(size, device):
@@ -229,60 +220,36 @@ def occlusion_window(size):
 
 
 # ----------------------------------------------------------------------------- memory
-def memory_child(spec):
-    """Run one method once in this (fresh) process; print the peak-memory increase as JSON."""
-    torch.set_num_threads(spec["threads"])
-    device = spec["device"]
+def measure_peak(spec, device):
+    """``(peak MiB, how)`` of one call of ``spec["method"]`` on a freshly loaded model and input."""
     model, _, _ = load_model(device, not spec["random"])
     x = make_input(spec["size"], device)
-    layer, steps = spec["layer"], spec["steps"]
-    _reset_peak_rss()
-    before = _rss_kib("VmRSS")
-    method = spec["method"]
-    if method in SMOCAM_METHODS:
-        run_smocam(method, model, layer, x, 0, steps)
-    elif method == "fast K":
-        run_k(model, layer, x, spec["k"], steps)
-    else:
-        run_captum(method, model, layer, x, 0)
-    after = _rss_kib("VmHWM")
-    print(json.dumps({"peak_mib": (after - before) / 1024.0}))
+    method, layer, steps = spec["method"], spec["layer"], spec["steps"]
+    with PeakMemory(device) as mem:
+        if method in SMOCAM_METHODS:
+            run_smocam(method, model, layer, x, 0, steps)
+        elif method == "fast K":
+            run_k(model, layer, x, spec["k"], steps)
+        else:
+            run_captum(method, model, layer, x, 0)
+    return mem.peak_mb, mem.description
 
 
-def _reset_peak_rss():
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0: write 5 to clear_refs)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def _rss_kib(field):
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak since the last reset) of this process, in KiB."""
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+def memory_child(spec):
+    """Measure one method once in this (fresh) process; print the peak-memory increase as JSON."""
+    torch.set_num_threads(spec["threads"])
+    peak, how = measure_peak(spec, spec["device"])
+    print(json.dumps({"peak_mib": peak, "how": how}))
 
 
 def peak_memory_mib(spec, device):
-    """Peak extra memory (MiB) of one call: subprocess ru_maxrss delta (CPU) or CUDA peak allocated."""
+    """``(peak MiB, how)`` of one call: in a fresh subprocess on CPU, in this process on CUDA."""
     if torch.device(device).type == "cuda":
-        model, _, _ = load_model(device, not spec["random"])
-        x = make_input(spec["size"], device)
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        m = spec["method"]
-        if m in SMOCAM_METHODS:
-            run_smocam(m, model, spec["layer"], x, 0, spec["steps"])
-        elif m == "fast K":
-            run_k(model, spec["layer"], x, spec["k"], spec["steps"])
-        else:
-            run_captum(m, model, spec["layer"], x, 0)
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+        return measure_peak(spec, device)
     out = subprocess.run([sys.executable, __file__, "--_memory-child", json.dumps(spec)],
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["peak_mib"], result["how"]
 
 
 # ----------------------------------------------------------------------------- main
@@ -382,7 +349,7 @@ def main(argv=None):
             base = {"size": size, "layer": default_layer, "steps": 3, "k": k_out, "device": device,
                     "threads": args.threads, "random": args.random}
             for method in [*SMOCAM_METHODS, "fast K", *CAPTUM_METHODS]:
-                mib = peak_memory_mib({**base, "method": method}, device)
+                mib, info["memory_method"] = peak_memory_mib({**base, "method": method}, device)
                 mrows.append({"size": size, "method": method, "peak_mib": mib})
                 print(f"{size}^3 peak memory {method}: {mib:.0f} MiB", flush=True)
     info["seconds_total"] = time.time() - t_start
@@ -423,19 +390,16 @@ def write_report(args, info, rows, real, krows, crows, mrows):
         md += ["", "(LayerGradCam on the default layer; DeepLift baseline 0; Occlusion: cube window = stride = "
                "input/4, baseline 0, 8 perturbations per evaluation)"]
     if mrows:
-        how = ("peak CUDA memory allocated during the call minus before it" if info["device"].startswith("cuda")
-               else "peak RSS (VmHWM, reset just before the call) minus RSS at the call's start, fresh "
-                  "subprocess per method, 3 optimisation steps")
+        how = info["memory_method"] + ("" if info["device"].startswith("cuda") else ", fresh subprocess per method")
+        how += ", 3 optimisation steps"
         md += ["", f"### Peak extra memory (MiB; {how})", "", "| input | method | MiB |", "|---|---|---|"]
         md += [f"| {r['size']}³ | {r['method']} | {r['peak_mib']:.0f} |" for r in mrows]
     text = "\n".join(md) + "\n"
     print("\n" + text, flush=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.md").write_text(text)
-    (out / "speed.json").write_text(json.dumps(
-        {"info": info, "per_mask": rows, "real": real, "k_outputs": krows, "captum": crows, "memory": mrows},
-        indent=1, default=str))
+    write_text(text, out / "speed.md")
+    write_json({"info": info, "per_mask": rows, "real": real, "k_outputs": krows, "captum": crows, "memory": mrows},
+               out / "speed.json")
 
 
 if __name__ == "__main__":

@@ -36,13 +36,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from captum_smocam import metrics
+from captum_smocam import smocam as smocam_module
+from captum_smocam.benchmarking import (
+    POSTER_TARGETS,
+    faithfulness_scores,
+    load_model,
+    load_subject,
+    split_indices,
+    structure_mask,
+    voxel_spacing,
+    warm_up,
+    write_csv,
+    write_text,
+)
+from captum_smocam.benchmarking.sweep import SWEEP_SCORES, one_at_a_time, parse_overrides, rank_configs
+from captum_smocam.methods import attribute_map
 
-import compare_methods as cm  # noqa: E402
-from captum_smocam import smocam as smocam_module  # noqa: E402
-from captum_smocam.methods import attribute_map  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 #: Values tried for each parameter, one at a time around the base configuration.
 GRID = {
@@ -54,7 +65,6 @@ GRID = {
 }
 #: Deletion fractions of the sweep (coarser than the comparison's, to save forwards).
 SWEEP_FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-SCORE_COLUMNS = ("mass_dilated", "auroc", "deletion_auc")
 
 
 def base_config(default_layer: str) -> dict:
@@ -66,63 +76,6 @@ def base_config(default_layer: str) -> dict:
         "lr": smocam_module.DEFAULT_LR,
         "layer": default_layer,
     }
-
-
-def _parse_value(key: str, text: str):
-    """A grid value given on the command line, with the type of the parameter."""
-    if key == "layer":
-        return text
-    if key == "n_steps":
-        return int(text)
-    return float(text)
-
-
-def parse_overrides(items, *, multi: bool) -> dict:
-    """``KEY=VALUE`` (``multi=False``) or ``KEY=V1,V2,...`` (``multi=True``) pairs as a dict.
-
-    Examples::
-
-        >>> parse_overrides(["smooth_weight=0.01"], multi=False)
-        {'smooth_weight': 0.01}
-        >>> parse_overrides(["n_steps=50,100"], multi=True)
-        {'n_steps': (50, 100)}
-    """
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or key not in GRID or not value:
-            raise ValueError(f"expected KEY=VALUE with KEY one of {list(GRID)}, got {item!r}")
-        if multi:
-            out[key] = tuple(_parse_value(key, v) for v in value.split(","))
-        else:
-            out[key] = _parse_value(key, value)
-    return out
-
-
-def one_at_a_time(base: dict, grid: dict) -> list:
-    """The base configuration, then each parameter moved alone to each of its other values.
-
-    Examples::
-
-        >>> cfgs = one_at_a_time({"a": 1, "b": 2}, {"a": (1, 3), "b": (2,)})
-        >>> [c["name"] for c in cfgs]
-        ['base', 'a=3']
-    """
-    configs = [dict(base, name="base")]
-    for key, values in grid.items():
-        for v in values:
-            if v != base[key]:
-                configs.append(dict(base, **{key: v}, name=f"{key}={v}"))
-    return configs
-
-
-def rank_configs(summary) -> "object":
-    """Add one rank column per score (1 = best mean) and ``mean_rank``; sort by it, then by time."""
-    out = summary.copy()
-    for c in SCORE_COLUMNS:
-        out[f"rank_{c}"] = out[c].rank(ascending=False, method="average")
-    out["mean_rank"] = out[[f"rank_{c}" for c in SCORE_COLUMNS]].mean(axis=1)
-    return out.sort_values(["mean_rank", "seconds_per_map"], kind="mergesort")
 
 
 def run_config(cfg, model, data, sigma, args):
@@ -137,11 +90,11 @@ def run_config(cfg, model, data, sigma, args):
     rows = []
     for k, (x, tidx, tname, index, mask, spacing) in enumerate(data):
         a = maps[k, 0].numpy()
-        r = cm.faithfulness_scores(model, x, a, tidx, sigma[tidx], fractions=SWEEP_FRACTIONS)
+        r = faithfulness_scores(model, x, a, tidx, sigma[tidx], fractions=SWEEP_FRACTIONS)
         rows.append({
             "config": cfg["name"], **{p: cfg[p] for p in GRID}, "subject": index, "target": tname,
-            "mass_dilated": cm.metrics.mass_inside_dilated(a, mask, args.margin_mm, spacing),
-            "auroc": cm.metrics.auroc(a, mask),
+            "mass_dilated": metrics.mass_inside_dilated(a, mask, args.margin_mm, spacing),
+            "auroc": metrics.auroc(a, mask),
             "deletion_auc": r["deletion_auc"],
             "uniform": bool(a.max() == a.min()),
             "seconds_per_map": seconds,
@@ -150,7 +103,7 @@ def run_config(cfg, model, data, sigma, args):
 
 
 def summary_table(df) -> "object":
-    cols = list(SCORE_COLUMNS) + ["seconds_per_map"]
+    cols = list(SWEEP_SCORES) + ["seconds_per_map"]
     g = df.groupby("config", sort=False)
     summary = g[cols].mean()
     summary["uniform_maps"] = g["uniform"].sum().astype(int)
@@ -176,11 +129,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg", help="shipped model name, checkpoint path, or 'untrained' (dev only)")
     p.add_argument("--n-subjects", type=int, default=4, help="validation subjects")
-    p.add_argument("--targets", nargs="+", default=list(cm.DEFAULT_TARGETS))
+    p.add_argument("--targets", nargs="+", default=list(POSTER_TARGETS))
     p.add_argument("--margin-mm", type=float, default=6.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-combined", action="store_true", help="skip the combined best-per-parameter configuration")
-    p.add_argument("--out-dir", default=str(cm.REPO / "benchmarks" / "results"))
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--quick", action="store_true", help="1 subject, 1 target, base + one config with 5 steps")
     p.add_argument("--base", nargs="+", metavar="KEY=VALUE", default=None,
                    help="start from these values instead of the library defaults (a second round)")
@@ -196,36 +149,36 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    model, meta = cm.load_model(args.model)
+    model, meta = load_model(args.model)
     names = list(meta["output_names"])
     for t in args.targets:
         if t not in names:
             raise SystemExit(f"error: unknown target {t!r}; the model predicts {names}")
     sigma = [float(s) for s in np.atleast_1d(meta["output_std"])]
-    base = dict(base_config(meta["default_layer"]), **parse_overrides(args.base, multi=False))
-    grid = dict(GRID, **parse_overrides(args.grid, multi=True))
+    base = dict(base_config(meta["default_layer"]), **parse_overrides(args.base, GRID, multi=False))
+    grid = dict(GRID, **parse_overrides(args.grid, GRID, multi=True))
     configs = one_at_a_time(base, grid)
     if args.quick:
         args.n_subjects, args.targets, args.no_combined = 1, args.targets[:1], True
         configs = [dict(base, n_steps=5, name="base(5 steps)"), dict(base, n_steps=5, lr=1.0, name="lr=1(5 steps)")]
     data = []
-    for index in cm.split_indices(meta, "val", args.n_subjects):
-        x, subject = cm.load_subject(index, meta)
-        spacing = cm.voxel_spacing(subject)
+    for index in split_indices(meta, "val", args.n_subjects):
+        x, subject = load_subject(index, meta)
+        spacing = voxel_spacing(subject)
         for t in args.targets:
-            data.append((x, names.index(t), t, index, cm.structure_mask(subject, t), spacing))
+            data.append((x, names.index(t), t, index, structure_mask(subject, t), spacing))
     suffix = ("_quick" if args.quick else "") + args.tag
     csv_path = Path(args.out_dir) / f"sweep_smocam{suffix}.csv"
     md_path = Path(args.out_dir) / f"sweep_summary{suffix}.md"
     command = "python benchmarks/sweep_smocam.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    cm.warm_up(model, data[0][0], data[0][1], ["smocam"], layer=model.get_submodule(base["layer"]),
+    warm_up(model, data[0][0], data[0][1], ["smocam"], layer=model.get_submodule(base["layer"]),
                output_std=sigma)  # so the first configuration's time carries no start-up cost (ties go by time)
     rows = []
     for cfg in tqdm(configs, desc="configurations", file=sys.stdout):
         rows += run_config(cfg, model, data, sigma, args)
         df = pd.DataFrame(rows)
-        cm.write_csv_atomic(df, csv_path)
-        cm.write_text_atomic(to_markdown(summary_table(df), command, time.perf_counter() - t_start, len(data)),
+        write_csv(df, csv_path)
+        write_text(to_markdown(summary_table(df), command, time.perf_counter() - t_start, len(data)),
                              md_path)
     if not args.no_combined:
         ranked = summary_table(pd.DataFrame(rows))
@@ -245,8 +198,8 @@ def main(argv=None) -> int:
     ranked = summary_table(df)
     elapsed = time.perf_counter() - t_start
     md = to_markdown(ranked, command, elapsed, len(data))
-    cm.write_csv_atomic(df, csv_path)
-    cm.write_text_atomic(md, md_path)
+    write_csv(df, csv_path)
+    write_text(md, md_path)
     print(md, flush=True)
     best = ranked.iloc[0]
     print("chosen: " + ", ".join(f"{p}={best[p]}" for p in GRID), flush=True)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import json
 import multiprocessing
 import os
 import random
@@ -34,19 +32,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from captum_smocam import synth
+from captum_smocam._io import atomic_write
+from captum_smocam.benchmarking import (
+    CACHE_NORMALIZATION as NORMALIZATION,
+    POSTER_TARGETS,
+    cache_stem,
+    chunk_ranges,
+    synth_sha1,
+)
+from captum_smocam.models import AlexNet3D, VGG3D, load_checkpoint, save_checkpoint
+from captum_smocam.preprocessing import normalize_intensity
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from captum_smocam import synth  # noqa: E402
-from captum_smocam.models import AlexNet3D, VGG3D, load_checkpoint, save_checkpoint  # noqa: E402
-from captum_smocam.preprocessing import normalize_intensity  # noqa: E402
-
 VAL_START = 10_000
 TEST_START = 20_000
-NORMALIZATION = "zscore_nonzero"
-#: Structures whose test R² is printed every epoch (the poster's targets).
-WATCH = ("left_lateral_ventricle", "right_lateral_ventricle", "left_hippocampus", "right_hippocampus")
+#: Structures whose validation R² is printed every epoch (the poster's targets).
+WATCH = POSTER_TARGETS
 
 
 def parse_args(argv=None):
@@ -106,16 +108,12 @@ def _make_subject(index, **kwargs):
     return x, y
 
 
-#: Splits longer than this are generated and cached in chunks of this many subjects, so that
-#: growing ``--n-train`` from 400 to 800 generates only the 400 new subjects.
-CHUNK = 400
-
-
 def load_split(start, stop, args, cache_dir: Path):
     """Normalised images (float16 ``N x X x Y x Z``) and volumes (``N x S``) of subjects [start, stop).
 
-    Ranges longer than :data:`CHUNK` are assembled from cached chunks ``[start + k*CHUNK, ...)``
-    (read into memory); shorter ones are memory-mapped from one cache file.
+    Ranges longer than ``CACHE_CHUNK`` (:mod:`captum_smocam.benchmarking`) are assembled from cached
+    chunks ``[start + k*CACHE_CHUNK, ...)`` (read into memory); shorter ones are memory-mapped from one
+    cache file.
     Returns ``(x, y, synth_sha1)``; ``synth_sha1`` joins the distinct versions with ``,``.
     """
     ranges = chunk_ranges(start, stop)
@@ -125,24 +123,6 @@ def load_split(start, stop, args, cache_dir: Path):
     x = np.concatenate([part[0] for part in parts])
     y = np.concatenate([part[1] for part in parts])
     return x, y, ",".join(sorted({part[2] for part in parts}))
-
-
-def chunk_ranges(start, stop):
-    """``[(a, b), ...]``: the cached chunks that make up subjects ``[start, stop)``."""
-    return [(a, min(a + CHUNK, stop)) for a in range(start, stop, CHUNK)]
-
-
-def cache_stem(cache_dir: Path, start, stop, lr_correlation, spacing, cohort_seed) -> Path:
-    """Path prefix of one cached range; the name encodes everything that changes the data.
-
-    ``{stem}_x.npy`` (float16 images), ``{stem}_y.npy`` (volumes, cm³), ``{stem}_synth.txt``
-    (the synth.py SHA-1 prefix that generated them). ``benchmarks/asymmetry.py`` reads the volumes.
-    """
-    key = dict(start=start, stop=stop, lr_correlation=float(lr_correlation), spacing=float(spacing),
-               cohort_seed=int(cohort_seed), normalization=NORMALIZATION,
-               names=list(synth.STRUCTURE_NAMES))
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir / f"cohort_r{float(lr_correlation):g}_{start}-{stop}_{digest}"
 
 
 def _load_range(start, stop, args, cache_dir: Path):
@@ -177,16 +157,13 @@ def _load_range(start, stop, args, cache_dir: Path):
             xs[i], ys[i] = x, y
     xs.flush()
     del xs
-    np.save(y_path, ys)
+    with atomic_write(y_path, suffix=".npy") as tmp:
+        np.save(tmp, ys)
     os.replace(tmp_x, x_path)
-    sha_path.write_text(current + "\n")
+    with atomic_write(sha_path, suffix=".txt") as tmp:
+        Path(tmp).write_text(current + "\n")
     print(f"data: generated {n} subjects [{start}, {stop}) in {time.time() - t0:.0f} s", flush=True)
     return np.load(x_path, mmap_mode="r"), ys, current
-
-
-def synth_sha1() -> str:
-    """First 12 hex digits of the SHA-1 of the synth.py in use (recorded with data and checkpoints)."""
-    return hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:12]
 
 
 def batches(x, y, batch_size, order=None):

@@ -280,6 +280,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
+    from .benchmarking.data import structure_mask
     from .nifti import load_scan
     from .pipeline import load_model, resolve_layer, resolve_targets
     from .synth import generate_subject, write_lut, write_subject
@@ -296,7 +297,7 @@ def _run_demo(args) -> int:
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)
         labels = _load_labels(lab_path, info)
-        outline = torch.from_numpy(_struct_mask(subject, DEMO_TARGET))
+        outline = torch.from_numpy(structure_mask(subject, DEMO_TARGET))
         preds = _predictions_table(model, meta, x, truth=subject.volumes)
         preds.to_csv(stage / "predictions.csv", index=False)
         summary = _compare(model, meta, layer, x, info, target, COMPARE_METHODS, stage, labels=labels,
@@ -312,9 +313,3 @@ def _run_demo(args) -> int:
           f"regions_{DEMO_TARGET}.csv, predictions.csv, ...")
     return 0
 
-
-def _struct_mask(subject, name: str) -> np.ndarray:
-    from .synth import LABELS
-
-    value = next(k for k, v in LABELS.items() if v == name)
-    return subject.labels == value

@@ -1,0 +1,326 @@
+"""What a benchmark runs on: models, synthetic subjects, their structures and splits, the training cache.
+
+Every script in ``benchmarks/`` resolves a model, draws subjects of the model's
+synthetic cohort and reads structure masks the same way, through these
+functions; ``benchmarks/train.py`` caches the cohort it trains on under the
+names :func:`cache_stem` gives, and the asymmetry benchmark reads the training
+volumes back with :func:`read_training_volumes`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.nn import Module
+
+from .. import synth
+from ..models import DEFAULT_MODELS, VGG3D
+from ..preprocessing import normalize_intensity
+
+__all__ = [
+    "POSTER_TARGETS",
+    "SHIPPED_VGG_ARCH",
+    "CACHE_NORMALIZATION",
+    "CACHE_CHUNK",
+    "untrained_model",
+    "load_model",
+    "shipped_model_available",
+    "load_subject",
+    "structure_mask",
+    "contralateral",
+    "voxel_spacing",
+    "split_indices",
+    "cohort_volumes",
+    "synth_sha1",
+    "chunk_ranges",
+    "cache_stem",
+    "read_training_volumes",
+]
+
+#: The structures the SMOCAM poster explains: the default targets of the benchmarks.
+POSTER_TARGETS = ("left_lateral_ventricle", "right_lateral_ventricle", "left_hippocampus", "right_hippocampus")
+#: Architecture of the shipped VGG3D (``captum_smocam/data/vgg3d_default.pt``).
+SHIPPED_VGG_ARCH = {"channels": (8, 16, 32, 64), "convs_per_block": (1, 1, 2, 2), "hidden": 64, "pool_size": 4}
+#: Intensity normalisation of the cached training images (that of the shipped models).
+CACHE_NORMALIZATION = "zscore_nonzero"
+#: Splits longer than this are cached in chunks of this many subjects, so that growing the
+#: training split from 400 to 800 subjects generates only the 400 new ones.
+CACHE_CHUNK = 400
+
+_NAME_TO_LABEL = {name: value for value, name in synth.LABELS.items()}
+
+
+# --------------------------------------------------------------------------- models
+def untrained_model(seed: int = 0) -> Tuple[Module, dict]:
+    """A randomly initialised VGG3D with the shipped architecture, and checkpoint metadata for it.
+
+    Cost does not depend on the weights, so timing benchmarks can run on it
+    where the shipped weights are absent. The outputs are de-standardised around
+    the template's volumes (mean = template volume, sd = 10 % of it), so that
+    predictions are plausible volumes in cm³; the metadata has every key of a
+    shipped checkpoint that the package reads (development only: the splits and
+    the cohort are those of a shipped model, the weights are not trained).
+
+    Args:
+        seed (int, optional): seed of the weights; the global torch random state
+            is left as it was. Default: 0
+
+    Returns:
+        tuple: ``(model, metadata)``, the model in eval mode.
+
+    Examples::
+
+        >>> net, meta = untrained_model()
+        >>> type(net).__name__, meta["default_layer"], len(meta["output_names"])
+        ('VGG3D', 'features.block3', 16)
+    """
+    names = list(synth.STRUCTURE_NAMES)
+    template = synth.template_volumes()
+    mean = [template[n] for n in names]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = VGG3D(len(names), **SHIPPED_VGG_ARCH, output_mean=mean, output_std=[0.1 * m for m in mean]).eval()
+    shape, affine = synth.default_grid(synth.DEFAULT_SPACING)
+    meta = {
+        "output_names": names,
+        "output_units": "cm3",
+        "output_mean": mean,
+        "output_std": [float(s) for s in net.output_std],
+        "default_layer": net.default_layer,
+        "input_shape": [int(s) for s in shape],
+        "spacing_mm": synth.DEFAULT_SPACING,
+        "affine": np.asarray(affine, dtype=float).tolist(),
+        "intensity_normalization": CACHE_NORMALIZATION,
+        "splits": {"train": [0, 1000], "val": [10000, 10050], "test": [20000, 20100]},
+        "lr_correlation": synth.DEFAULT_LR_CORRELATION,
+        "cohort_seed": 0,
+    }
+    return net, meta
+
+
+def load_model(spec: Optional[str] = None) -> Tuple[Module, dict]:
+    """``(model, metadata)`` for a shipped name, a checkpoint path, or ``"untrained"``; eval mode.
+
+    ``"untrained"`` is :func:`untrained_model` (development only); anything else
+    goes through :func:`captum_smocam.pipeline.load_model`, as in the ``smocam``
+    command. None is ``"vgg"``.
+
+    Examples::
+
+        >>> net, meta = load_model("untrained")
+        >>> net.training
+        False
+    """
+    if spec == "untrained":
+        return untrained_model()
+    from ..pipeline import load_model as load_checkpoint_or_shipped
+
+    net, meta = load_checkpoint_or_shipped(spec)
+    return net.eval(), meta
+
+
+def shipped_model_available(name: str = "vgg") -> bool:
+    """Whether the shipped model ``name`` (a key of ``models.DEFAULT_MODELS``) is installed.
+
+    Examples::
+
+        >>> shipped_model_available("no such model")
+        False
+    """
+    if name not in DEFAULT_MODELS:
+        return False
+    return (importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]).is_file()
+
+
+# --------------------------------------------------------------------------- subjects
+def load_subject(index: int, meta: dict, *, lr_correlation: Optional[float] = None,
+                 cohort_seed: Optional[int] = None, overrides: Optional[dict] = None,
+                 spacing: Optional[float] = None):
+    """Generate one subject of a model's cohort, normalised as the model expects.
+
+    Args:
+        index (int): subject index (see the checkpoint's ``splits``).
+        meta (dict): checkpoint metadata: ``lr_correlation``, ``intensity_normalization``,
+            and optionally ``cohort_seed`` (default 0) and ``spacing_mm``.
+        lr_correlation (float, optional): another cohort's left/right correlation.
+            Default: the model's
+        cohort_seed (int, optional): another cohort seed. Default: the model's
+        overrides (dict, optional): volume factors, see :func:`captum_smocam.synth.generate_subject`.
+        spacing (float, optional): grid spacing in mm. Default: the model's
+
+    Returns:
+        tuple: ``(x, subject)``: ``x`` the normalised image, float32 ``1 x 1 x X x Y x Z``,
+        and the :class:`captum_smocam.synth.Subject` (labels, volumes, affine).
+
+    Examples::
+
+        >>> meta = {"lr_correlation": 0.95, "intensity_normalization": "zscore_nonzero", "spacing_mm": 12.0}
+        >>> x, subject = load_subject(0, meta)
+        >>> tuple(x.shape[:2]), x.dtype, x.shape[2:] == subject.labels.shape
+        ((1, 1), torch.float32, True)
+    """
+    spacing = spacing if spacing is not None else meta.get("spacing_mm", synth.DEFAULT_SPACING)
+    subject = synth.generate_subject(
+        int(index),
+        spacing=float(np.atleast_1d(spacing)[0]),
+        lr_correlation=float(meta["lr_correlation"] if lr_correlation is None else lr_correlation),
+        cohort_seed=int(meta.get("cohort_seed", 0) if cohort_seed is None else cohort_seed),
+        overrides=overrides,
+    )
+    img = normalize_intensity(subject.image, meta["intensity_normalization"])
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None], subject
+
+
+def structure_mask(subject, name: str) -> np.ndarray:
+    """Boolean mask of the synthetic structure ``name`` on the subject's grid.
+
+    Examples::
+
+        >>> from types import SimpleNamespace
+        >>> s = SimpleNamespace(labels=np.array([0, 1, 2, 1]))
+        >>> structure_mask(s, "left_lateral_ventricle")
+        array([False,  True, False,  True])
+    """
+    if name not in _NAME_TO_LABEL:
+        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
+    return np.asarray(subject.labels) == _NAME_TO_LABEL[name]
+
+
+def contralateral(name: str) -> Optional[str]:
+    """The other side's structure name (``left_x`` <-> ``right_x``), or None if unpaired.
+
+    Examples::
+
+        >>> contralateral("left_hippocampus")
+        'right_hippocampus'
+        >>> contralateral("brainstem") is None
+        True
+    """
+    for a, b in (("left_", "right_"), ("right_", "left_")):
+        if name.startswith(a):
+            return b + name[len(a):]
+    return None
+
+
+def voxel_spacing(subject) -> Tuple[float, ...]:
+    """Voxel size in mm along each axis, from the subject's affine.
+
+    Examples::
+
+        >>> from types import SimpleNamespace
+        >>> voxel_spacing(SimpleNamespace(affine=np.diag([3.0, 2.0, 1.0, 1.0])))
+        (3.0, 2.0, 1.0)
+    """
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(subject.affine)[:3, :3], axis=0))
+
+
+def split_indices(meta: dict, split: str, n: Optional[int] = None) -> List[int]:
+    """The first ``n`` subject indices of a split of the checkpoint (all of them if ``n`` is None).
+
+    Examples::
+
+        >>> split_indices({"splits": {"test": [20000, 20100]}}, "test", 3)
+        [20000, 20001, 20002]
+    """
+    if split not in meta["splits"]:
+        raise ValueError(f"unknown split {split!r}; the checkpoint has {sorted(meta['splits'])}")
+    start, stop = (int(v) for v in meta["splits"][split])
+    idx = list(range(start, stop))
+    if n is not None:
+        if n < 1 or n > len(idx):
+            raise ValueError(f"asked for {n} {split} subjects; the split has {len(idx)}")
+        idx = idx[:n]
+    return idx
+
+
+def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int = 0) -> Dict[str, float]:
+    """Exact structure volumes (cm³) of ``synth.generate_subject(index, ...)`` without rendering the image.
+
+    Repeats the volume part of :func:`captum_smocam.synth.generate_subject`
+    (draws, bump amplitudes, the fold-safety shrink loop, the Jacobian
+    integral) and skips the warp and rendering, about 20 times faster. No
+    overrides. It reaches into ``synth``'s private steps, so a caller that
+    relies on it should check it against ``generate_subject`` once (the
+    asymmetry benchmark does, and the tests do).
+    """
+    rng = np.random.default_rng([cohort_seed, index])
+    p = synth._draw(rng, lr_correlation)
+    z = np.array([p["log_factors"][n] for n in synth.STRUCTURE_NAMES])
+    elastic_jac = synth._elastic(synth._cells().points.astype(np.float64), p["waves"], True)
+    amplitudes, det = synth._solve_amplitudes(z, elastic_jac)
+    shrink = 1.0
+    while det.min() < synth._MIN_JACOBIAN and shrink > 0.05:
+        shrink *= 0.8
+        amplitudes, det = synth._solve_amplitudes(shrink * z, elastic_jac)
+    return synth._exact_volumes(p["scale"], det)
+
+
+# --------------------------------------------------------------------------- training cache
+def synth_sha1() -> str:
+    """First 12 hex digits of the SHA-1 of the ``synth.py`` in use (recorded with cached data and checkpoints)."""
+    return hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:12]
+
+
+def chunk_ranges(start: int, stop: int) -> List[Tuple[int, int]]:
+    """``[(a, b), ...]``: the cached chunks that make up subjects ``[start, stop)``.
+
+    Examples::
+
+        >>> chunk_ranges(0, 1000)
+        [(0, 400), (400, 800), (800, 1000)]
+    """
+    return [(a, min(a + CACHE_CHUNK, stop)) for a in range(start, stop, CACHE_CHUNK)]
+
+
+def cache_stem(cache_dir, start: int, stop: int, lr_correlation: float, spacing: float, cohort_seed: int) -> Path:
+    """Path prefix of one cached range of subjects; the name encodes everything that changes the data.
+
+    ``{stem}_x.npy`` holds the float16 normalised images, ``{stem}_y.npy`` the
+    volumes (cm³, ``N x S`` in ``synth.STRUCTURE_NAMES`` order) and
+    ``{stem}_synth.txt`` the :func:`synth_sha1` of the ``synth.py`` that
+    generated them.
+
+    Examples::
+
+        >>> cache_stem("runs", 0, 400, 0.95, 3.0, 0).name[:17]
+        'cohort_r0.95_0-40'
+    """
+    key = dict(start=start, stop=stop, lr_correlation=float(lr_correlation), spacing=float(spacing),
+               cohort_seed=int(cohort_seed), normalization=CACHE_NORMALIZATION,
+               names=list(synth.STRUCTURE_NAMES))
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(cache_dir) / f"cohort_r{float(lr_correlation):g}_{start}-{stop}_{digest}"
+
+
+def _volume_cache_files(meta: dict, cache_dir) -> List[Tuple[Path, Path]]:
+    """``(volumes .npy, synth version .txt)`` of each cached chunk of the model's training split."""
+    start, stop = (int(v) for v in meta["splits"]["train"])
+    stems = [cache_stem(cache_dir, a, b, meta["lr_correlation"], meta.get("spacing_mm", synth.DEFAULT_SPACING),
+                        meta.get("cohort_seed", 0)) for a, b in chunk_ranges(start, stop)]
+    return [(Path(f"{stem}_y.npy"), Path(f"{stem}_synth.txt")) for stem in stems]
+
+
+def read_training_volumes(meta: dict, cache_dir) -> Optional[np.ndarray]:
+    """The volumes of a model's whole training split (``N x S``, cm³) from the training cache, or None.
+
+    None when a chunk is missing, or was generated by a ``synth.py`` other than
+    the one(s) the model was trained on (``meta["synth_sha1"]``, comma-separated).
+
+    Args:
+        meta (dict): checkpoint metadata (``splits``, ``lr_correlation``, ``synth_sha1``,
+            ``spacing_mm`` and ``cohort_seed`` if not the defaults).
+        cache_dir (str or Path): the cache folder of ``benchmarks/train.py``.
+    """
+    trained_on = str(meta.get("synth_sha1", "")).split(",")
+    parts = []
+    for volumes, version in _volume_cache_files(meta, cache_dir):
+        if not (volumes.is_file() and version.is_file()) or version.read_text().strip() not in trained_on:
+            return None
+        parts.append(np.load(volumes))
+    y = np.concatenate(parts)
+    return y if y.ndim == 2 and y.shape[1] == len(synth.STRUCTURE_NAMES) else None

@@ -1,0 +1,187 @@
+"""Measuring what a call costs: its peak memory, and a warm-up so that the first timed call pays no start-up.
+
+Peak memory is measured one way in every benchmark (:class:`PeakMemory`). On CPU the kernel keeps the peak resident set size of a process (``VmHWM`` in
+``/proc/self/status``) and lets a process reset it to the current resident set
+size (writing ``5`` to ``/proc/self/clear_refs``, Linux >= 4.0). Resetting it
+before the block and reading it after gives the exact peak, short-lived peaks
+included, with no sampling thread. Where the reset is not allowed, a thread
+samples the resident set size instead. On CUDA, PyTorch's own peak counter is
+used.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Optional
+
+import torch
+
+from ..methods import attribute_map
+
+__all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up"]
+
+#: How :class:`PeakMemory` measures: ``"auto"`` picks ``"cuda"`` for a CUDA
+#: device, else ``"vmhwm"`` where the kernel allows the reset, else ``"sampled"``.
+PEAK_MEMORY_METHODS = ("auto", "vmhwm", "sampled", "cuda")
+
+_DESCRIPTIONS = {
+    "vmhwm": "peak RSS (VmHWM, reset just before the call) minus RSS at the call's start",
+    "sampled": "largest RSS sampled every {interval:g} s during the call minus RSS at its start",
+    "cuda": "peak CUDA memory allocated during the call minus before it",
+    None: "not measured (no /proc/self/status)",
+}
+
+
+def _status_kib(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak since the last reset) of this process, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} is not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Reset this process's peak-RSS mark (VmHWM) to its current RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _malloc_trim() -> None:
+    """Return freed heap memory to the OS (glibc), so that reusing it counts as new memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakMemory:
+    """Peak extra memory while a block runs, in MiB: what the block adds at its peak.
+
+    CPU: freed heap memory is first returned to the OS (glibc
+    ``malloc_trim(0)``), the kernel's peak-RSS mark is reset, and ``peak_mb``
+    is ``VmHWM`` after the block minus ``VmRSS`` before it: the extra resident
+    memory of the whole process (tensors, the autograd graph, temporaries,
+    allocator caching, every thread), exact and not sampled. Where
+    ``/proc/self/clear_refs`` cannot be written, a thread samples ``VmRSS``
+    every ``interval`` seconds (``method`` ``"sampled"``: a peak shorter than
+    ``interval`` can be missed). ``nan`` where ``/proc`` is missing (not Linux).
+
+    CUDA: ``torch.cuda.max_memory_allocated()`` after
+    ``torch.cuda.reset_peak_memory_stats()``, minus the memory allocated
+    before the block (tensors only, not the caching allocator's reserve).
+
+    Args:
+        device (str or torch.device, optional): where the block computes.
+            Default: ``"cpu"``
+        method (str, optional): one of :data:`PEAK_MEMORY_METHODS`. Default: ``"auto"``
+        interval (float, optional): sampling period of the ``"sampled"`` method,
+            in seconds. Default: 0.002
+
+    Attributes:
+        peak_mb (float): the peak extra memory in MiB, set when the block ends.
+        method (str): the method used (``"auto"`` resolved), or None without ``/proc``.
+        description (str): the method in words, for a report.
+
+    Examples::
+
+        >>> import torch
+        >>> with PeakMemory() as mem:
+        ...     t = torch.ones(2**24)  # 64 MiB, touched
+        ...     del t
+        >>> mem.peak_mb > 48 or mem.method is None
+        True
+    """
+
+    def __init__(self, device="cpu", method: str = "auto", interval: float = 0.002) -> None:
+        if method not in PEAK_MEMORY_METHODS:
+            raise ValueError(f"method must be one of {PEAK_MEMORY_METHODS}, got {method!r}")
+        if not interval > 0:
+            raise ValueError(f"interval must be positive, got {interval!r}")
+        self.device = torch.device(device)
+        self.interval = interval
+        self.method: Optional[str] = method
+        self.peak_mb = float("nan")
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.method == "cuda" or (self.method == "auto" and self.device.type == "cuda"):
+            self.method = "cuda"
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        _malloc_trim()
+        try:
+            self._base = _status_kib("VmRSS")
+        except OSError:  # no /proc: not Linux
+            self.method = None
+            return self
+        if self.method in ("auto", "vmhwm"):
+            try:
+                _reset_peak_rss()
+            except OSError:
+                if self.method == "vmhwm":
+                    raise
+                self.method = "sampled"
+            else:
+                self.method = "vmhwm"
+                self._base = _status_kib("VmRSS")
+        if self.method == "sampled":
+            self._peak = self._base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS.get(self.method, self.method).format(interval=self.interval)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _status_kib("VmRSS"))
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc) -> bool:
+        if self.method == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif self.method == "vmhwm":
+            self.peak_mb = (_status_kib("VmHWM") - self._base) / 1024.0
+        elif self.method == "sampled":
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, _status_kib("VmRSS")) - self._base) / 1024.0
+        return False
+
+
+def warm_up(model, x, target: int, methods, **method_kwargs) -> None:
+    """One cheap, untimed call of each gradient-based method, so that the first timed map pays no warm-up.
+
+    The first autograd pass, torch.fx trace and thread-pool start-up of a
+    process cost a few tenths of a second, which would otherwise land on
+    whichever method or configuration happens to run first. SMOCAM runs 2
+    steps; Occlusion is warmed by the plain forward pass (it only runs forwards).
+
+    Args:
+        model (Module): the regressor.
+        x (Tensor): one input, ``1 x 1 x X x Y x Z``.
+        target (int): an output index.
+        methods (sequence of str): methods of :data:`captum_smocam.methods.METHODS`.
+        **method_kwargs: arguments of :func:`captum_smocam.methods.attribute_map`
+            (``layer``, ``output_std``, ``smocam_kwargs``, ...).
+
+    Examples::
+
+        >>> from captum_smocam.models import VGG3D
+        >>> net = VGG3D(2, channels=(4, 8)).eval()
+        >>> warm_up(net, torch.randn(1, 1, 8, 8, 8), 0, ["smocam", "occlusion"], layer=net.features.block2)
+    """
+    kw = dict(method_kwargs)
+    kw["smocam_kwargs"] = dict(kw.get("smocam_kwargs") or {}, n_steps=2)
+    with torch.no_grad():
+        model(x)
+    for m in methods:
+        if m != "occlusion":
+            attribute_map(m, model, x, int(target), **kw)

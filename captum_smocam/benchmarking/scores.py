@@ -1,0 +1,193 @@
+"""Score bundles of one attribution map, and Markdown summaries of many.
+
+The benchmarks score every map with the same bundles: where it points
+(:func:`localisation_scores`) and how faithful it is to the model
+(:func:`faithfulness_scores`), both built on :mod:`captum_smocam.metrics`.
+:func:`summary_table` and :func:`randomization_table` turn the per-map rows
+into the tables that ``docs/benchmarks.md`` quotes.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from .. import metrics
+from ..methods import METHOD_LABELS
+
+__all__ = ["HIGHER_IS_BETTER", "localisation_scores", "faithfulness_scores", "summary_table",
+           "randomization_table"]
+
+#: Score columns of the per-map tables, with whether a higher value is better.
+HIGHER_IS_BETTER = {
+    "mass_inside": True,
+    "mass_dilated": True,
+    "auroc": True,
+    "pointing": True,
+    "pointing_dilated": True,
+    "side_specificity": True,
+    "deletion_auc": True,
+    "insertion_auc": False,
+    "seconds_per_map": False,
+    "peak_rss_mb": False,
+}
+
+
+def localisation_scores(attr: np.ndarray, mask: np.ndarray, contra: Optional[np.ndarray],
+                        margin_mm: float, spacing) -> Dict[str, float]:
+    """Mass inside, dilated mass, AUROC, pointing games and side specificity of one map.
+
+    Args:
+        attr (numpy.ndarray): the map on the structure's grid, ``X x Y x Z``.
+        mask (numpy.ndarray): boolean mask of the explained structure.
+        contra (numpy.ndarray, optional): its contralateral twin; None (or an
+            empty mask) gives ``side_specificity`` = ``nan``.
+        margin_mm (float): dilation of the structure for ``mass_dilated`` and
+            ``pointing_dilated``.
+        spacing (float or sequence of float): voxel size in mm.
+
+    Returns:
+        dict: ``mass_inside``, ``mass_dilated``, ``auroc``, ``pointing``,
+        ``pointing_dilated`` (1.0 or 0.0) and ``side_specificity``, all in ``[0, 1]``.
+
+    Examples::
+
+        >>> m = np.zeros((7, 8, 9), bool); m[1:3, 2:4, 2:5] = True
+        >>> c = np.zeros_like(m); c[4:6, 2:4, 2:5] = True
+        >>> s = localisation_scores(m.astype(float), m, c, margin_mm=2.0, spacing=1.0)
+        >>> s["mass_inside"], s["auroc"], s["side_specificity"]
+        (1.0, 1.0, 1.0)
+    """
+    return {
+        "mass_inside": metrics.mass_inside(attr, mask),
+        "mass_dilated": metrics.mass_inside_dilated(attr, mask, margin_mm, spacing),
+        "auroc": metrics.auroc(attr, mask),
+        "pointing": float(metrics.pointing_game(attr, mask)),
+        "pointing_dilated": float(metrics.pointing_game(attr, mask, margin_mm=margin_mm, spacing=spacing)),
+        "side_specificity": (metrics.side_specificity(attr, mask, contra)
+                             if contra is not None and contra.any() else float("nan")),
+    }
+
+
+def faithfulness_scores(model, x, attr, target: int, sigma: float, *, random_orderings: int = 0,
+                        seed: int = 0, fractions=metrics.DEFAULT_FRACTIONS) -> Dict[str, float]:
+    """Deletion and insertion AUC of one map, the baseline being the scan's background value.
+
+    Args:
+        model (Module): the regressor.
+        x (Tensor): the scan, ``1 x 1 x X x Y x Z``.
+        attr (numpy.ndarray): the map, ``X x Y x Z``.
+        target (int): the explained output.
+        sigma (float): the output's standard deviation (changes are in units of it).
+        random_orderings (int, optional): random deletion orders for the
+            reference level of an uninformative map. Default: 0 (none)
+        seed (int, optional): seed of the random orders. Default: 0
+        fractions (sequence of float, optional): fractions of voxels perturbed.
+            Default: :data:`captum_smocam.metrics.DEFAULT_FRACTIONS`
+
+    Returns:
+        dict: ``deletion_auc``, ``insertion_auc``, ``prediction``,
+        ``baseline_prediction``, and with ``random_orderings``
+        ``random_deletion_auc`` and ``random_insertion_auc``.
+
+    Examples::
+
+        >>> import torch
+        >>> model = lambda t: t.flatten(1).sum(1, keepdim=True)
+        >>> x = torch.zeros(1, 1, 2, 2, 2); x[0, 0, 0, 0, 0] = 1.0
+        >>> s = faithfulness_scores(model, x, x[0, 0].numpy(), 0, 1.0, fractions=(0.0, 0.5, 1.0))
+        >>> s["prediction"], s["baseline_prediction"]
+        (1.0, 0.0)
+    """
+    r = metrics.deletion_insertion(model, x, attr, target, baseline=float(x.min()), fractions=fractions,
+                                   output_std=sigma, random_orderings=random_orderings, generator=seed)
+    out = {"deletion_auc": r["deletion_auc"], "insertion_auc": r["insertion_auc"],
+           "prediction": r["output"], "baseline_prediction": r["baseline_output"]}
+    if random_orderings:
+        out["random_deletion_auc"] = r["random_deletion_auc"]
+        out["random_insertion_auc"] = r["random_insertion_auc"]
+    return out
+
+
+def _mean_sd(values, mean_format: str, sd_format: str) -> str:
+    """``mean ± sd`` of the non-missing values (``n/a`` if none; no sd for one value)."""
+    v = values.astype(float)
+    n = int(v.notna().sum())
+    if n == 0:
+        return "n/a"
+    return f"{v.mean():{mean_format}} ± {v.std(ddof=1):{sd_format}}" if n > 1 else f"{v.mean():{mean_format}}"
+
+
+def summary_table(df, methods: Sequence[str], targets: Sequence[str], columns: Sequence[str]) -> str:
+    """Markdown table of scores, mean ± sd over subjects, one row per target x method; the best mean in bold.
+
+    "Best" follows :data:`HIGHER_IS_BETTER` (a column it does not name counts
+    as higher is better).
+
+    Args:
+        df (pandas.DataFrame): one row per map, with ``target`` and ``method``
+            columns and the score ``columns``.
+        methods (sequence of str): methods, in row order.
+        targets (sequence of str): targets, in row order.
+        columns (sequence of str): the score columns shown.
+
+    Returns:
+        str: the table, ending with a newline.
+
+    Examples::
+
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"target": ["t", "t"], "method": ["smocam", "gradcam"], "auroc": [0.9, 0.6]})
+        >>> print(summary_table(df, ["smocam", "gradcam"], ["t"], ["auroc"]), end="")
+        | target | method | auroc |
+        |---|---|---|
+        | t | SMOCAM | **0.9** |
+        | t | Grad-CAM | 0.6 |
+    """
+    lines = ["| target | method | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for target in targets:
+        sub = df[df["target"] == target]
+        best = {}
+        for c in columns:
+            means = sub.groupby("method")[c].mean()
+            if means.notna().any():
+                best[c] = means.idxmax() if HIGHER_IS_BETTER.get(c, True) else means.idxmin()
+        for m in methods:
+            rows = sub[sub["method"] == m]
+            if rows.empty:
+                continue
+            cells = [_mean_sd(rows[c], ".3g", ".2g") for c in columns]
+            cells = [f"**{s}**" if best.get(c) == m else s for c, s in zip(columns, cells)]
+            lines.append(f"| {target} | {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def randomization_table(df) -> str:
+    """Markdown table of the cascading-randomisation Spearman ρ, mean ± sd per method and step.
+
+    Args:
+        df (pandas.DataFrame): one row per map and randomisation step, with
+            ``method``, ``step_name``, ``spearman`` and (optionally)
+            ``map_constant`` columns.
+
+    Returns:
+        str: the table, or ``""`` for no rows.
+
+    Examples::
+
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"method": ["gradcam"] * 2, "step_name": ["top (head)"] * 2,
+        ...                    "spearman": [0.1, 0.3], "map_constant": [False, False]})
+        >>> print(randomization_table(df).splitlines()[-1])
+        | Grad-CAM | top (head) | 0.200 ± 0.14 | 2 | 0 of 2 |
+    """
+    if df is None or df.empty:
+        return ""
+    lines = ["| method | randomised | Spearman (mean ± sd) | n | constant maps |", "|---|---|---|---|---|"]
+    for (m, step), g in df.groupby(["method", "step_name"], sort=False):
+        n = int(g["spearman"].astype(float).notna().sum())
+        n_const = int(g["map_constant"].sum()) if "map_constant" in g else 0
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | {step} | {_mean_sd(g['spearman'], '.3f', '.2f')} | {n} | "
+                     f"{n_const} of {len(g)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,62 @@
+"""Tests of captum_smocam.benchmarking.scores: the score bundles of one map and the summary tables."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from captum_smocam.benchmarking import scores as S
+
+
+def test_localisation_scores_on_a_map_that_is_the_structure():
+    mask = np.zeros((7, 8, 9), bool)
+    mask[1:3, 2:4, 2:5] = True
+    contra = np.zeros_like(mask)
+    contra[4:6, 2:4, 2:5] = True
+    s = S.localisation_scores(mask.astype(float), mask, contra, margin_mm=2.0, spacing=(1.0, 1.0, 1.0))
+    assert s == {"mass_inside": 1.0, "mass_dilated": 1.0, "auroc": 1.0, "pointing": 1.0,
+                 "pointing_dilated": 1.0, "side_specificity": 1.0}
+    # the contralateral structure instead: no mass inside, side specificity 0; within 2 voxels' margin
+    # (the structures are 2 voxels apart) the dilated scores see it
+    s = S.localisation_scores(contra.astype(float), mask, contra, margin_mm=1.0, spacing=1.0)
+    assert s["mass_inside"] == 0.0 and s["side_specificity"] == 0.0 and s["pointing"] == 0.0
+    s = S.localisation_scores(contra.astype(float), mask, contra, margin_mm=2.0, spacing=1.0)
+    assert s["pointing_dilated"] == 0.0 and 0.0 < s["mass_dilated"] < 1.0
+    # no contralateral structure: side specificity is undefined, not 0 or 1
+    assert np.isnan(S.localisation_scores(mask.astype(float), mask, None, 2.0, 1.0)["side_specificity"])
+
+
+def test_faithfulness_scores_use_the_background_as_baseline_and_add_the_random_reference():
+    def model(t):  # a linear regressor: the output is the sum of the voxels
+        return t.flatten(1).sum(1, keepdim=True)
+
+    x = torch.full((1, 1, 4, 4, 4), -1.0)  # background -1
+    x[0, 0, :2] = 1.0
+    good = (x[0, 0] + 1.0).numpy()  # the voxels above the background first
+    s = S.faithfulness_scores(model, x, good, 0, sigma=2.0)
+    assert s["prediction"] == pytest.approx(0.0) and s["baseline_prediction"] == pytest.approx(-64.0)
+    assert set(s) == {"deletion_auc", "insertion_auc", "prediction", "baseline_prediction"}
+    r = S.faithfulness_scores(model, x, good, 0, sigma=2.0, random_orderings=2, seed=3)
+    assert r["deletion_auc"] > r["random_deletion_auc"]  # the right order removes the signal faster
+    assert r["insertion_auc"] < r["random_insertion_auc"]
+
+
+def test_summary_table_reports_mean_sd_and_bolds_the_best_by_direction():
+    df = pd.DataFrame({
+        "target": ["t"] * 4 + ["u"], "method": ["smocam", "smocam", "gradcam", "gradcam", "gradcam"],
+        "auroc": [0.9, 0.7, 0.6, 0.6, np.nan], "seconds_per_map": [2.0, 2.0, 1.0, 2.0, 3.0],
+    })
+    md = S.summary_table(df, ["smocam", "gradcam"], ["t", "u"], ["auroc", "seconds_per_map"])
+    assert "| t | SMOCAM | **0.8 ± 0.14** | 2 ± 0 |" in md
+    assert "| t | Grad-CAM | 0.6 ± 0 | **1.5 ± 0.71** |" in md  # time: lower is better
+    assert "| u | Grad-CAM | n/a | **3** |" in md  # no value: n/a; one value: no sd
+    assert "| u | SMOCAM" not in md
+
+
+def test_randomization_table_counts_constant_maps_and_undefined_rho():
+    df = pd.DataFrame({"method": ["smocam"] * 2 + ["deeplift"] * 2,
+                       "step_name": ["top (head)", "all layers"] * 2,
+                       "spearman": [np.nan, np.nan, 0.96, 0.95], "map_constant": [True, True, False, False]})
+    lines = S.randomization_table(df).splitlines()
+    assert "| SMOCAM | top (head) | n/a | 0 | 1 of 1 |" in lines
+    assert "| DeepLIFT | all layers | 0.950 | 1 | 0 of 1 |" in lines
+    assert S.randomization_table(df.iloc[:0]) == ""
