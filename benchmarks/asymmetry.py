@@ -36,6 +36,10 @@ Usage::
     python benchmarks/asymmetry.py                 # full run (~20-30 min on 2 cores)
     python benchmarks/asymmetry.py --quick         # smoke test (< 2 min)
 
+A ``--quick`` run writes ``_quick`` names, by default under
+``benchmarks/runs/quick/asymmetry/`` (git-ignored, figures included), never
+over the full run's tables and figures.
+
 See ``docs/asymmetry.md`` for the results.
 """
 from __future__ import annotations
@@ -79,6 +83,8 @@ from captum_smocam.regions import get_region_table
 from captum_smocam.smocam import SMOCAM, upsample_mask
 
 REPO = Path(__file__).resolve().parents[1]
+#: Where a quick run writes by default (git-ignored scratch).
+QUICK = REPO / "benchmarks" / "runs" / "quick" / "asymmetry"
 DEFAULT_MODELS = ("vgg", "vgg_independent")
 DEFAULT_LEVELS = (-40, -30, -20, -10, 0, 10, 20, 30, 40)
 DEFAULT_ATTR_LEVELS = (-40, -30, 0, 30, 40)
@@ -186,11 +192,16 @@ def parse_args(argv=None):
                    help="SMOCAM's gamma (default: the package's DEFAULT_SMOOTH_WEIGHT); on the shipped vgg the "
                         "default keeps the uniform initial mask for the hippocampus outputs, see docs/asymmetry.md")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "asymmetry"))
-    p.add_argument("--figures-dir", default=str(REPO / "docs" / "figures"))
+    p.add_argument("--out-dir", default=None,
+                   help=f"tables (default: benchmarks/results/asymmetry; with --quick {QUICK.relative_to(REPO)})")
+    p.add_argument("--figures-dir", default=None,
+                   help=f"figures (default: docs/figures; with --quick {QUICK.relative_to(REPO)})")
     p.add_argument("--cache-dir", default=str(REPO / "benchmarks" / "runs"),
                    help="benchmarks/train.py's data cache (training volumes are read from it if present)")
     args = p.parse_args(argv)
+    # A quick run never writes over the published results: its own names, in a scratch folder.
+    args.out_dir = args.out_dir or str(QUICK if args.quick else REPO / "benchmarks" / "results" / "asymmetry")
+    args.figures_dir = args.figures_dir or str(QUICK if args.quick else REPO / "docs" / "figures")
     if args.quick:
         args.n_reference, args.n_natural = 4, 1
         args.levels, args.attr_levels, args.occlusion_levels = [40.0], [40.0], []
@@ -216,8 +227,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     t_start = time.time()
     out_dir, fig_dir, cache_dir = Path(args.out_dir), Path(args.figures_dir), Path(args.cache_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
     log("command: python benchmarks/asymmetry.py " + " ".join(sys.argv[1:] if argv is None else argv))
     log(f"torch {torch.__version__}, threads {args.threads}, python {platform.python_version()}")
 
@@ -249,7 +259,7 @@ def main(argv=None) -> int:
             f"L/R corr {np.corrcoef(left, right)[0, 1]:.3f}")
         ref_rows += [dict(model=name, i=i, left_cm3=l_, right_cm3=r_, asym_cm3=d, z=(d - refs[name]["mean"]) / refs[name]["sd"])
                      for i, (l_, r_, d) in enumerate(zip(left, right, a))]
-    write_csv(pd.DataFrame(ref_rows), out_dir / "reference.csv", float_format="%.5f")
+    write_csv(pd.DataFrame(ref_rows), out_dir / f"reference{suffix}.csv", float_format="%.5f")
     log(f"reference done in {time.time() - t0:.0f} s")
 
     # 2. Test subjects and predictions.
@@ -281,7 +291,7 @@ def main(argv=None) -> int:
                              true_pct_rank=100.0 * float(np.mean(ref["asym"] <= ta)),
                              pred_pct_rank=100.0 * float(np.mean(ref["asym"] <= pa))))
     preds = pd.DataFrame(rows)
-    write_csv(preds, out_dir / "predictions.csv", float_format="%.4f")
+    write_csv(preds, out_dir / f"predictions{suffix}.csv", float_format="%.4f")
     fits = []
     for name in models:
         d = preds[preds.model == name]
@@ -294,7 +304,7 @@ def main(argv=None) -> int:
                                  mae_left=float(np.mean(np.abs(sel.pred_left - sel.true_left))),
                                  mae_right=float(np.mean(np.abs(sel.pred_right - sel.true_right)))))
     fit_df = pd.DataFrame(fits)
-    write_csv(fit_df, out_dir / "fit.csv", float_format="%.4f")
+    write_csv(fit_df, out_dir / f"fit{suffix}.csv", float_format="%.4f")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         log("fit of predicted on true asymmetry (cm3):\n" + fit_df.to_string(index=False, float_format="%.3f"))
         cols = ["model", "subject", "true_left", "true_right", "pred_left", "pred_right", "true_asym", "pred_asym",
@@ -343,8 +353,8 @@ def main(argv=None) -> int:
                 log(f"{name} {spec['subject']} {method}: {seconds:.1f} s; side specificity L/R "
                     f"{att_rows[-2]['side_specificity']:.3f}/{att_rows[-1]['side_specificity']:.3f}")
     att = pd.DataFrame(att_rows)
-    write_csv(att, out_dir / "attention.csv", float_format="%.4f")
-    write_csv(pd.DataFrame(reg_rows), out_dir / "regions.csv", float_format="%.4f")
+    write_csv(att, out_dir / f"attention{suffix}.csv", float_format="%.4f")
+    write_csv(pd.DataFrame(reg_rows), out_dir / f"regions{suffix}.csv", float_format="%.4f")
     if len(att):
         summ = att.groupby(["model", "method"])[["side_specificity", "side_specificity_density", "hemisphere_share"]].agg(["mean", "min", "max"])
         with pd.option_context("display.width", 200):
@@ -354,7 +364,7 @@ def main(argv=None) -> int:
 
     # 4. Figures.
     make_figures(args, models, refs, preds, specs, subjects, masks_for_fig, fig_dir)
-    write_summary(out_dir / ("summary_quick.md" if args.quick else "summary.md"), argv, args, metas, refs,
+    write_summary(out_dir / f"summary{suffix}.md", argv, args, metas, refs,
                   preds, fit_df, att, time.time() - t_start)
     log(f"total {time.time() - t_start:.0f} s")
     return 0

@@ -16,6 +16,11 @@ Random weights do not change the cost: SMOCAM runs all ``--n-steps`` steps.
 Usage::
 
     python benchmarks/cohort_throughput.py --n-scans 6 --nprocs 1 2
+    python benchmarks/cohort_throughput.py --quick    # 2 scans, 1 process, 2 steps: a smoke test
+
+Everything goes under ``--workdir`` (default ``benchmarks/runs/cohort_throughput``,
+git-ignored; a ``--quick`` run uses ``benchmarks/runs/quick/cohort_throughput``,
+so it never replaces the numbers of the last full run).
 """
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ from captum_smocam import __version__
 from captum_smocam.benchmarking import shipped_model_available, untrained_model, write_json
 from captum_smocam.models import DEFAULT_MODELS, save_checkpoint
 from captum_smocam.synth import default_grid, write_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "benchmarks" / "runs"
 
 
 def _random_model(path: Path, spacing: float) -> Path:
@@ -61,8 +69,15 @@ def main(argv=None) -> int:
     p.add_argument("--targets", default="all")
     p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--model", default="vgg", help="shipped name, checkpoint, or 'random' (default vgg)")
-    p.add_argument("--workdir", default="benchmarks/runs/cohort_throughput")
+    p.add_argument("--workdir", default=None,
+                   help="data, outputs and throughput.json (default: benchmarks/runs/cohort_throughput; "
+                        "with --quick benchmarks/runs/quick/cohort_throughput)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 scans, 1 process, 2 SMOCAM steps, 1 target")
     args = p.parse_args(argv)
+    if args.quick:
+        args.n_scans, args.nprocs, args.n_steps, args.targets = 2, [1], 2, "right_hippocampus"
+    args.workdir = args.workdir or str(RUNS / "quick" / "cohort_throughput" if args.quick
+                                       else RUNS / "cohort_throughput")
 
     work = Path(args.workdir)
     data = work / f"data_{args.n_scans}x{args.spacing:g}mm"

@@ -26,7 +26,9 @@ Usage (the default run, ~20 test subjects x 4 targets x 5 methods)::
 Results: ``<out-dir>/compare_methods.csv`` (one row per subject x target x
 method), ``<out-dir>/compare_randomization.csv``, ``<out-dir>/compare_summary.md``
 (mean ± sd over subjects) and the comparison figure. CSVs are written atomically
-after every subject, so an interrupted run keeps what it finished.
+after every subject, so an interrupted run keeps what it finished. A ``--quick``
+run writes ``_quick`` names under ``benchmarks/runs/quick/`` (git-ignored) by
+default, never over the published results and figure.
 """
 from __future__ import annotations
 
@@ -70,6 +72,9 @@ from captum_smocam.methods import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+#: Where the full run's results go (committed), and a quick run's (git-ignored scratch).
+RESULTS, QUICK = REPO / "benchmarks" / "results", REPO / "benchmarks" / "runs" / "quick"
+FIGURE = "comparison_right_lateral_ventricle.png"
 
 #: The targets of the default run (the poster's structures).
 DEFAULT_TARGETS = POSTER_TARGETS
@@ -140,7 +145,7 @@ def cost_only(args, model, index, meta, target_idx, method_kw) -> int:
                          "evaluations": occlusion_evaluations(tuple(x.shape[2:]), w, s) if method == "occlusion"
                          else None, "seconds_per_map": sec, "peak_rss_mb": peak, "maps_per_call": per})
     df = pd.DataFrame(rows)
-    write_csv(df, Path(args.out_dir) / "method_cost.csv")
+    write_csv(df, Path(args.out_dir) / ("method_cost_quick.csv" if args.quick else "method_cost.csv"))
     print(df.to_string(index=False), flush=True)
     return 0
 
@@ -165,9 +170,11 @@ def parse_args(argv=None):
                    help="deletion/insertion fractions (default: those of docs/metrics.md)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--figure", default=str(REPO / "docs" / "figures" / "comparison_right_lateral_ventricle.png"),
-                   help="comparison figure (first subject, right lateral ventricle); '' to skip")
+    p.add_argument("--out-dir", default=None,
+                   help=f"results folder (default: {RESULTS.relative_to(REPO)}; with --quick {QUICK.relative_to(REPO)})")
+    p.add_argument("--figure", default=None,
+                   help=f"comparison figure (first subject, right lateral ventricle); '' to skip (default: "
+                        f"docs/figures/{FIGURE}; with --quick <out-dir>/{FIGURE.replace('.png', '_quick.png')})")
     p.add_argument("--cost-only", nargs="*", metavar="WINDOW:STRIDE", default=None,
                    help="only time every method on the first subject (all targets), plus Occlusion at each "
                         "WINDOW:STRIDE given; writes <out-dir>/method_cost.csv")
@@ -183,6 +190,11 @@ def parse_args(argv=None):
         args.randomization_targets = ["right_lateral_ventricle"]
         args.smocam_steps = args.smocam_steps or 10
         args.occlusion_window, args.occlusion_stride = 24, 24
+    # A quick run never writes over the published results.
+    args.out_dir = args.out_dir or str(QUICK if args.quick else RESULTS)
+    if args.figure is None:
+        args.figure = str(Path(args.out_dir) / FIGURE.replace(".png", "_quick.png") if args.quick
+                          else REPO / "docs" / "figures" / FIGURE)
     return args
 
 

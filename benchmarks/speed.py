@@ -24,7 +24,10 @@ Run::
     python benchmarks/speed.py --quick         # tiny smoke run (< 1 min)
     python benchmarks/speed.py --device cuda   # same script on a GPU
 
-Writes ``speed.md`` (Markdown tables) and ``speed.json`` under ``--out``.
+Writes ``speed.md`` (Markdown tables) and ``speed.json`` under ``--out``; a
+``--quick`` run writes ``speed_quick.md`` and ``speed_quick.json``, by default
+under ``benchmarks/runs/quick/speed/`` (git-ignored), never over the published
+tables.
 """
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ from captum_smocam.smocam import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+#: Where the full run's tables go (committed), and a quick run's (git-ignored scratch).
+RESULTS, QUICK = REPO / "benchmarks" / "logs" / "speed", REPO / "benchmarks" / "runs" / "quick" / "speed"
 
 SMOCAM_METHODS = ("naive", "fast", "hook")
 CAPTUM_METHODS = ("LayerGradCam", "Saliency", "DeepLift", "Occlusion")
@@ -272,13 +277,15 @@ def parse_args(argv=None):
                    help="skip the real default-settings fast-path run (first size only)")
     p.add_argument("--random", action="store_true", help="random-init VGG3D even if shipped weights exist")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "logs" / "speed"))
+    p.add_argument("--out", default=None,
+                   help=f"output folder (default: {RESULTS.relative_to(REPO)}; with --quick {QUICK.relative_to(REPO)})")
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.n_steps, args.k_steps, args.suffix_reps = [24], 6, 2, 2
         args.k = args.k or 4
         args.no_real_run = True
+    args.out = args.out or str(QUICK if args.quick else RESULTS)  # a quick run never overwrites the tables
     return args
 
 
@@ -396,10 +403,10 @@ def write_report(args, info, rows, real, krows, crows, mrows):
         md += [f"| {r['size']}³ | {r['method']} | {r['peak_mib']:.0f} |" for r in mrows]
     text = "\n".join(md) + "\n"
     print("\n" + text, flush=True)
-    out = Path(args.out)
-    write_text(text, out / "speed.md")
+    out, name = Path(args.out), "speed_quick" if args.quick else "speed"
+    write_text(text, out / f"{name}.md")
     write_json({"info": info, "per_mask": rows, "real": real, "k_outputs": krows, "captum": crows, "memory": mrows},
-               out / "speed.json")
+               out / f"{name}.json")
 
 
 if __name__ == "__main__":

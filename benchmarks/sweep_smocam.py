@@ -23,7 +23,9 @@ Usage::
     python benchmarks/sweep_smocam.py --quick         # 1 subject, 1 target, 2 configs
 
 Writes ``<out-dir>/sweep_smocam.csv`` (one row per configuration x map) and
-``<out-dir>/sweep_summary.md`` (atomically, after every configuration).
+``<out-dir>/sweep_summary.md`` (atomically, after every configuration); a
+``--quick`` run writes ``_quick`` names under ``benchmarks/runs/quick/``
+(git-ignored) by default, never over the published results.
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ from captum_smocam.benchmarking.sweep import SWEEP_SCORES, one_at_a_time, parse_
 from captum_smocam.methods import attribute_map
 
 REPO = Path(__file__).resolve().parents[1]
+#: Where the full run's results go (committed), and a quick run's (git-ignored scratch).
+RESULTS, QUICK = REPO / "benchmarks" / "results", REPO / "benchmarks" / "runs" / "quick"
 
 #: Values tried for each parameter, one at a time around the base configuration.
 GRID = {
@@ -133,14 +137,17 @@ def parse_args(argv=None):
     p.add_argument("--margin-mm", type=float, default=6.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-combined", action="store_true", help="skip the combined best-per-parameter configuration")
-    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out-dir", default=None,
+                   help=f"results folder (default: {RESULTS.relative_to(REPO)}; with --quick {QUICK.relative_to(REPO)})")
     p.add_argument("--quick", action="store_true", help="1 subject, 1 target, base + one config with 5 steps")
     p.add_argument("--base", nargs="+", metavar="KEY=VALUE", default=None,
                    help="start from these values instead of the library defaults (a second round)")
     p.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", default=None,
                    help="replace the values tried for KEY (the other parameters keep GRID's)")
     p.add_argument("--tag", default="", help="suffix of the output file names, e.g. _round2")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.out_dir = args.out_dir or str(QUICK if args.quick else RESULTS)  # a quick run never overwrites results
+    return args
 
 
 def main(argv=None) -> int:

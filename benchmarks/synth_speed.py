@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/synth_speed.py [--n 20] [--spacing 3.0]
+    python benchmarks/synth_speed.py --quick   # 2 subjects: a smoke test
     python benchmarks/synth_speed.py --template-table
     python benchmarks/synth_speed.py --cohort-stats 100
     python benchmarks/synth_speed.py --label-check 10
@@ -10,7 +11,7 @@ Usage::
 Prints the one-off cost of the per-process caches (template, labels,
 potentials, grid) and the CPU and wall time per subject, single-threaded.
 Also prints how well the realised volume changes follow the drawn ones and
-the smallest Jacobian determinant over the subjects.
+the smallest Jacobian determinant over the subjects. It writes no file.
 """
 import os
 
@@ -46,7 +47,10 @@ def main(argv=None):
         metavar="N",
         help="compare label voxel counts x voxel volume with the exact volumes over N subjects",
     )
+    parser.add_argument("--quick", action="store_true", help="time 2 subjects only (a smoke test)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n = 2
     torch.set_num_threads(1)
     if args.template_table:
         return template_table()

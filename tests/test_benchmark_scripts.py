@@ -1,4 +1,14 @@
-"""The scripts in benchmarks/ run end to end: their --quick modes, as subprocesses on the shipped models."""
+"""The scripts in benchmarks/ run end to end in their --quick mode, and a quick run never touches what git tracks.
+
+Each script runs as a subprocess in the repository with its default output
+locations, as a user trying the smoke test would run it; the test fails if the
+run changed a tracked file (the published results and figures) or left a new
+file that git does not ignore. The default suite runs the two quick runs it
+always had (compare_methods, asymmetry); the others, about 100 s together, are
+marked ``slow`` and skipped by default (``pytest -m slow`` runs them).
+"""
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,45 +20,82 @@ import pytest
 from captum_smocam.benchmarking import shipped_model_available
 
 REPO = Path(__file__).resolve().parents[1]
+QUICK = REPO / "benchmarks" / "runs" / "quick"
 
 needs_vgg = pytest.mark.skipif(not shipped_model_available("vgg"),
                                reason="the shipped model captum_smocam/data/vgg3d_default.pt is absent "
                                       "(train it with benchmarks/train.py, see docs/models.md)")
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
+def _repo_state():
+    """``git status`` (untracked files included) and the size and mtime of every tracked file."""
+    stats = {}
+    for path in filter(None, _git("ls-files", "-z").split("\0")):
+        p = REPO / path
+        stats[path] = (p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None
+    return _git("status", "--porcelain", "--untracked-files=all"), stats
+
+
+@pytest.fixture
+def repo_untouched():
+    """Fail the test if it changed a file git tracks, or added one git does not ignore."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout of the repository")
+    status, stats = _repo_state()
+    yield
+    status_after, stats_after = _repo_state()
+    written = sorted(p for p in stats if stats_after.get(p) != stats[p])
+    assert not written, f"the run wrote over tracked files: {written}"
+    assert status_after == status, f"the run left files git does not ignore:\n{status_after}"
+
+
 def run_script(name, *args):
-    """Run ``benchmarks/<name>.py`` with ``args`` in the repository; fail with its output if it fails."""
+    """Run ``benchmarks/<name>.py`` with ``args`` from the repository root; fail with its output if it fails."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 0, f"{name}.py {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
+def _fresh(*paths: Path):
+    """The paths, with any file left there by an earlier run removed."""
+    for p in paths:
+        p.unlink(missing_ok=True)
+    return paths
+
+
 @needs_vgg
-def test_compare_methods_quick_scores_every_method(tmp_path):
-    fig = tmp_path / "fig.png"
-    run_script("compare_methods", "--quick", "--out-dir", str(tmp_path), "--figure", str(fig))
-    df = pd.read_csv(tmp_path / "compare_methods_quick.csv")
+def test_compare_methods_quick_scores_every_method(repo_untouched):
+    csv, rnd_csv, fig = _fresh(QUICK / "compare_methods_quick.csv", QUICK / "compare_randomization_quick.csv",
+                               QUICK / "comparison_right_lateral_ventricle_quick.png")
+    run_script("compare_methods", "--quick")
+    df = pd.read_csv(csv)
     assert sorted(df["method"]) == sorted(["smocam", "gradcam", "occlusion", "saliency", "deeplift"])
     assert set(df["target"]) == {"right_lateral_ventricle"}
     for c in ("mass_inside", "mass_dilated", "auroc", "side_specificity"):
         assert df[c].between(0, 1).all(), c
     assert (df["mass_dilated"] >= df["mass_inside"]).all()
     assert (df["seconds_per_map"] > 0).all() and (df["peak_rss_mb"] > 0).all()
-    rnd = pd.read_csv(tmp_path / "compare_randomization_quick.csv")
+    rnd = pd.read_csv(rnd_csv)
     assert set(rnd["step_name"]) == {"top (head)", "all layers"}
     assert set(rnd["layer"]) == {"head", "features"}
     assert fig.stat().st_size > 10_000
 
 
 @needs_vgg
-def test_asymmetry_quick_writes_consistent_tables_and_figures(tmp_path):
+def test_asymmetry_quick_writes_consistent_tables_and_figures(repo_untouched):
     models = ["vgg"] + (["vgg_independent"] if shipped_model_available("vgg_independent") else [])
-    # An empty cache dir forces the reference volumes through cohort_volumes, which the script
-    # checks against synth.generate_subject.
-    run_script("asymmetry", "--quick", "--models", *models, "--out-dir", str(tmp_path), "--figures-dir",
-               str(tmp_path), "--cache-dir", str(tmp_path / "no-cache"))
-    preds = pd.read_csv(tmp_path / "predictions.csv")
+    out = QUICK / "asymmetry"
+    tables = _fresh(*(out / f"{n}_quick.csv" for n in ("predictions", "reference", "attention", "regions")))
+    figures = _fresh(*(out / f"asymmetry_{n}_quick.png" for n in ("distribution", "scatter", "masks")))
+    # No training cache in the scratch folder: the reference volumes go through cohort_volumes, which the
+    # script checks against synth.generate_subject.
+    run_script("asymmetry", "--quick", "--models", *models, "--cache-dir", str(out / "no-cache"))
+    preds, ref, att, regions = (pd.read_csv(p) for p in tables)
     assert set(preds.model) == set(models)
     tail = preds[preds.kind == "override"]
     assert len(tail) == len(models)
@@ -56,12 +103,42 @@ def test_asymmetry_quick_writes_consistent_tables_and_figures(tmp_path):
     assert np.allclose(tail.true_right / tail.true_left, 1.5, rtol=1e-3)
     assert np.allclose(preds.true_asym, preds.true_right - preds.true_left, atol=2e-4)  # CSV keeps 4 decimals
     assert np.allclose(preds.pred_asym, preds.pred_right - preds.pred_left, atol=2e-4)
-    ref = pd.read_csv(tmp_path / "reference.csv")
     assert len(ref) == 4 * len(models)
-    att = pd.read_csv(tmp_path / "attention.csv")
     assert set(att.target) == {"left_hippocampus", "right_hippocampus"}
     assert att.side_specificity.between(0, 1).all() and att.hemisphere_share.between(0, 1).all()
-    regions = pd.read_csv(tmp_path / "regions.csv")
     assert regions.share.between(0, 1).all()
-    for fig in ("asymmetry_distribution_quick.png", "asymmetry_scatter_quick.png", "asymmetry_masks_quick.png"):
-        assert (tmp_path / fig).stat().st_size > 1000
+    for fig in figures:
+        assert fig.stat().st_size > 1000
+
+
+@pytest.mark.slow
+@needs_vgg
+def test_sweep_quick_ranks_its_configurations(repo_untouched):
+    csv, md = _fresh(QUICK / "sweep_smocam_quick.csv", QUICK / "sweep_summary_quick.md")
+    run_script("sweep_smocam", "--quick")
+    assert sorted(set(pd.read_csv(csv)["config"])) == ["base(5 steps)", "lr=1(5 steps)"]
+    assert "| 1 |" in md.read_text() and "| 2 |" in md.read_text()
+
+
+@pytest.mark.slow
+def test_speed_quick_times_and_measures_every_method(repo_untouched):
+    md, js = _fresh(QUICK / "speed" / "speed_quick.md", QUICK / "speed" / "speed_quick.json")
+    run_script("speed", "--quick")
+    report = json.loads(js.read_text())
+    assert {r["method"] for r in report["memory"]} == {"naive", "fast", "hook", "fast K", "LayerGradCam",
+                                                        "Saliency", "DeepLift", "Occlusion"}
+    assert all(r["peak_mib"] > 0 for r in report["memory"]) and "Peak extra memory" in md.read_text()
+
+
+@pytest.mark.slow
+def test_cohort_throughput_quick_times_the_cohort_command(repo_untouched):
+    (report,) = _fresh(QUICK / "cohort_throughput" / "throughput.json")
+    run_script("cohort_throughput", "--quick")
+    (row,) = json.loads(report.read_text())["results"]
+    assert row["nprocs"] == 1 and row["n_scans"] == 2 and row["wall_s"] > 0
+
+
+@pytest.mark.slow
+def test_synth_speed_quick_reports_the_volume_check(repo_untouched):
+    proc = run_script("synth_speed", "--quick")
+    assert "2 subjects" in proc.stdout and "realised vs drawn volume factor" in proc.stdout
