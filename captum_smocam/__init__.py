@@ -5,8 +5,9 @@ the rest lives in sub-modules: ``captum_smocam.synth`` (synthetic T1 cohort),
 ``captum_smocam.models`` (3-D regressors and shipped weights),
 ``captum_smocam.metrics`` (scores of attribution maps),
 ``captum_smocam.regions`` (per-region attention), ``captum_smocam.nifti``
-(NIfTI in and out), ``captum_smocam.plotting`` and the ``smocam`` command
-(``captum_smocam.cli``).
+(NIfTI in and out), ``captum_smocam.plotting``, the ``smocam`` command
+(``captum_smocam.cli``) and what the scripts in ``benchmarks/`` share
+(``captum_smocam.benchmarking``).
 """
 
 __version__ = "0.1.0"

@@ -454,6 +454,18 @@ def pointing_game(
 # ---------------------------------------------------------------------------
 # Side specificity
 # ---------------------------------------------------------------------------
+def _positive_on_pair(attribution, target_mask, contralateral_mask):
+    """``(positive part of the map, target mask, contralateral mask)``, checked and on one grid."""
+    a = _as_map(attribution, "attribution")
+    t = _as_mask(target_mask, "target_mask")
+    c = _as_mask(contralateral_mask, "contralateral_mask")
+    a, t = _pair(a, t, "attribution", "target_mask")
+    a, c = _pair(a, c, "attribution", "contralateral_mask")
+    _check_not_empty(t, "target_mask")
+    _check_not_empty(c, "contralateral_mask")
+    return np.clip(a, 0.0, None), t, c
+
+
 def side_specificity(
     attribution: ArrayLike, target_mask: ArrayLike, contralateral_mask: ArrayLike
 ) -> float:
@@ -493,14 +505,7 @@ def side_specificity(
         >>> side_specificity(a, right, left)
         0.75
     """
-    a = _as_map(attribution, "attribution")
-    t = _as_mask(target_mask, "target_mask")
-    c = _as_mask(contralateral_mask, "contralateral_mask")
-    a, t = _pair(a, t, "attribution", "target_mask")
-    a, c = _pair(a, c, "attribution", "contralateral_mask")
-    _check_not_empty(t, "target_mask")
-    _check_not_empty(c, "contralateral_mask")
-    w = np.clip(a, 0.0, None)
+    w, t, c = _positive_on_pair(attribution, target_mask, contralateral_mask)
     on_target = float(w[t].sum())
     on_both = float(w[t | c].sum())
     if on_both == 0.0:
@@ -548,14 +553,7 @@ def side_specificity_density(
         >>> side_specificity(a, t, c)
         0.4
     """
-    a = _as_map(attribution, "attribution")
-    t = _as_mask(target_mask, "target_mask")
-    c = _as_mask(contralateral_mask, "contralateral_mask")
-    a, t = _pair(a, t, "attribution", "target_mask")
-    a, c = _pair(a, c, "attribution", "contralateral_mask")
-    _check_not_empty(t, "target_mask")
-    _check_not_empty(c, "contralateral_mask")
-    w = np.clip(a, 0.0, None)
+    w, t, c = _positive_on_pair(attribution, target_mask, contralateral_mask)
     on_target, on_other = float(w[t].mean()), float(w[c].mean())
     if on_target + on_other == 0.0:
         return float("nan")

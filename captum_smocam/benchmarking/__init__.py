@@ -18,57 +18,11 @@ command) need alike lives here, with tests:
 The names of the first four modules are importable from
 ``captum_smocam.benchmarking`` itself.
 """
-from .data import (
-    CACHE_CHUNK,
-    CACHE_NORMALIZATION,
-    POSTER_TARGETS,
-    SHIPPED_VGG_ARCH,
-    cache_stem,
-    chunk_ranges,
-    cohort_volumes,
-    contralateral,
-    load_model,
-    load_subject,
-    read_training_volumes,
-    shipped_model_available,
-    split_indices,
-    structure_mask,
-    synth_sha1,
-    untrained_model,
-    voxel_spacing,
-)
-from .io import markdown_table, save_figure, write_csv, write_json, write_text
-from .measure import PeakMemory, warm_up
-from .scores import HIGHER_IS_BETTER, faithfulness_scores, localisation_scores, randomization_table, summary_table
+from . import data, io, measure, scores
+# Each module's __all__ is re-exported, so that its names are listed in one place only.
+from .data import *  # noqa: F401,F403
+from .io import *  # noqa: F401,F403
+from .measure import *  # noqa: F401,F403
+from .scores import *  # noqa: F401,F403
 
-__all__ = [
-    "CACHE_CHUNK",
-    "CACHE_NORMALIZATION",
-    "POSTER_TARGETS",
-    "SHIPPED_VGG_ARCH",
-    "HIGHER_IS_BETTER",
-    "untrained_model",
-    "load_model",
-    "shipped_model_available",
-    "load_subject",
-    "structure_mask",
-    "contralateral",
-    "voxel_spacing",
-    "split_indices",
-    "cohort_volumes",
-    "synth_sha1",
-    "chunk_ranges",
-    "cache_stem",
-    "read_training_volumes",
-    "localisation_scores",
-    "faithfulness_scores",
-    "summary_table",
-    "randomization_table",
-    "PeakMemory",
-    "warm_up",
-    "write_csv",
-    "write_text",
-    "write_json",
-    "save_figure",
-    "markdown_table",
-]
+__all__ = [*data.__all__, *scores.__all__, *measure.__all__, *io.__all__]
