@@ -57,3 +57,11 @@ def test_warm_up_runs_each_gradient_method_cheaply_and_no_occlusion(monkeypatch)
     measure.warm_up(net, torch.randn(1, 1, 8, 8, 8), 1, ["smocam", "occlusion", "gradcam"],
                     layer=net.features.block2, smocam_kwargs={"lr": 1.0})
     assert calls == [("smocam", {"lr": 1.0, "n_steps": 2}), ("gradcam", {"lr": 1.0, "n_steps": 2})]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_peak_memory_on_cuda_counts_the_tensors_of_the_block():
+    with measure.PeakMemory("cuda") as mem:
+        t = torch.ones(2**24, device="cuda")  # 64 MiB
+        del t
+    assert mem.method == "cuda" and 63 < mem.peak_mb < 66 and "CUDA" in mem.description
