@@ -27,6 +27,8 @@ import importlib.resources
 import math
 import os
 import pickle
+import warnings
+import zipfile
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -525,6 +527,69 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     return meta
 
 
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _read_checkpoint_file(path: str, map_location):
+    """``torch.load(path, weights_only=True)``, with a message that says what the file is when it fails.
+
+    Raises FileNotFoundError for a missing file and ValueError for everything
+    else: an empty file, bytes that are neither a zip archive nor a pickle, a
+    TorchScript archive, a truncated or corrupt archive, and a pickle that
+    names a global (a function or class) that ``weights_only`` loading
+    refuses, i.e. one that could run code.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"cannot read checkpoint {path!r}: the file is empty (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            names = []
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            raise ValueError(
+                f"{path!r} is a TorchScript file (torch.jit.save of a scripted or traced module), not a "
+                f"captum_smocam checkpoint: SMOCAM masks a layer through forward hooks, which ScriptModules "
+                f"do not support. Save the original nn.Module with "
+                f"captum_smocam.models.save_checkpoint(path, model, metadata) and pass that file."
+            )
+    elif not head.startswith((b"\x80", b"PK")):  # a pickle's PROTO opcode, or a (damaged) zip archive
+        raise ValueError(
+            f"cannot read checkpoint {path!r}: not a PyTorch checkpoint (a checkpoint is a zip archive or a "
+            f"pickle written by torch.save; this {size}-byte file starts with bytes {head.hex(' ')})"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing clearly
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
+        if detail:
+            raise ValueError(
+                f"refusing to load {path!r}: it is not a plain captum_smocam checkpoint (it holds "
+                f"objects other than tensors and plain values, which could run code when unpickled). "
+                f"Details: {detail[0]}"
+            ) from None
+        found = [line.strip() for line in str(err).splitlines() if line.strip().startswith("Unsupported")]
+        raise ValueError(
+            f"cannot read checkpoint {path!r}: its pickle data are corrupt or truncated "
+            f"({found[0] if found else _first_line(err)})"
+        ) from None
+    except Exception as err:  # torch.load raises RuntimeError, EOFError, KeyError, ... on damaged files
+        raise ValueError(
+            f"cannot read checkpoint {path!r}: the file is corrupt or truncated "
+            f"({type(err).__name__}: {_first_line(err)})"
+        ) from None
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Read a checkpoint written by :func:`save_checkpoint` without running code.
 
@@ -543,6 +608,13 @@ def load_checkpoint(path, map_location="cpu"):
     Returns:
         tuple: ``(model, metadata)`` — the model in eval mode and its metadata dict.
 
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is empty, is not a PyTorch checkpoint, is
+            truncated or corrupt, is a TorchScript archive (SMOCAM needs
+            hooks, which ScriptModules do not support), holds objects that
+            could run code, or is not a captum_smocam checkpoint.
+
     Examples::
 
         >>> import tempfile, os, torch
@@ -555,18 +627,7 @@ def load_checkpoint(path, map_location="cpu"):
         True
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"refusing to load {path!r}: it is not a plain captum_smocam checkpoint "
-            f"(it holds objects other than tensors and plain values, which could run "
-            f"code when unpickled). Details: {err}"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"cannot read checkpoint {path!r}: {err}") from None
+    blob = _read_checkpoint_file(path, map_location)
     if not isinstance(blob, dict) or set(blob) != {"state_dict", "metadata"}:
         keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
         raise ValueError(

@@ -246,3 +246,40 @@ def test_shipped_model(name):
     with torch.no_grad():
         y = model(torch.zeros(1, 1, *meta["input_shape"]))
     assert y.shape == (1, model.n_outputs) and torch.isfinite(y).all()
+
+
+def test_unreadable_checkpoints_say_what_the_file_is(tmp_path):
+    """Each way a file can fail to be a checkpoint gets its own message, never an empty one."""
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt.*empty \(0 bytes\)"):
+        load_checkpoint(empty)
+
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(231, 256)) * 80)  # random-looking bytes: not a pickle, not a zip
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint") as err:
+        load_checkpoint(noise)
+    assert "could run code" not in str(err.value)
+
+    text = tmp_path / "text.pt"
+    text.write_text("hello world\n")  # torch.load raises KeyError('101') on this
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        load_checkpoint(text)
+
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint(truncated, _tiny("vgg"))
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"truncated\.pt.*(corrupt|truncated)"):
+        load_checkpoint(truncated)
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_file_is_refused_with_the_reason(tmp_path, how):
+    # A network of the user's own, scripted or traced as torch.jit.save expects.
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten()).eval()
+    scripted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, torch.randn(1, 1, *SHAPE))
+    path = tmp_path / "ts.pt"
+    torch.jit.save(scripted, path)
+    with pytest.raises(ValueError, match="TorchScript") as err:
+        load_checkpoint(path)
+    assert "hooks" in str(err.value) and "save_checkpoint" in str(err.value)
