@@ -43,6 +43,7 @@ __all__ = [
     "ARCHITECTURES",
     "DEFAULT_MODELS",
     "CHECKPOINT_FORMAT_VERSION",
+    "MAX_PARAMETERS",
     "METADATA_KEYS",
     "build_model",
     "save_checkpoint",
@@ -52,6 +53,10 @@ __all__ = [
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT_VERSION = 1
+
+#: :func:`load_checkpoint` refuses an architecture with more parameters and buffers than this
+#: (the shipped models have about 0.5 million; 200 million float32 values are 800 MB).
+MAX_PARAMETERS = 200_000_000
 
 #: Keys every shipped checkpoint's metadata holds (see ``docs/models.md``).
 METADATA_KEYS = (
@@ -127,7 +132,7 @@ class _Standardized(nn.Module):
                 raise ValueError(
                     f"{name} must have n_outputs={n_outputs} entries, got {t.numel()}"
                 )
-        if not bool(torch.all(std > 0)):
+        if std.device.type != "meta" and not bool(torch.all(std > 0)):  # meta: shapes only (load_checkpoint)
             raise ValueError(f"output_std must be positive, got {std.tolist()}")
         self.register_buffer("output_mean", mean.clone())
         self.register_buffer("output_std", std.clone())
@@ -643,7 +648,7 @@ def load_checkpoint(path, map_location="cpu"):
             f"{path!r}: unsupported checkpoint format_version {version!r}; "
             f"expected {CHECKPOINT_FORMAT_VERSION}"
         )
-    model = build_model(meta.get("arch"), meta.get("arch_kwargs"))
+    model = _build_checked(path, meta, blob["state_dict"])
     try:
         model.load_state_dict(blob["state_dict"], strict=True)
     except RuntimeError as err:
@@ -653,6 +658,42 @@ def load_checkpoint(path, map_location="cpu"):
         ) from None
     model.to(map_location)
     return model.eval(), meta
+
+
+def _build_checked(path: str, meta: dict, state_dict) -> nn.Module:
+    """The untrained model of ``meta``, built only after its size was checked on the meta device.
+
+    A checkpoint's ``arch_kwargs`` are data: ``channels=[200000, ...]`` would
+    make the constructor allocate terabytes before any weight is compared. The
+    model is therefore first built on PyTorch's ``meta`` device (shapes, no
+    storage) and refused if it has more than :data:`MAX_PARAMETERS` elements or
+    if any tensor's shape differs from the one stored in the file.
+    """
+    arch, kwargs = meta.get("arch"), meta.get("arch_kwargs")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{path!r}: metadata['arch_kwargs'] must be a dict, got {kwargs!r}")
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path!r}: state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+    try:
+        with torch.device("meta"):
+            shape_only = build_model(arch, kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path!r}: cannot build {arch!r} from arch_kwargs {kwargs}: {err}") from None
+    expected = shape_only.state_dict()
+    n_elements = sum(t.numel() for t in expected.values())
+    if n_elements > MAX_PARAMETERS:
+        raise ValueError(
+            f"{path!r}: architecture {arch} {kwargs} would have {n_elements:,} parameters and buffers "
+            f"(at most {MAX_PARAMETERS:,} are accepted); the checkpoint's arch_kwargs are corrupt"
+        )
+    for name, t in expected.items():
+        got = state_dict.get(name)
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(t.shape):
+            raise ValueError(
+                f"{path!r}: weights do not match architecture {arch} {kwargs}: {name} has shape "
+                f"{tuple(got.shape)} in the file, the architecture needs {tuple(t.shape)}"
+            )
+    return build_model(arch, kwargs)
 
 
 def load_default_model(name: str = "vgg"):

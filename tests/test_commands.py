@@ -132,3 +132,22 @@ def test_top_regions_ranks_by_density_not_size():
     text = _top_regions(table, k=2)
     assert text.startswith("small x4.8")  # 0.5 / (105 / 1010)
     assert "big x1.0" in text
+
+
+def test_bad_checkpoints_are_one_line_errors(case, tmp_path, capsys):
+    """Empty, random and absurd checkpoints: one line that says what is wrong, exit 2, nothing written."""
+    blob = torch.load(case["ckpt"], weights_only=True)
+    kwargs = dict(blob["metadata"]["arch_kwargs"], channels=[200000, 200000, 8])
+    torch.save({"state_dict": blob["state_dict"], "metadata": dict(blob["metadata"], arch_kwargs=kwargs)},
+               tmp_path / "absurd.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    for name, message in [("absurd.pt", "200000"), ("empty.pt", "empty (0 bytes)"),
+                          ("noise.pt", "not a PyTorch checkpoint")]:
+        out = tmp_path / f"out-{name}"
+        rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / name),
+                   "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("smocam: error:")
+        assert not out.exists() or os.listdir(out) == []

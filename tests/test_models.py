@@ -283,3 +283,26 @@ def test_torchscript_file_is_refused_with_the_reason(tmp_path, how):
     with pytest.raises(ValueError, match="TorchScript") as err:
         load_checkpoint(path)
     assert "hooks" in str(err.value) and "save_checkpoint" in str(err.value)
+
+
+def test_absurd_architecture_sizes_are_refused_before_allocating(tmp_path):
+    """channels 200000 would allocate terabytes while building the model: refuse from the shapes alone."""
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _tiny("vgg"))
+    blob = torch.load(good, weights_only=True)
+    meta = dict(blob["metadata"], arch_kwargs=dict(blob["metadata"]["arch_kwargs"], channels=[200000, 200000, 4]))
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / "absurd.pt")
+    with pytest.raises(ValueError, match="200000") as err:
+        load_checkpoint(tmp_path / "absurd.pt")
+    assert "parameters" in str(err.value)
+
+    # Within the bound but not what the file holds: the first mismatching tensor is named.
+    meta = dict(blob["metadata"], arch_kwargs=dict(blob["metadata"]["arch_kwargs"], channels=[2, 3, 5]))
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"do not match.*features\.block3"):
+        load_checkpoint(tmp_path / "other.pt")
+
+    meta = dict(blob["metadata"], arch_kwargs="not a dict")
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / "kw.pt")
+    with pytest.raises(ValueError, match="arch_kwargs"):
+        load_checkpoint(tmp_path / "kw.pt")
