@@ -46,6 +46,7 @@ __all__ = [
     "MAX_PARAMETERS",
     "METADATA_KEYS",
     "build_model",
+    "check_metadata",
     "save_checkpoint",
     "load_checkpoint",
     "load_default_model",
@@ -656,8 +657,102 @@ def load_checkpoint(path, map_location="cpu"):
             f"{path!r}: weights do not match architecture {meta['arch']} "
             f"{meta['arch_kwargs']}: {err}"
         ) from None
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"{path!r}: {name} has {int((~torch.isfinite(t)).sum())} NaN or Inf value(s); "
+                f"the model would predict NaN"
+            )
+    check_metadata(meta, model, where=repr(path))
     model.to(map_location)
     return model.eval(), meta
+
+
+def check_metadata(metadata: dict, model: nn.Module, where: str = "checkpoint") -> None:
+    """Raise ValueError if checkpoint metadata contradicts the model it describes.
+
+    Keys are optional (a checkpoint may carry only what its user needs), but
+    each one present must agree with the model: ``output_names`` (distinct
+    non-empty strings, one per output), ``output_units`` (one string, or one
+    per output), ``output_mean`` / ``output_std`` (one finite value per output,
+    equal to the model's buffers: ``output_std`` is SMOCAM's sigma),
+    ``default_layer`` (a layer of the model), ``input_shape`` (3 positive
+    ints), ``affine`` (an invertible 4 x 4 matrix) and
+    ``intensity_normalization`` (a name known to
+    :func:`captum_smocam.preprocessing.normalize_intensity`).
+
+    Args:
+        metadata (dict): the metadata.
+        model (torch.nn.Module): the model, with ``n_outputs``.
+        where (str, optional): how messages name the checkpoint. Default: ``"checkpoint"``
+
+    Examples::
+
+        >>> check_metadata({"output_names": ["a"]}, VGG3D(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: checkpoint: metadata['output_names'] has 1 names but the model has 2 outputs
+    """
+    from .preprocessing import NORMALIZATION_METHODS
+
+    n = int(model.n_outputs)
+    names = metadata.get("output_names")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(v, str) and v.strip() for v in names):
+            raise ValueError(f"{where}: metadata['output_names'] must be a list of non-empty str, got {names!r}")
+        if len(names) != n:
+            raise ValueError(f"{where}: metadata['output_names'] has {len(names)} names but the model has {n} outputs")
+        repeated = sorted({v for v in names if names.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{where}: metadata['output_names'] repeats {repeated[0]!r}; names must be distinct")
+    units = metadata.get("output_units")
+    if units is not None and not isinstance(units, str) and not (
+        isinstance(units, list) and len(units) == n and all(isinstance(u, str) for u in units)
+    ):
+        raise ValueError(f"{where}: metadata['output_units'] must be a str or {n} str, got {units!r}")
+    for key in ("output_mean", "output_std"):
+        values = metadata.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
+            raise ValueError(f"{where}: metadata[{key!r}] must be a list of finite numbers, got {values!r}")
+        if len(values) != n:
+            raise ValueError(f"{where}: metadata[{key!r}] has {len(values)} values but the model has {n} outputs")
+        buffer = getattr(model, key, None)
+        if isinstance(buffer, torch.Tensor) and not torch.allclose(
+            torch.tensor(values, dtype=torch.float32), buffer.detach().float().cpu(), rtol=1e-5, atol=1e-6
+        ):
+            raise ValueError(
+                f"{where}: metadata[{key!r}] {values} differs from the model's {key} buffer {buffer.tolist()}"
+            )
+    layer = metadata.get("default_layer")
+    if layer is not None:
+        try:
+            model.get_submodule(str(layer))
+        except AttributeError:
+            raise ValueError(f"{where}: metadata['default_layer'] {layer!r} is not a layer of the model") from None
+    shape = metadata.get("input_shape")
+    if shape is not None and not (
+        isinstance(shape, list) and len(shape) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+    ):
+        raise ValueError(f"{where}: metadata['input_shape'] must be 3 positive ints [X, Y, Z], got {shape!r}")
+    affine = metadata.get("affine")
+    if affine is not None:
+        try:
+            a = np.asarray(affine, dtype=np.float64)
+            ok = a.shape == (4, 4) and bool(np.all(np.isfinite(a))) and abs(np.linalg.det(a[:3, :3])) > 1e-12
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{where}: metadata['affine'] must be an invertible 4 x 4 matrix, got {affine!r}")
+    norm = metadata.get("intensity_normalization")
+    if norm is not None and norm not in NORMALIZATION_METHODS:
+        raise ValueError(
+            f"{where}: metadata['intensity_normalization'] {norm!r} is not one of {NORMALIZATION_METHODS}"
+        )
 
 
 def _build_checked(path: str, meta: dict, state_dict) -> nn.Module:

@@ -24,18 +24,30 @@ from .models import DEFAULT_MODELS, load_checkpoint, load_default_model
 def load_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any]]:
     """Load a model by shipped name (``"vgg"``, ...), or from a checkpoint path; None is ``"vgg"``.
 
+    The checkpoint must name its outputs (``metadata["output_names"]``): every
+    entry point names files, tables and targets after them.
+
     Raises:
         FileNotFoundError: ``spec`` is neither a shipped name nor an existing file.
+        ValueError: the checkpoint cannot be read, contradicts its metadata
+            (see :func:`captum_smocam.models.check_metadata`) or names no outputs.
     """
     if spec is None:
         spec = "vgg"
     if spec in DEFAULT_MODELS:
-        return load_default_model(spec)
-    if not os.path.isfile(spec):
+        model, meta = load_default_model(spec)
+    elif not os.path.isfile(spec):
         raise FileNotFoundError(
             f"model {spec!r} is neither a file nor a shipped model ({', '.join(sorted(DEFAULT_MODELS))})"
         )
-    return load_checkpoint(spec)
+    else:
+        model, meta = load_checkpoint(spec)
+    if meta.get("output_names") is None:
+        raise ValueError(
+            f"checkpoint {spec!r} has no metadata['output_names']; save it with "
+            f"save_checkpoint(path, model, {{'output_names': [...], ...}}) (one name per output)"
+        )
+    return model, meta
 
 
 def resolve_targets(metadata: Mapping[str, Any], spec: Union[str, int, Sequence[Union[str, int]]]) -> List[int]:

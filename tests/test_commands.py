@@ -135,15 +135,21 @@ def test_top_regions_ranks_by_density_not_size():
 
 
 def test_bad_checkpoints_are_one_line_errors(case, tmp_path, capsys):
-    """Empty, random and absurd checkpoints: one line that says what is wrong, exit 2, nothing written."""
+    """Empty, random, absurd and mislabelled checkpoints: one line that says what is wrong, exit 2, nothing written."""
     blob = torch.load(case["ckpt"], weights_only=True)
     kwargs = dict(blob["metadata"]["arch_kwargs"], channels=[200000, 200000, 8])
     torch.save({"state_dict": blob["state_dict"], "metadata": dict(blob["metadata"], arch_kwargs=kwargs)},
                tmp_path / "absurd.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    few = dict(blob["metadata"], output_names=list(synth.STRUCTURE_NAMES[:4]))
+    torch.save({"state_dict": blob["state_dict"], "metadata": few}, tmp_path / "fewnames.pt")
+    nameless = {k: v for k, v in blob["metadata"].items() if k != "output_names"}
+    torch.save({"state_dict": blob["state_dict"], "metadata": nameless}, tmp_path / "nameless.pt")
     for name, message in [("absurd.pt", "200000"), ("empty.pt", "empty (0 bytes)"),
-                          ("noise.pt", "not a PyTorch checkpoint")]:
+                          ("noise.pt", "not a PyTorch checkpoint"),
+                          ("fewnames.pt", "has 4 names but the model has 16 outputs"),
+                          ("nameless.pt", "no metadata['output_names']")]:
         out = tmp_path / f"out-{name}"
         rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / name),
                    "--out", str(out), "--quiet"])

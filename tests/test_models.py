@@ -306,3 +306,58 @@ def test_absurd_architecture_sizes_are_refused_before_allocating(tmp_path):
     torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / "kw.pt")
     with pytest.raises(ValueError, match="arch_kwargs"):
         load_checkpoint(tmp_path / "kw.pt")
+
+
+def _tampered(tmp_path, name, **changes):
+    """A checkpoint of a tiny VGG3D with 3 outputs whose metadata is edited after saving."""
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _tiny("vgg"), {"output_names": ["a", "b", "c"], "input_shape": [7, 8, 9]})
+    blob = torch.load(good, weights_only=True)
+    meta = dict(blob["metadata"])
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key)
+        else:
+            meta[key] = value
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"output_names": ["a", "b"]}, r"output_names'\] has 2 names but the model has 3 outputs"),
+        ({"output_names": ["a", "b", "a"]}, r"output_names'\] repeats 'a'"),
+        ({"output_names": ["a", "b", 3]}, r"output_names'\] must be a list of non-empty str"),
+        ({"output_std": [1.0, 1.0]}, r"output_std'\] has 2 values but the model has 3 outputs"),
+        ({"output_std": [2.0, 1.0, 1.0]}, r"output_std'\] .* differs from the model's"),
+        ({"default_layer": "features.block9"}, r"default_layer'\] 'features.block9' is not a layer"),
+        ({"input_shape": [7, 8]}, r"input_shape'\] must be 3 positive ints"),
+        ({"affine": [[1, 0], [0, 1]]}, r"affine'\] must be an invertible 4 x 4"),
+        ({"intensity_normalization": "minmax"}, r"intensity_normalization'\] 'minmax'"),
+    ],
+)
+def test_metadata_inconsistent_with_the_model_is_refused_at_load(tmp_path, changes, message):
+    path = _tampered(tmp_path, "bad.pt", **changes)
+    with pytest.raises(ValueError, match=message) as err:
+        load_checkpoint(path)
+    assert "bad.pt" in str(err.value)
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _tiny("vgg"))
+    blob = torch.load(good, weights_only=True)
+    blob["state_dict"]["head.fc2.bias"][1] = float("nan")
+    torch.save(blob, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"head\.fc2\.bias has 1 NaN or Inf"):
+        load_checkpoint(tmp_path / "nan.pt")
+
+
+def test_load_model_needs_output_names(tmp_path):
+    from captum_smocam.pipeline import load_model
+
+    path = _tampered(tmp_path, "nameless.pt", output_names=None)
+    load_checkpoint(path)  # a checkpoint may leave its outputs unnamed ...
+    with pytest.raises(ValueError, match=r"nameless\.pt.*no metadata\['output_names'\]"):
+        load_model(str(path))  # ... but the smocam command names files and tables after them
