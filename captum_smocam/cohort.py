@@ -54,7 +54,7 @@ import torch
 
 from . import __version__
 from .nifti import load_scan, map_to_grid, save_map
-from .pipeline import explain, load_model, resolve_layer, resolve_targets
+from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
 from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
 
@@ -452,7 +452,9 @@ def _process_scan(
 
     t = time.perf_counter()
     with torch.no_grad():
-        pred = model(x)[0].detach().cpu().numpy().astype(np.float64)
+        out = model(x)
+    check_finite_outputs(out, metadata["output_names"], where=f"{sid} ({scan.name})")
+    pred = out[0].detach().cpu().numpy().astype(np.float64)
     maps = explain(model, metadata, x, targets, layer=layer_module, smocam_kwargs=smocam_kwargs,
                    internal_batch_size=internal_batch_size)
     maps = maps.detach().cpu().numpy()[:, 0]

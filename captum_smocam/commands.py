@@ -119,8 +119,12 @@ def _setup(args, image):
 
 
 def _predictions_table(model, meta, x, truth: Optional[Dict[str, float]] = None) -> pd.DataFrame:
+    from .pipeline import check_finite_outputs
+
     with torch.no_grad():
-        pred = model(x)[0].tolist()
+        out = model(x)
+    check_finite_outputs(out, meta["output_names"])
+    pred = out[0].tolist()
     df = pd.DataFrame({"structure": meta["output_names"], "predicted_cm3": pred})
     if truth is not None:
         df["true_cm3"] = [truth.get(n, np.nan) for n in meta["output_names"]]
@@ -164,13 +168,14 @@ def _run_explain(args) -> int:
         raise ValueError(f"unknown method {args.method!r}; expected one of {', '.join(METHODS)}")
     kwargs = _smocam_kwargs(args)
     model, meta, layer_name, layer, targets, x, info, labels, names = _setup(args, args.image)
+    preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
     t0 = time.perf_counter()
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
                    show_progress=not args.quiet)
     seconds = time.perf_counter() - t0
     stem = Path(args.image).name.split(".")[0]
     with staged_output(args.out) as stage:
-        _predictions_table(model, meta, x).to_csv(stage / f"{stem}_predictions.csv", index=False)
+        preds.to_csv(stage / f"{stem}_predictions.csv", index=False)
         rows = []
         for k, t in enumerate(targets):
             name = meta["output_names"][t]
@@ -262,8 +267,9 @@ def _run_compare(args) -> int:
     model, meta, layer_name, layer, targets, x, info, labels, names = _setup(args, args.image)
     if len(targets) != 1:
         raise ValueError(f"compare explains one output; got {len(targets)} targets from {args.target!r}")
+    preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
     with staged_output(args.out) as stage:
-        _predictions_table(model, meta, x).to_csv(stage / "predictions.csv", index=False)
+        preds.to_csv(stage / "predictions.csv", index=False)
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
                            smocam_kwargs=kwargs, show_progress=not args.quiet)
     print(summary.to_string(index=False))

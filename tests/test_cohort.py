@@ -205,3 +205,24 @@ def test_torchrun_two_ranks_match_one_process(study):
     a = nib.load(root / "one" / "sub-0001" / "sub-0001_smocam_left-thalamus.nii.gz").get_fdata()
     b = nib.load(root / "two" / "sub-0001" / "sub-0001_smocam_left-thalamus.nii.gz").get_fdata()
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def _overflowing_checkpoint(src_ckpt, path):
+    """Finite weights whose outputs overflow to Inf on every scan (a diverged training run)."""
+    blob = torch.load(src_ckpt, weights_only=True)
+    blob["state_dict"]["head.fc2.weight"].fill_(1e38)
+    torch.save(blob, path)
+    return str(path)
+
+
+def test_non_finite_predictions_fail_the_scan(study, capsys):
+    root, ckpt = study
+    bad = _overflowing_checkpoint(ckpt, root / "overflow.pt")
+    argv = ["cohort", "--images", str(root / "data" / "sub-000[01]_T1w.nii.gz"), "--model", bad,
+            "--targets", "left_hippocampus", "--out", str(root / "out"), "--n-steps", "2", "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "0 done" in err and "2 failed" in err and "not finite" in err
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["scans"]] == ["failed", "failed"]
+    assert not list((root / "out").glob("*/*_done.json"))

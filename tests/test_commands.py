@@ -146,10 +146,14 @@ def test_bad_checkpoints_are_one_line_errors(case, tmp_path, capsys):
     torch.save({"state_dict": blob["state_dict"], "metadata": few}, tmp_path / "fewnames.pt")
     nameless = {k: v for k, v in blob["metadata"].items() if k != "output_names"}
     torch.save({"state_dict": blob["state_dict"], "metadata": nameless}, tmp_path / "nameless.pt")
+    overflow = dict(blob["state_dict"])
+    overflow["head.fc2.weight"] = torch.full_like(overflow["head.fc2.weight"], 1e38)  # predicts Inf
+    torch.save({"state_dict": overflow, "metadata": blob["metadata"]}, tmp_path / "overflow.pt")
     for name, message in [("absurd.pt", "200000"), ("empty.pt", "empty (0 bytes)"),
                           ("noise.pt", "not a PyTorch checkpoint"),
                           ("fewnames.pt", "has 4 names but the model has 16 outputs"),
-                          ("nameless.pt", "no metadata['output_names']")]:
+                          ("nameless.pt", "no metadata['output_names']"),
+                          ("overflow.pt", "not finite")]:
         out = tmp_path / f"out-{name}"
         rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / name),
                    "--out", str(out), "--quiet"])
