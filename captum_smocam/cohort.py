@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from ._io import child_path, nifti_stem
 from .nifti import load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
@@ -78,7 +79,6 @@ SUMMARY_TOP = 10
 #: Process-group timeout: ranks wait this long for each other at the final barrier.
 DIST_TIMEOUT = datetime.timedelta(hours=24)
 
-_NIFTI_RE = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _BIDS_SUB = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)")
 _BIDS_SES = re.compile(r"(?:^|_)(ses-[A-Za-z0-9]+)")
 _LIST_SUFFIXES = (".txt", ".lst")
@@ -142,19 +142,28 @@ def find_scans(images: Union[str, Sequence[str]]) -> List[Path]:
 def subject_id(path: Union[str, os.PathLike]) -> str:
     """The id naming a scan's outputs: its BIDS ``sub-<label>[_ses-<label>]``, else the file stem.
 
+    The stem is the file name without ``.nii`` / ``.nii.gz``, made safe by
+    :func:`captum_smocam._io.safe_name`: characters other than letters,
+    digits and ``._+-`` and leading dots are replaced, and a short hash of the
+    original stem is appended when anything changed, so an id is always one
+    plain folder name (never ``.`` or ``..``) and different stems keep
+    different ids.
+
     Examples::
 
         >>> subject_id("data/sub-0003_ses-01_T1w.nii.gz")
         'sub-0003_ses-01'
         >>> subject_id("/scans/patient7.nii")
         'patient7'
+        >>> subject_id("/scans/..nii.gz")
+        'scan-3a52ce78'
     """
     name = Path(path).name
     sub = _BIDS_SUB.search(name)
     if sub:
         ses = _BIDS_SES.search(name)
         return sub.group(1) + (f"_{ses.group(1)}" if ses else "")
-    return _NIFTI_RE.sub("", name)
+    return nifti_stem(name)
 
 
 def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]]) -> Dict[Path, Path]:
@@ -355,16 +364,16 @@ def _versions() -> Dict[str, str]:
 
 
 def _outputs(out: Path, sid: str, target_names: Sequence[str], with_labels: bool) -> Dict[str, Path]:
-    folder = out / sid
-    files = {f"map:{t}": folder / f"{sid}_smocam_{_safe(t)}.nii.gz" for t in target_names}
+    folder = child_path(out, sid)
+    files = {f"map:{t}": child_path(folder, f"{sid}_smocam_{_safe(t)}.nii.gz") for t in target_names}
     if with_labels:
-        files["regions"] = folder / f"{sid}_regions.csv"
-    files["predictions"] = folder / f"{sid}_predictions.csv"
+        files["regions"] = child_path(folder, f"{sid}_regions.csv")
+    files["predictions"] = child_path(folder, f"{sid}_predictions.csv")
     return files
 
 
 def _marker(out: Path, sid: str) -> Path:
-    return out / sid / f"{sid}_done.json"
+    return child_path(child_path(out, sid), f"{sid}_done.json")
 
 
 def _read_marker(out: Path, sid: str) -> Optional[dict]:
@@ -623,6 +632,11 @@ def run_cohort(
     layer_name, layer_module = resolve_layer(net, metadata, layer)
     target_idx = resolve_targets(metadata, targets)
     target_names = [str(metadata["output_names"][i]) for i in target_idx]
+    file_names = [_safe(t) for t in target_names]
+    clash = sorted({f for f in file_names if file_names.count(f) > 1})
+    if clash:
+        raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
+                         f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
     model_file = _model_file(model)
     smocam_kwargs = {"n_steps": int(n_steps), "l2_weight": DEFAULT_L2_WEIGHT,
                      "smooth_weight": DEFAULT_SMOOTH_WEIGHT, "lr": DEFAULT_LR}

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._io import child_path, nifti_stem, safe_name
+
 #: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
 COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
 #: The structure the demo explains (the poster's figure).
@@ -173,18 +175,19 @@ def _run_explain(args) -> int:
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
                    show_progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    stem = Path(args.image).name.split(".")[0]
+    stem = nifti_stem(args.image)  # the whole name less .nii/.nii.gz: scan.v1 and scan.v2 stay apart
     with staged_output(args.out) as stage:
-        preds.to_csv(stage / f"{stem}_predictions.csv", index=False)
+        preds.to_csv(child_path(stage, f"{stem}_predictions.csv"), index=False)
         rows = []
         for k, t in enumerate(targets):
             name = meta["output_names"][t]
-            save_map(maps[k], info, stage / f"{stem}_{args.method}_{name}.nii.gz")
+            base = f"{stem}_{args.method}_{safe_name(name)}"
+            save_map(maps[k], info, child_path(stage, f"{base}.nii.gz"))
             plot_attribution(maps[k], x[0, 0], title=f"{args.method}: {name}",
-                             output_file=stage / f"{stem}_{args.method}_{name}.png")
+                             output_file=child_path(stage, f"{base}.png"))
             if labels is not None:
                 table = get_region_table(_map_on_label_grid(maps[k], info, labels[1]), labels[0], names)
-                table.to_csv(stage / f"{stem}_{args.method}_{name}_regions.csv", index=False)
+                table.to_csv(child_path(stage, f"{base}_regions.csv"), index=False)
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
     for name, top in rows:
@@ -224,6 +227,7 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
     from .regions import get_region_table
 
     name = meta["output_names"][target]
+    fname = safe_name(name)  # in file names; titles keep the name as the checkpoint spells it
     std = torch.tensor(meta["output_std"], dtype=torch.float32)
     maps, rows, tables = {}, [], []
     for method in methods:
@@ -234,7 +238,7 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
                           **(occlusion_kwargs if method == "occlusion" else {}))
         seconds = time.perf_counter() - t0
         maps[METHOD_LABELS[method]] = m[0, 0]
-        save_map(m[0], info, stage / f"{method}_{name}.nii.gz")
+        save_map(m[0], info, child_path(stage, f"{method}_{fname}.nii.gz"))
         row = {"method": method, "seconds": round(seconds, 2)}  # top_regions: densest, see _top_regions
         if labels is not None:
             table = get_region_table(_map_on_label_grid(m[0], info, labels[1]), labels[0], names)
@@ -243,21 +247,21 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
             row["top_regions"] = _top_regions(table)
             if method == "smocam":
                 plot_region_attention(table, title=f"SMOCAM attention: {name}",
-                                      output_file=stage / f"smocam_{name}_regions.png")
+                                      output_file=child_path(stage, f"smocam_{fname}_regions.png"))
         if method == "smocam" and history:
             plot_convergence(history, title=f"SMOCAM objective: {name}",
-                             output_file=stage / f"smocam_{name}_convergence.png")
+                             output_file=child_path(stage, f"smocam_{fname}_convergence.png"))
         rows.append(row)
     # Cut through the structure when it is known, else through the first map's maximum.
     cuts = None
     if outline is not None and bool(outline.any()):
         cuts = tuple(int(round(float(c))) for c in torch.nonzero(outline).float().mean(dim=0))
     plot_comparison(maps, x[0, 0], outline=outline, cut_coords=cuts, title=f"{name}: where each method looks",
-                    output_file=stage / f"comparison_{name}.png")
+                    output_file=child_path(stage, f"comparison_{fname}.png"))
     if tables:
-        pd.concat(tables, ignore_index=True).to_csv(stage / f"regions_{name}.csv", index=False)
+        pd.concat(tables, ignore_index=True).to_csv(child_path(stage, f"regions_{fname}.csv"), index=False)
     summary = pd.DataFrame(rows)
-    summary.to_csv(stage / f"methods_{name}.csv", index=False)
+    summary.to_csv(child_path(stage, f"methods_{fname}.csv"), index=False)
     return summary
 
 

@@ -226,3 +226,41 @@ def test_non_finite_predictions_fail_the_scan(study, capsys):
     manifest = json.loads((root / "out" / "manifest.json").read_text())
     assert [r["status"] for r in manifest["scans"]] == ["failed", "failed"]
     assert not list((root / "out").glob("*/*_done.json"))
+
+
+def _tree(folder: Path):
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_hostile_file_names_stay_inside_out(study):
+    """Scans named '..nii.gz' and '...nii.gz' once had the ids '.' and '..': outputs went into --out's parent."""
+    root, ckpt = study
+    hostile = root / "hostile"
+    hostile.mkdir()
+    for name in ("..nii.gz", "...nii.gz", "a b.nii.gz"):
+        shutil.copy(root / "data" / "sub-0000_T1w.nii.gz", hostile / name)
+    parent = root / "parent"
+    parent.mkdir()
+    # What the old ids touched in the parent: a marker they deleted and temporary files they cleaned.
+    for name, text in (("keep.txt", "mine"), (".._done.json", "not smocam's"), (".x.part.csv", "not smocam's")):
+        (parent / name).write_text(text)
+    before = _tree(parent)
+    res = cohort.run_cohort([str(hostile / n) for n in ("..nii.gz", "...nii.gz", "a b.nii.gz")], ckpt,
+                            "left_hippocampus", out=parent / "out", n_steps=2, show_progress=False)
+    assert (res["n_done"], res["n_failed"]) == (3, 0)
+    after = _tree(parent)
+    assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
+    sids = [r["subject"] for r in res["records"]]
+    assert len(set(sids)) == 3
+    for sid in sids:
+        assert sid not in ("", ".", "..") and not sid.startswith(".") and "/" not in sid and " " not in sid
+        assert (parent / "out" / sid / f"{sid}_done.json").is_file()
+
+
+def test_subject_ids_are_safe_and_distinct():
+    ids = [cohort.subject_id(n) for n in ("..nii.gz", "...nii.gz", ".nii.gz", "a b.nii", "a-b.nii", "x/../y.nii")]
+    assert len(set(ids)) == len(ids)
+    assert all(i and not i.startswith(".") and all(c.isalnum() or c in "._+-" for c in i) for i in ids)
+    assert cohort.subject_id("a-b.nii") == "a-b" and cohort.subject_id("scan.v1.nii.gz") == "scan.v1"
+    assert cohort.subject_id("/data/sub-01_ses-2_T1w.nii.gz") == "sub-01_ses-2"

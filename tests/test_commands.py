@@ -161,3 +161,29 @@ def test_bad_checkpoints_are_one_line_errors(case, tmp_path, capsys):
         assert rc == 2 and message in err, err
         assert len(err.strip().splitlines()) == 1 and err.startswith("smocam: error:")
         assert not out.exists() or os.listdir(out) == []
+
+
+def test_explain_names_outputs_after_the_full_stem(case, tmp_path):
+    """scan.v1 and scan.v2 were both cut to 'scan' and overwrote each other in silence."""
+    for version in ("v1", "v2"):
+        image = tmp_path / f"scan.{version}.nii.gz"
+        image.write_bytes(open(case["t1"], "rb").read())
+        assert main(["explain", "--image", str(image), "--target", "right_hippocampus", "--model", case["ckpt"],
+                     "--n-steps", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    files = set(os.listdir(tmp_path / "out"))
+    for version in ("v1", "v2"):
+        assert {f"scan.{version}_predictions.csv", f"scan.{version}_smocam_right_hippocampus.nii.gz"} <= files
+
+
+def test_explain_output_names_from_a_checkpoint_stay_inside_out(case, tmp_path):
+    blob = torch.load(case["ckpt"], weights_only=True)
+    names = list(blob["metadata"]["output_names"])
+    names[0] = "../../../../escaped"
+    torch.save({"state_dict": blob["state_dict"], "metadata": dict(blob["metadata"], output_names=names)},
+               tmp_path / "hostile.pt")
+    out = tmp_path / "a" / "b" / "out"
+    assert main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / "hostile.pt"),
+                 "--n-steps", "2", "--out", str(out), "--quiet"]) == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "hostile.pt"]
+    assert written and all(out in p.parents for p in written)
+    assert not any("escaped" in p.name and out != p.parent for p in written)
