@@ -54,6 +54,7 @@ import torch
 
 from . import __version__
 from ._io import child_path, nifti_stem
+from ._outputs import OutputSet, prepare_out
 from .nifti import load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
@@ -363,40 +364,35 @@ def _versions() -> Dict[str, str]:
     }
 
 
-def _outputs(out: Path, sid: str, target_names: Sequence[str], with_labels: bool) -> Dict[str, Path]:
-    folder = child_path(out, sid)
-    files = {f"map:{t}": child_path(folder, f"{sid}_smocam_{_safe(t)}.nii.gz") for t in target_names}
+def _output_names(sid: str, target_names: Sequence[str], with_labels: bool) -> Dict[str, str]:
+    """File names of a scan's outputs (in ``<out>/<sid>/``), by role."""
+    files = {f"map:{t}": f"{sid}_smocam_{_safe(t)}.nii.gz" for t in target_names}
     if with_labels:
-        files["regions"] = child_path(folder, f"{sid}_regions.csv")
-    files["predictions"] = child_path(folder, f"{sid}_predictions.csv")
+        files["regions"] = f"{sid}_regions.csv"
+    files["predictions"] = f"{sid}_predictions.csv"
     return files
 
 
-def _marker(out: Path, sid: str) -> Path:
-    return child_path(child_path(out, sid), f"{sid}_done.json")
+def _scan_set(out: Path, sid: str) -> OutputSet:
+    """The output set of one scan: the folder ``<out>/<sid>/``, its done-marker as manifest."""
+    return OutputSet(out, child_path(out, sid), f"{sid}_done.json")
 
 
-def _read_marker(out: Path, sid: str) -> Optional[dict]:
-    path = _marker(out, sid)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
-
-
-def _is_complete(out: Path, sid: str, settings: dict) -> Optional[dict]:
+def _is_complete(oset: OutputSet, settings: dict) -> Optional[dict]:
     """The done-marker if the scan is complete for these settings, else None."""
-    marker = _read_marker(out, sid)
+    marker = oset.read_manifest()
     if not marker or marker.get("status") != "done" or marker.get("settings") != settings:
         return None
-    if not all((out / sid / name).is_file() for name in marker.get("files", [])):
+    if not all(child_path(oset.folder, name).is_file() for name in marker.get("files", [])):
         return None
     return marker
 
 
 def _clean_partial(folder: Path) -> None:
-    """Remove temporary files a killed run left behind (``.<name>.<random>.part<suffix>``)."""
+    """Remove temporary files an older version's killed run left behind (``.<name>.<random>.part<suffix>``).
+
+    Only called with the scan's lock held: nothing else writes in the scan's folder then.
+    """
     if folder.is_dir():
         for p in folder.iterdir():
             if p.name.startswith(".") and ".part" in p.name and p.is_file():
@@ -442,15 +438,13 @@ def _process_scan(
     targets: List[int],
     target_names: List[str],
     lut: Optional[Dict[int, str]],
-    out: Path,
+    stage: Path,
     smocam_kwargs: dict,
     internal_batch_size: Optional[int],
     device: torch.device,
 ) -> Dict[str, float]:
-    """Explain one scan and write its files; returns timings in seconds. Raises on any failure."""
-    folder = out / sid
-    folder.mkdir(parents=True, exist_ok=True)
-    files = _outputs(out, sid, target_names, label_path is not None)
+    """Explain one scan and write its files into ``stage``; returns timings in seconds. Raises on any failure."""
+    files = {k: child_path(stage, v) for k, v in _output_names(sid, target_names, label_path is not None).items()}
     timings = {}
 
     t = time.perf_counter()
@@ -461,9 +455,9 @@ def _process_scan(
 
     t = time.perf_counter()
     with torch.no_grad():
-        out = model(x)
-    check_finite_outputs(out, metadata["output_names"], where=f"{sid} ({scan.name})")
-    pred = out[0].detach().cpu().numpy().astype(np.float64)
+        y = model(x)
+    check_finite_outputs(y, metadata["output_names"], where=f"{sid} ({scan.name})")
+    pred = y[0].detach().cpu().numpy().astype(np.float64)
     maps = explain(model, metadata, x, targets, layer=layer_module, smocam_kwargs=smocam_kwargs,
                    internal_batch_size=internal_batch_size)
     maps = maps.detach().cpu().numpy()[:, 0]
@@ -497,8 +491,19 @@ def _process_scan(
 # --------------------------------------------------------------------------
 
 
-def _rank_manifest(out: Path, rank: int) -> Path:
-    return out / f".manifest.rank-{rank}.json"
+def _rank_manifest(out: Path, job: str, rank: int) -> Path:
+    """Where a rank keeps its records while running: per job, so that concurrent runs never share one."""
+    return child_path(out, f".manifest.{job}.rank-{rank}.json")
+
+
+def _read_scan_csv(out: Path, sid: str, role: str) -> Optional[pd.DataFrame]:
+    """A complete scan's CSV, read under the scan's lock (a concurrent run may be replacing the set)."""
+    with _scan_set(out, sid) as oset:
+        marker = oset.read_manifest()
+        name = f"{sid}_{role}.csv"
+        if not marker or name not in marker.get("files", []):
+            return None
+        return pd.read_csv(child_path(oset.folder, name))
 
 
 def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_labels: bool,
@@ -508,7 +513,11 @@ def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_
     written: Dict[str, Path] = {}
     if not ok:
         return written
-    preds = pd.concat([pd.read_csv(out / s / f"{s}_predictions.csv") for s in ok], ignore_index=True)
+    tables = [_read_scan_csv(out, s, "predictions") for s in ok]
+    ok = [s for s, t in zip(ok, tables) if t is not None]
+    if not ok:
+        return written
+    preds = pd.concat([t for t in tables if t is not None], ignore_index=True)
     wide = preds.pivot(index="subject", columns="output", values="prediction")
     order = list(dict.fromkeys(preds["output"]))
     wide = wide.loc[ok, order].reset_index()
@@ -516,7 +525,10 @@ def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_
     _write_csv(written["cohort_predictions"], wide)
     if not with_labels:
         return written
-    regions = pd.concat([pd.read_csv(out / s / f"{s}_regions.csv") for s in ok], ignore_index=True)
+    region_tables = [t for t in (_read_scan_csv(out, s, "regions") for s in ok) if t is not None]
+    if not region_tables:
+        return written
+    regions = pd.concat(region_tables, ignore_index=True)
     per_target = []
     for t in target_names:
         rows = regions[regions["target"] == t]
@@ -545,6 +557,38 @@ def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n
     with _atomic_write(path, ".png") as tmp:
         fig.savefig(tmp, dpi=100)
     return path
+
+
+def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: OutputSet, *, redo: bool,
+             waited: bool, settings: dict, run_info: dict, bar, **process_kwargs) -> dict:
+    """One scan, with its lock held: skip it if complete, else explain it and publish its output set."""
+    record = {"subject": sid, "scan": str(scan), "labels": str(label_path) if label_path else None,
+              "index": i, **run_info}
+    oset.recover()  # finish or undo a publication a killed run left half done; drop stale temporary folders
+    _clean_partial(oset.folder)
+    marker = None if redo else _is_complete(oset, settings)
+    if marker is not None:
+        reason = "completed by another run meanwhile" if waited else "complete from an earlier run"
+        record.update(status="skipped", reason=reason, timings=marker.get("timings"),
+                      finished=marker.get("finished"))
+        return record
+    t0 = time.perf_counter()
+    stage = oset.new_stage()
+    try:
+        timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
+        timings["total_s"] = time.perf_counter() - t0
+        record.update(status="done", timings=timings,
+                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
+        oset.commit(stage, {**record, "settings": settings, "versions": _versions()}, merge=False, overwrite=True)
+    except Exception as exc:  # one bad scan never stops the cohort
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
+                      timings={"total_s": time.perf_counter() - t0})
+        record.pop("finished", None)
+        bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}", file=sys.stderr)
+    finally:
+        oset.discard(stage)
+    return record
 
 
 def run_cohort(
@@ -651,53 +695,28 @@ def run_cohort(
         "lut": str(lut) if lut is not None else None,
     }
 
+    prepare_out(out)  # an unusable --out fails now, not after the first scan
     ctx = dist_context(device)
     try:
         net = net.to(ctx.device).eval()
         mine = list(range(ctx.rank, len(scans), ctx.world_size))
         run_info = {"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
                     "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size}
-        out.mkdir(parents=True, exist_ok=True)
+        job = "0"
         records: List[dict] = []
-        _write_json(_rank_manifest(out, ctx.rank), records)
+        _write_json(_rank_manifest(out, job, ctx.rank), records)
         desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
-        bar = tqdm(mine, desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
-        for i in bar:
-            scan, sid = scans[i], sids[i]
-            label_path = label_map.get(scan)
-            record = {"subject": sid, "scan": str(scan), "labels": str(label_path) if label_path else None,
-                      "index": i, **run_info}
-            marker = None if force else _is_complete(out, sid, settings)
-            if marker is not None:
-                record.update(status="skipped", reason="complete from an earlier run",
-                              timings=marker.get("timings"), finished=marker.get("finished"))
-            else:
-                _marker(out, sid).unlink(missing_ok=True)
-                _clean_partial(out / sid)
-                t0 = time.perf_counter()
-                try:
-                    timings = _process_scan(
-                        scan, sid, label_path, model=net, metadata=metadata, layer_module=layer_module,
-                        targets=target_idx, target_names=target_names, lut=lut_names, out=out,
-                        smocam_kwargs=smocam_kwargs, internal_batch_size=internal_batch_size, device=ctx.device,
-                    )
-                except Exception as exc:  # one bad scan never stops the cohort
-                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
-                                  timings={"total_s": time.perf_counter() - t0})
-                    bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}",
-                              file=sys.stderr)
-                else:
-                    timings["total_s"] = time.perf_counter() - t0
-                    record.update(status="done", timings=timings,
-                                  finished=datetime.datetime.now().isoformat(timespec="seconds"))
-                    files = _outputs(out, sid, target_names, label_path is not None)
-                    _write_json(_marker(out, sid), {
-                        **record, "files": [p.name for p in files.values()], "settings": settings,
-                        "versions": _versions(),
-                    })
+        bar = tqdm(total=len(mine), desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
+        for i in mine:
+            with _scan_set(out, sids[i]) as oset:
+                record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset, redo=force, waited=False,
+                                  settings=settings, run_info=run_info, bar=bar, model=net, metadata=metadata,
+                                  layer_module=layer_module, targets=target_idx, target_names=target_names,
+                                  lut=lut_names, smocam_kwargs=smocam_kwargs,
+                                  internal_batch_size=internal_batch_size, device=ctx.device)
             records.append(record)
-            _write_json(_rank_manifest(out, ctx.rank), records)
+            _write_json(_rank_manifest(out, job, ctx.rank), records)
+            bar.update(1)
         bar.close()
 
         ctx.barrier()
@@ -705,7 +724,7 @@ def run_cohort(
         if ctx.is_main:
             merged: List[dict] = []
             for r in range(ctx.world_size):
-                with open(_rank_manifest(out, r), encoding="utf-8") as fh:
+                with open(_rank_manifest(out, job, r), encoding="utf-8") as fh:
                     merged.extend(json.load(fh))
             merged.sort(key=lambda rec: rec["index"])
             records = merged
@@ -722,7 +741,7 @@ def run_cohort(
                 "scans": records,
             })
             for r in range(ctx.world_size):
-                _rank_manifest(out, r).unlink(missing_ok=True)
+                _rank_manifest(out, job, r).unlink(missing_ok=True)
         ctx.barrier()
     finally:
         ctx.close()

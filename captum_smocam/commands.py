@@ -1,19 +1,23 @@
 """The ``smocam explain``, ``smocam compare`` and ``smocam demo`` sub-commands.
 
-All three write into ``--out`` through :func:`staged_output`: files are
-written in a hidden staging folder and moved into place only when the whole
-command succeeded, so a failed or interrupted run leaves ``--out`` as it was.
-Everything a user can get wrong (a missing or unreadable scan, an unknown
-target or layer, a scan that does not cover the model grid) is checked before
-any file is written.
+All three write into ``--out`` through :func:`staged_output`: the files are
+written in a private staging folder and published as one *output set*
+(:class:`captum_smocam._outputs.OutputSet`): all of them or none, with a
+manifest naming the set (``<stem>_outputs.json`` for ``explain``,
+``compare_outputs.json``, ``demo_outputs.json``) moved in last, so a failed or
+killed run leaves ``--out`` as it was. A set records the input it was computed
+from; outputs of another input under the same names, or files no smocam
+manifest lists, are not overwritten unless ``--force`` is given. Everything a
+user can get wrong (a missing or unreadable scan, an unknown target or layer, a
+scan that does not cover the model grid, an unusable ``--out``) is checked
+before the expensive part.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -23,6 +27,7 @@ import pandas as pd
 import torch
 
 from ._io import child_path, nifti_stem, safe_name
+from ._outputs import OutputSet, prepare_out
 
 #: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
 COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
@@ -30,28 +35,51 @@ COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
 DEMO_TARGET = "right_lateral_ventricle"
 
 
+def output_set(out_dir, manifest: str, source: str, overwrite: bool = False) -> OutputSet:
+    """The output set ``manifest`` in ``out_dir``, after checking that ``out_dir`` is usable and that
+    the set does not hold another input's outputs (unless ``overwrite``); see :func:`staged_output`."""
+    out = prepare_out(out_dir)
+    oset = OutputSet(out, out, manifest)
+    oset.check_source(source, overwrite)
+    return oset
+
+
 @contextlib.contextmanager
-def staged_output(out_dir) -> Iterator[Path]:
-    """Yield a staging folder whose files move into ``out_dir`` only on success.
+def staged_output(oset: OutputSet, source: str, overwrite: bool = False, **record) -> Iterator[Path]:
+    """Yield a staging folder whose files are published into the set's folder, all at once, on success.
+
+    With the set's lock held: a publication a killed run left half done is
+    finished or undone and stale staging folders are removed; then the block
+    writes into a new staging folder, whose files are committed as the set
+    (:meth:`OutputSet.commit`, ``merge=True``: other files of the same
+    ``source`` stay). An exception leaves the folder as it was.
+
+    Args:
+        oset (OutputSet): from :func:`output_set`.
+        source (str): the input the files are computed from (its absolute path).
+        overwrite (bool, optional): replace outputs of another input, or files no
+            manifest lists. Default: False
+        **record: more entries for the manifest.
 
     Examples::
 
         >>> import tempfile, os
         >>> out = os.path.join(tempfile.mkdtemp(), "out")
-        >>> with staged_output(out) as stage:
+        >>> with staged_output(output_set(out, "a_outputs.json", "/data/a.nii"), "/data/a.nii") as stage:
         ...     _ = (stage / "a.txt").write_text("x")
-        >>> sorted(os.listdir(out))
-        ['a.txt']
+        >>> sorted(f for f in os.listdir(out) if not f.startswith("."))
+        ['a.txt', 'a_outputs.json']
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".smocam-staging-", dir=out))
-    try:
-        yield stage
-        for item in sorted(stage.iterdir()):
-            os.replace(item, out / item.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with oset:
+        oset.recover()
+        stage = oset.new_stage()
+        try:
+            yield stage
+            oset.commit(stage, {"source": source, **record,
+                                "written": datetime.datetime.now().isoformat(timespec="seconds")},
+                        merge=True, overwrite=overwrite)
+        finally:
+            oset.discard(stage)
 
 
 def _common_model_args(p: argparse.ArgumentParser) -> None:
@@ -61,6 +89,8 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="label map (NIfTI) on the scan's grid, for region tables")
     p.add_argument("--lut", default=None, help="FreeSurferColorLUT-format file naming the labels")
     p.add_argument("--out", default="smocam-out", help="output folder (default: smocam-out)")
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs in --out that come from another input (or that no smocam run wrote)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -171,12 +201,14 @@ def _run_explain(args) -> int:
     kwargs = _smocam_kwargs(args)
     model, meta, layer_name, layer, targets, x, info, labels, names = _setup(args, args.image)
     preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
+    stem = nifti_stem(args.image)  # the whole name less .nii/.nii.gz: scan.v1 and scan.v2 stay apart
+    source = os.path.abspath(args.image)
+    oset = output_set(args.out, f"{stem}_outputs.json", source, args.force)
     t0 = time.perf_counter()
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
                    show_progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    stem = nifti_stem(args.image)  # the whole name less .nii/.nii.gz: scan.v1 and scan.v2 stay apart
-    with staged_output(args.out) as stage:
+    with staged_output(oset, source, args.force, command="explain", model=str(args.model or "vgg")) as stage:
         preds.to_csv(child_path(stage, f"{stem}_predictions.csv"), index=False)
         rows = []
         for k, t in enumerate(targets):
@@ -272,7 +304,9 @@ def _run_compare(args) -> int:
     if len(targets) != 1:
         raise ValueError(f"compare explains one output; got {len(targets)} targets from {args.target!r}")
     preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
-    with staged_output(args.out) as stage:
+    source = os.path.abspath(args.image)
+    oset = output_set(args.out, "compare_outputs.json", source, args.force)
+    with staged_output(oset, source, args.force, command="compare", model=str(args.model or "vgg")) as stage:
         preds.to_csv(stage / "predictions.csv", index=False)
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
                            smocam_kwargs=kwargs, show_progress=not args.quiet)
@@ -285,6 +319,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="smocam-demo", help="output folder (default: smocam-demo)")
     p.add_argument("--model", default=None, help="checkpoint file or shipped model name (default: vgg)")
     p.add_argument("--quick", action="store_true", help="fewer SMOCAM steps and a coarser occlusion, for a smoke test")
+    p.add_argument("--force", action="store_true", help="replace files in --out that no smocam demo wrote")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
 
@@ -301,7 +336,9 @@ def _run_demo(args) -> int:
     subject = generate_subject(index, lr_correlation=float(meta.get("lr_correlation", 0.95)))
     smocam_kwargs = {"n_steps": 20} if args.quick else None
     occlusion = {"occlusion_window": 12, "occlusion_stride": 12} if args.quick else {}
-    with staged_output(args.out) as stage:
+    oset = output_set(args.out, "demo_outputs.json", "smocam demo", args.force)
+    with staged_output(oset, "smocam demo", args.force, command="demo", model=str(args.model or "vgg"),
+                       subject=index) as stage:
         t1_path, lab_path = write_subject(subject, stage)
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)

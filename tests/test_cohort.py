@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -53,7 +54,11 @@ def _run(root, ckpt, out="out", **kw):
 
 
 def _mtimes(folder: Path):
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
+
+
+def _visible(folder: Path):
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def test_outputs_resume_after_crash(study, monkeypatch):
@@ -76,7 +81,8 @@ def test_outputs_resume_after_crash(study, monkeypatch):
     assert status["sub-0001"]["status"] == "failed" and "simulated crash" in status["sub-0001"]["error"]
     assert manifest["versions"]["torch"] == torch.__version__ and manifest["settings"]["n_steps"] == N_STEPS
     assert not (out / "sub-0001" / "sub-0001_done.json").exists()
-    assert (out / "sub-0001" / "sub-0001_smocam_left-hippocampus.nii.gz").exists()  # partial outputs
+    # All or nothing: the maps written before the crash never reached the scan's folder.
+    assert not (out / "sub-0001").exists() or _visible(out / "sub-0001") == []
 
     # Per-scan outputs: maps on the scan's grid, predictions = the model's, region rows per target.
     scan = root / "data" / "sub-0000_T1w.nii.gz"
@@ -116,8 +122,7 @@ def test_outputs_resume_after_crash(study, monkeypatch):
     assert _mtimes(out / "sub-0000") == before["sub-0000"]
     assert _mtimes(out / "sub-0002") == before["sub-0002"]
     after = _mtimes(out / "sub-0001")
-    assert after["sub-0001_smocam_left-hippocampus.nii.gz"] > before["sub-0001"]["sub-0001_smocam_left-hippocampus.nii.gz"]
-    assert "sub-0001_done.json" in after
+    assert "sub-0001_done.json" in after and "sub-0001_smocam_left-hippocampus.nii.gz" in after
     assert pd.read_csv(out / "cohort_regions.csv")["n"].max() == 3
 
     # A run killed before the done-marker of scan 3 was renamed into place: only scan 3 is redone.
@@ -264,3 +269,42 @@ def test_subject_ids_are_safe_and_distinct():
     assert all(i and not i.startswith(".") and all(c.isalnum() or c in "._+-" for c in i) for i in ids)
     assert cohort.subject_id("a-b.nii") == "a-b" and cohort.subject_id("scan.v1.nii.gz") == "scan.v1"
     assert cohort.subject_id("/data/sub-01_ses-2_T1w.nii.gz") == "sub-01_ses-2"
+
+
+def test_scan_outputs_are_published_all_or_nothing(study, monkeypatch):
+    """A failed publication keeps the scan's previous complete set; stale staging folders are cleaned."""
+    import captum_smocam._outputs as outputs
+
+    root, ckpt = study
+    out = root / "out"
+    _run(root, ckpt)
+    before = _tree(out / "sub-0001")
+    # Left over from earlier runs: an older version's staging folder (no owner file, an hour old) and one
+    # of a run killed while it explained the scan (owner file, its lock long released).
+    legacy = out / "sub-0001" / ".smocam-staging-x1y2z3"
+    legacy.mkdir()
+    (legacy / "sub-0001_predictions.csv").write_text("half")
+    os.utime(legacy, (time.time() - 3600,) * 2)
+    killed = out / "sub-0001" / ".smocam-staging-killed"
+    killed.mkdir()
+    (killed / outputs.OWNER_FILE).write_text(json.dumps({"manifest": "sub-0001_done.json"}))
+
+    real, calls = os.replace, []
+
+    def failing(src, dst):  # the 4th move of sub-0001's publication fails (disk full)
+        if "sub-0001" in str(dst) and not os.path.basename(src).startswith("."):
+            calls.append(src)
+            if len(calls) == 4:
+                raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    res = _run(root, ckpt, n_steps=N_STEPS + 1)  # new settings: every scan is redone
+    assert [r["status"] for r in res["records"]] == ["done", "failed", "done"]
+    assert "No space left" in res["records"][1]["error"]
+    assert _tree(out / "sub-0001") == before  # the old complete set, nothing of the new one
+    assert not legacy.exists() and not killed.exists()
+    monkeypatch.undo()
+    res = _run(root, ckpt, n_steps=N_STEPS + 1)
+    assert [r["status"] for r in res["records"]] == ["skipped", "done", "skipped"]
+

@@ -1,5 +1,7 @@
 """The explain / compare / demo sub-commands on a tiny model and a synthetic scan."""
+import json
 import os
+import time
 
 import nibabel as nib
 import numpy as np
@@ -187,3 +189,73 @@ def test_explain_output_names_from_a_checkpoint_stay_inside_out(case, tmp_path):
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "hostile.pt"]
     assert written and all(out in p.parents for p in written)
     assert not any("escaped" in p.name and out != p.parent for p in written)
+
+
+def _explain(case, image, out, *extra):
+    return main(["explain", "--image", str(image), "--target", "right_hippocampus", "--model", case["ckpt"],
+                 "--n-steps", "2", "--out", str(out), "--quiet", *extra])
+
+
+def test_explain_never_overwrites_another_inputs_outputs_silently(case, tmp_path, capsys):
+    for folder in ("site1", "site2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "scan.nii.gz").write_bytes(open(case["t1"], "rb").read())
+    out = tmp_path / "out"
+    assert _explain(case, tmp_path / "site1" / "scan.nii.gz", out) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    # Same stem, another file: refused before any work, in one line, and the first outputs stay.
+    assert _explain(case, tmp_path / "site2" / "scan.nii.gz", out) == 2
+    err = capsys.readouterr().err
+    assert "site1" in err and "site2" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == first
+    # The same input again: fine (a rerun); --force replaces the other input's set.
+    assert _explain(case, tmp_path / "site1" / "scan.nii.gz", out) == 0
+    assert _explain(case, tmp_path / "site2" / "scan.nii.gz", out, "--force") == 0
+    manifest = json.loads((out / "scan_outputs.json").read_text())
+    assert manifest["source"] == str(tmp_path / "site2" / "scan.nii.gz")
+    # A file that no smocam run wrote is not overwritten either.
+    (out / "scan.v1_predictions.csv").write_text("my own table")
+    image = tmp_path / "scan.v1.nii.gz"
+    image.write_bytes(open(case["t1"], "rb").read())
+    assert _explain(case, image, out) == 2
+    assert "scan.v1_predictions.csv" in capsys.readouterr().err
+    assert (out / "scan.v1_predictions.csv").read_text() == "my own table"
+
+
+def test_explain_publishes_all_or_nothing_and_cleans_stale_staging(case, tmp_path, monkeypatch):
+    import captum_smocam._outputs as outputs
+
+    out = tmp_path / "out"
+    assert _explain(case, case["t1"], out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # An earlier run killed while staging (an older version's folder: no owner file, an hour old).
+    stale = out / ".smocam-staging-a1b2c3d4"
+    stale.mkdir()
+    (stale / "sub-20000_T1w_smocam_right_hippocampus.nii.gz").write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    # The publication fails at its third move: nothing of the new set may stay beside the old one.
+    real, calls = os.replace, []
+
+    def failing(src, dst):
+        if not os.path.basename(src).startswith("."):
+            calls.append(src)
+            if len(calls) == 3:
+                raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    assert _explain(case, case["t1"], out, "--n-steps", "3") == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".smocam-locks"]
+
+
+def test_unusable_out_fails_before_the_work(case, capsys, monkeypatch):
+    import captum_smocam.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "attribute_map", lambda *a, **k: pytest.fail("computed before checking --out"))
+    assert main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--out", "/proc/x",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the output folder '/proc/x'" in err and len(err.strip().splitlines()) == 1
