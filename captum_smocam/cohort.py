@@ -18,11 +18,23 @@ and, for the whole cohort (rank 0, at the end)::
 
 Resumption: a scan is *complete* when its done-marker exists, was written with
 the same SMOCAM settings (model file hash, layer, targets, steps, weights) and
-every file it lists exists; complete scans are skipped on a rerun. Every file
-is written under a temporary name and renamed, and the done-marker is written
-after all the others, so a run killed at any point leaves each scan either
-complete or redone next time. A scan that fails (unreadable file, wrong
-space, ...) is reported on stderr and in the manifest, and the run goes on.
+every file it lists exists; complete scans are skipped on a rerun. A scan's
+files are written in a private staging folder and published as one output set
+(:class:`captum_smocam._outputs.OutputSet`): the old set is moved aside, the new
+files moved in and the done-marker moved in last, under a journal, so a failed
+move puts the old set back and a run killed at any point leaves each scan
+either with its old complete set or its new one (the next run finishes or
+undoes the publication and removes stale staging folders). A scan that fails
+(unreadable file, wrong space, ...) is reported on stderr and in the
+manifest, and the run goes on.
+
+Concurrent runs: a scan is explained with its lock held (``flock`` on
+``<out>/.smocam-locks/<subject>_done.json.lock``). A run skips the scans
+another run holds, does the rest, then waits for the skipped ones and takes
+over only those that are still not complete, so two runs on one ``--out`` (or
+several ``torchrun`` jobs of one study) share the work. Temporary files are
+per run (staging folders, ``.manifest.<job>.rank-<r>.json``) and removed only
+with the owning set's lock held, so one run never deletes another's.
 
 Scale-out: under ``torchrun`` (environment ``RANK`` / ``WORLD_SIZE``) each
 rank joins a ``torch.distributed`` process group (``nccl`` with CUDA, else
@@ -43,6 +55,7 @@ import platform
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -496,6 +509,17 @@ def _rank_manifest(out: Path, job: str, rank: int) -> Path:
     return child_path(out, f".manifest.{job}.rank-{rank}.json")
 
 
+def _clean_old_rank_manifests(out: Path) -> None:
+    """Remove the per-rank record files of killed runs: no live run leaves its own untouched this long."""
+    limit = time.time() - DIST_TIMEOUT.total_seconds() - 3600
+    for p in out.glob(".manifest.*.rank-*.json"):
+        try:
+            if p.stat().st_mtime < limit:
+                p.unlink()
+        except OSError:
+            pass
+
+
 def _read_scan_csv(out: Path, sid: str, role: str) -> Optional[pd.DataFrame]:
     """A complete scan's CSV, read under the scan's lock (a concurrent run may be replacing the set)."""
     with _scan_set(out, sid) as oset:
@@ -559,6 +583,16 @@ def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n
     return path
 
 
+def _job_id(ctx: DistContext) -> str:
+    """An id shared by the ranks of this run and by no other run (names the per-rank record files)."""
+    job = [uuid.uuid4().hex[:12]]
+    if ctx.initialized:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(job, src=0)
+    return str(job[0])
+
+
 def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: OutputSet, *, redo: bool,
              waited: bool, settings: dict, run_info: dict, bar, **process_kwargs) -> dict:
     """One scan, with its lock held: skip it if complete, else explain it and publish its output set."""
@@ -568,7 +602,7 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
     _clean_partial(oset.folder)
     marker = None if redo else _is_complete(oset, settings)
     if marker is not None:
-        reason = "completed by another run meanwhile" if waited else "complete from an earlier run"
+        reason = "complete (after waiting for another run)" if waited else "complete from an earlier run"
         record.update(status="skipped", reason=reason, timings=marker.get("timings"),
                       finished=marker.get("finished"))
         return record
@@ -702,21 +736,32 @@ def run_cohort(
         mine = list(range(ctx.rank, len(scans), ctx.world_size))
         run_info = {"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
                     "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size}
-        job = "0"
+        job = _job_id(ctx)
         records: List[dict] = []
         _write_json(_rank_manifest(out, job, ctx.rank), records)
         desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
         bar = tqdm(total=len(mine), desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
-        for i in mine:
-            with _scan_set(out, sids[i]) as oset:
-                record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset, redo=force, waited=False,
-                                  settings=settings, run_info=run_info, bar=bar, model=net, metadata=metadata,
-                                  layer_module=layer_module, targets=target_idx, target_names=target_names,
-                                  lut=lut_names, smocam_kwargs=smocam_kwargs,
-                                  internal_batch_size=internal_batch_size, device=ctx.device)
-            records.append(record)
-            _write_json(_rank_manifest(out, job, ctx.rank), records)
-            bar.update(1)
+        # First pass: the scans no other run is working on. Second pass: wait for the others' scans, then
+        # take them over only if they are still not complete (the other run failed or used other settings).
+        busy: List[int] = []
+        for blocking, queue in ((False, mine), (True, busy)):
+            for i in queue:
+                oset = _scan_set(out, sids[i])
+                if not oset.acquire(blocking=blocking):
+                    busy.append(i)
+                    continue
+                try:
+                    record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset,
+                                      redo=force and not blocking, waited=blocking, settings=settings,
+                                      run_info=run_info, bar=bar, model=net, metadata=metadata,
+                                      layer_module=layer_module, targets=target_idx, target_names=target_names,
+                                      lut=lut_names, smocam_kwargs=smocam_kwargs,
+                                      internal_batch_size=internal_batch_size, device=ctx.device)
+                finally:
+                    oset.release()
+                records.append(record)
+                _write_json(_rank_manifest(out, job, ctx.rank), records)
+                bar.update(1)
         bar.close()
 
         ctx.barrier()
@@ -742,6 +787,7 @@ def run_cohort(
             })
             for r in range(ctx.world_size):
                 _rank_manifest(out, job, r).unlink(missing_ok=True)
+            _clean_old_rank_manifests(out)
         ctx.barrier()
     finally:
         ctx.close()

@@ -308,3 +308,47 @@ def test_scan_outputs_are_published_all_or_nothing(study, monkeypatch):
     res = _run(root, ckpt, n_steps=N_STEPS + 1)
     assert [r["status"] for r in res["records"]] == ["skipped", "done", "skipped"]
 
+
+
+def _cohort_child(root, ckpt, queue, start):
+    """One of two concurrent runs on the same --out (a spawned process): each scan takes at least 1 s."""
+    torch.set_num_threads(1)
+    real = cohort._process_scan
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    cohort._process_scan = slow
+    try:
+        start.wait(120)  # both runs start together, whatever their import times
+        res = _run(root, ckpt, n_steps=2)
+        queue.put([(r["subject"], r["status"], r.get("reason", r.get("error"))) for r in res["records"]])
+    except BaseException as exc:  # report, do not hang the parent
+        queue.put(repr(exc))
+
+
+def test_two_runs_on_one_out_share_the_work(study):
+    """Two runs started together compute every scan once between them, and neither fails."""
+    import multiprocessing
+
+    root, ckpt = study
+    ctx = multiprocessing.get_context("spawn")  # fork after torch has run threads here can deadlock the child
+    queue, start = ctx.Queue(), ctx.Barrier(2)
+    runs = [ctx.Process(target=_cohort_child, args=(root, ckpt, queue, start)) for _ in range(2)]
+    for p in runs:
+        p.start()
+    results = [queue.get(timeout=240) for _ in runs]
+    for p in runs:
+        p.join(30)
+    assert all(isinstance(r, list) for r in results), results
+    statuses = [s for r in results for (_, s, _) in r]
+    assert statuses.count("failed") == 0, results
+    assert statuses.count("done") == 3, results  # each scan computed exactly once
+    assert all(len(r) == 3 for r in results)  # both runs report every scan: done, or completed by the other
+    assert any(reason == "complete (after waiting for another run)" for r in results for (_, _, reason) in r)
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert {r["status"] for r in manifest["scans"]} <= {"done", "skipped"}  # whichever run wrote it last
+    assert not list((root / "out").glob(".manifest.*"))  # neither run deleted the other's record files early
+    for sid in ("sub-0000", "sub-0001", "sub-0002"):
+        assert (root / "out" / sid / f"{sid}_done.json").is_file()
