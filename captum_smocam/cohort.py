@@ -17,8 +17,11 @@ and, for the whole cohort (rank 0, at the end)::
     cohort_summary.png       cohort mean share of attention for the first targets
 
 Resumption: a scan is *complete* when its done-marker exists, was written with
-the same SMOCAM settings (model file hash, layer, targets, steps, weights) and
-every file it lists exists; complete scans are skipped on a rerun. A scan's
+the same settings (model file hash, layer, targets, steps, weights, LUT
+content hash), from the same input files (the marker records path, size,
+mtime and SHA-256 of the scan and of its label map; the content hash decides)
+and every file it lists exists; complete scans are skipped on a rerun, and a
+scan or label map replaced under the same name is recomputed. A scan's
 files are written in a private staging folder and published as one output set
 (:class:`captum_smocam._outputs.OutputSet`): the old set is moved aside, the new
 files moved in and the done-marker moved in last, under a journal, so a failed
@@ -391,10 +394,36 @@ def _scan_set(out: Path, sid: str) -> OutputSet:
     return OutputSet(out, child_path(out, sid), f"{sid}_done.json")
 
 
-def _is_complete(oset: OutputSet, settings: dict) -> Optional[dict]:
-    """The done-marker if the scan is complete for these settings, else None."""
+def _fingerprint(path: Path, what: str) -> Dict[str, Any]:
+    """What the done-marker records of an input file: path, size, mtime and content hash (SHA-256)."""
+    try:
+        st = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def _same_inputs(recorded: Optional[dict], current: dict) -> bool:
+    """Whether the scan and label map are the ones the marker was computed from (by content)."""
+    if not isinstance(recorded, dict):
+        return False
+    for key in ("scan", "labels"):
+        old, new = recorded.get(key), current.get(key)
+        if (old is None) != (new is None) or (new is not None and old.get("sha256") != new["sha256"]):
+            return False
+    return True
+
+
+def _is_complete(oset: OutputSet, settings: dict, inputs: dict) -> Optional[dict]:
+    """The done-marker if the scan is complete for these settings and these input files, else None."""
     marker = oset.read_manifest()
     if not marker or marker.get("status") != "done" or marker.get("settings") != settings:
+        return None
+    if not _same_inputs(marker.get("inputs"), inputs):
         return None
     if not all(child_path(oset.folder, name).is_file() for name in marker.get("files", [])):
         return None
@@ -600,12 +629,34 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
               "index": i, **run_info}
     oset.recover()  # finish or undo a publication a killed run left half done; drop stale temporary folders
     _clean_partial(oset.folder)
-    marker = None if redo else _is_complete(oset, settings)
-    if marker is not None:
-        reason = "complete (after waiting for another run)" if waited else "complete from an earlier run"
-        record.update(status="skipped", reason=reason, timings=marker.get("timings"),
-                      finished=marker.get("finished"))
-        return record
+    t0 = time.perf_counter()
+    stage = None
+    try:
+        inputs = {"scan": _fingerprint(scan, "scan file"),
+                  "labels": _fingerprint(label_path, "label map") if label_path is not None else None}
+        marker = None if redo else _is_complete(oset, settings, inputs)
+        if marker is not None:
+            reason = "complete (after waiting for another run)" if waited else "complete from an earlier run"
+            record.update(status="skipped", reason=reason, timings=marker.get("timings"),
+                          finished=marker.get("finished"))
+            return record
+        stage = oset.new_stage()
+        timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
+        timings["total_s"] = time.perf_counter() - t0
+        record.update(status="done", timings=timings,
+                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
+        oset.commit(stage, {**record, "inputs": inputs, "settings": settings, "versions": _versions()},
+                    merge=False, overwrite=True)
+    except Exception as exc:  # one bad scan never stops the cohort
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
+                      timings={"total_s": time.perf_counter() - t0})
+        record.pop("finished", None)
+        bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}", file=sys.stderr)
+    finally:
+        if stage is not None:
+            oset.discard(stage)
+    return record
     t0 = time.perf_counter()
     stage = oset.new_stage()
     try:
@@ -645,8 +696,9 @@ def run_cohort(
     Per scan, all ``targets`` are explained in one SMOCAM batch
     (:func:`captum_smocam.pipeline.explain`, the network before ``layer`` runs
     once) and the files listed in the module docstring are written
-    atomically, the done-marker last. Complete scans (see the module
-    docstring) are skipped unless ``force``. A scan that raises is recorded as
+    as one output set, the done-marker last. Complete scans (see the module
+    docstring: same settings, same scan and label-map content) are skipped
+    unless ``force``. A scan that raises is recorded as
     failed and the run continues. Under ``torchrun`` every rank calls this
     function with the same arguments; rank ``r`` of ``W`` explains the scans
     ``r, r + W, ...`` of the sorted list, and rank 0 writes ``manifest.json``
@@ -725,8 +777,7 @@ def run_cohort(
         "layer": layer_name,
         "targets": target_names,
         **smocam_kwargs,
-        "with_labels": bool(label_map),
-        "lut": str(lut) if lut is not None else None,
+        "lut_sha256": _file_sha256(lut) if lut is not None else None,
     }
 
     prepare_out(out)  # an unusable --out fails now, not after the first scan
@@ -779,6 +830,7 @@ def run_cohort(
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "versions": _versions(),
                 "settings": settings,
+                "lut": str(lut) if lut is not None else None,
                 "world_size": ctx.world_size,
                 "n_scans": len(records),
                 **{f"n_{k}": v for k, v in counts.items()},

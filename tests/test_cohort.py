@@ -352,3 +352,40 @@ def test_two_runs_on_one_out_share_the_work(study):
     assert not list((root / "out").glob(".manifest.*"))  # neither run deleted the other's record files early
     for sid in ("sub-0000", "sub-0001", "sub-0002"):
         assert (root / "out" / sid / f"{sid}_done.json").is_file()
+
+
+def test_rerun_recomputes_what_changed(study):
+    """A scan, label map, LUT or model replaced under the same name is recomputed; an untouched one is not."""
+    root, ckpt = study
+    data, out = root / "data", root / "out"
+    _run(root, ckpt)
+
+    def statuses():
+        return {r["subject"]: r["status"] for r in _run(root, ckpt)["records"]}
+
+    shutil.copy(data / "sub-0002_T1w.nii.gz", data / "sub-0001_T1w.nii.gz")  # another scan, same name
+    assert statuses() == {"sub-0000": "skipped", "sub-0001": "done", "sub-0002": "skipped"}
+    p1 = pd.read_csv(out / "sub-0001" / "sub-0001_predictions.csv")["prediction"]
+    p2 = pd.read_csv(out / "sub-0002" / "sub-0002_predictions.csv")["prediction"]
+    np.testing.assert_allclose(p1, p2, rtol=1e-6)  # computed from the new content
+    marker = json.loads((out / "sub-0001" / "sub-0001_done.json").read_text())
+    assert marker["inputs"]["scan"]["size"] == (data / "sub-0001_T1w.nii.gz").stat().st_size
+
+    shutil.copy(data / "sub-0000_labels.nii.gz", data / "sub-0002_labels.nii.gz")
+    assert statuses() == {"sub-0000": "skipped", "sub-0001": "skipped", "sub-0002": "done"}
+
+    os.utime(data / "sub-0000_T1w.nii.gz", (time.time() + 60,) * 2)  # touched, same content: nothing to do
+    assert set(statuses().values()) == {"skipped"}
+
+    lut = (data / "labels.txt").read_text().replace("left_hippocampus", "Left-Hippocampus")
+    (data / "labels.txt").write_text(lut)  # region names change in every table
+    assert set(statuses().values()) == {"done"}
+
+    blob = torch.load(ckpt, weights_only=True)
+    blob["state_dict"]["head.fc2.bias"] += 1.0
+    torch.save(blob, ckpt_copy := root / "model.pt")
+    shutil.copy(ckpt_copy, root / "swap.pt")
+    assert {r["status"] for r in _run(root, str(root / "swap.pt"))["records"]} == {"done"}
+    blob["state_dict"]["head.fc2.bias"] += 1.0
+    torch.save(blob, root / "swap.pt")  # same path, new weights
+    assert {r["status"] for r in _run(root, str(root / "swap.pt"))["records"]} == {"done"}
