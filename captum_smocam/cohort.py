@@ -63,7 +63,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -71,7 +70,7 @@ import torch
 from . import __version__
 from ._io import child_path, nifti_stem
 from ._outputs import OutputSet, prepare_out
-from .nifti import load_scan, map_to_grid, save_map
+from .nifti import load_label_map, load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
 from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
@@ -441,28 +440,13 @@ def _clean_partial(folder: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
-def _load_labels(path: Path) -> nib.spatialimages.SpatialImage:
-    try:
-        img = nib.load(str(path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label map not found: {path}") from None
-    except Exception as exc:
-        raise ValueError(f"cannot read label map {path}: {exc}") from exc
-    shape = img.shape
-    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
-        img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
-    elif len(shape) != 3:
-        raise ValueError(f"label map {path} must be 3-D; got shape {shape}")
-    return img
-
-
-def _region_tables(maps: np.ndarray, info, label_img, target_names: Sequence[str], names) -> pd.DataFrame:
+def _region_tables(maps: np.ndarray, info, label_map, target_names: Sequence[str], names) -> pd.DataFrame:
     """One long table: the region table of every target's map on the label map's grid."""
-    labels = np.asarray(label_img.dataobj)
+    labels, affine = label_map
     rows = []
     for k, t in enumerate(target_names):
         # Map (model grid) -> label grid in world coordinates, as save_map does for the scan grid.
-        on_labels = map_to_grid(maps[k], info, label_img.affine, labels.shape)
+        on_labels = map_to_grid(maps[k], info, affine, labels.shape)
         table = get_region_table(on_labels, labels, names)
         table.insert(0, "target", t)
         rows.append(table)
@@ -491,7 +475,7 @@ def _process_scan(
 
     t = time.perf_counter()
     x, info = load_scan(scan, metadata)
-    label_img = _load_labels(label_path) if label_path is not None else None
+    label_img = load_label_map(label_path, info) if label_path is not None else None
     x = x.to(device)
     timings["load_s"] = time.perf_counter() - t
 

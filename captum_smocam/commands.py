@@ -101,20 +101,12 @@ def _smocam_kwargs(args) -> Dict:
 
 
 def _load_labels(path, info):
-    """Label map read on its canonical grid; must share the scan's original grid and affine."""
-    from .nifti import load_scan
+    """The label map of the scan (see :func:`captum_smocam.nifti.load_label_map`): ``(labels, affine)``."""
+    from .nifti import load_label_map
 
     if path is None:
         return None
-    lab, lab_info = load_scan(path)
-    if lab_info.original_spatial_shape != info.original_spatial_shape or not np.allclose(
-        lab_info.original_affine, info.original_affine, atol=1e-3
-    ):
-        raise ValueError(
-            f"label map {path} has shape {lab_info.original_spatial_shape}, the scan has "
-            f"{info.original_spatial_shape} (labels must share the scan's grid and affine)"
-        )
-    return np.rint(lab[0, 0].numpy()).astype(np.int32), lab_info
+    return load_label_map(path, info)
 
 
 def _label_names(lut: Optional[str]):
@@ -129,11 +121,11 @@ def _label_names(lut: Optional[str]):
     return read_lut(lut)
 
 
-def _map_on_label_grid(map_model_grid: torch.Tensor, info, lab_info) -> np.ndarray:
-    """A model-grid map resampled onto the label map's canonical grid (for region tables)."""
+def _map_on_label_grid(map_model_grid: torch.Tensor, info, labels) -> np.ndarray:
+    """A model-grid map resampled onto the label map's grid (``labels`` from :func:`_load_labels`)."""
     from .nifti import map_to_grid
 
-    return map_to_grid(map_model_grid, info, lab_info.grid_affine, lab_info.grid_shape)
+    return map_to_grid(map_model_grid, info, labels[1], labels[0].shape)
 
 
 def _setup(args, image):
@@ -218,7 +210,7 @@ def _run_explain(args) -> int:
             plot_attribution(maps[k], x[0, 0], title=f"{args.method}: {name}",
                              output_file=child_path(stage, f"{base}.png"))
             if labels is not None:
-                table = get_region_table(_map_on_label_grid(maps[k], info, labels[1]), labels[0], names)
+                table = get_region_table(_map_on_label_grid(maps[k], info, labels), labels[0], names)
                 table.to_csv(child_path(stage, f"{base}_regions.csv"), index=False)
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
@@ -273,7 +265,7 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
         save_map(m[0], info, child_path(stage, f"{method}_{fname}.nii.gz"))
         row = {"method": method, "seconds": round(seconds, 2)}  # top_regions: densest, see _top_regions
         if labels is not None:
-            table = get_region_table(_map_on_label_grid(m[0], info, labels[1]), labels[0], names)
+            table = get_region_table(_map_on_label_grid(m[0], info, labels), labels[0], names)
             table.insert(0, "method", method)
             tables.append(table)
             row["top_regions"] = _top_regions(table)

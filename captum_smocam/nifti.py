@@ -26,6 +26,7 @@ register images.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
@@ -39,7 +40,7 @@ from ._io import atomic_write
 from .preprocessing import normalize_intensity
 from .regions import as_spatial_array, upsample_to
 
-__all__ = ["ScanInfo", "load_scan", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
+__all__ = ["ScanInfo", "load_scan", "load_label_map", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
 
 #: :func:`load_scan` refuses a scan that covers less than this fraction of the model grid.
 MIN_GRID_COVERAGE = 0.5
@@ -241,6 +242,97 @@ def load_scan(
     )
     tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None, None]
     return tensor, info
+
+
+def _canonical_grid(affine: np.ndarray, shape) -> Tuple[Tuple[int, int, int], np.ndarray]:
+    """Shape and affine of ``nibabel.as_closest_canonical`` of an image with this affine and shape."""
+    shape = tuple(int(v) for v in shape[:3])
+    ornt = nib.io_orientation(affine)
+    canonical_shape = [0, 0, 0]
+    for axis, (to, _) in enumerate(ornt):
+        canonical_shape[int(to)] = shape[axis]
+    canonical_affine = np.asarray(affine, dtype=np.float64) @ nib.orientations.inv_ornt_aff(ornt, shape)
+    return tuple(canonical_shape), canonical_affine
+
+
+def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a label map (one integer label per voxel) that belongs to the scan ``info`` was loaded from.
+
+    The rule, the same for ``smocam explain``, ``compare`` and ``cohort``: the
+    label map must be on the scan's own grid (the same voxel centres: equal
+    shape and affine to 1e-3 mm after canonical re-orientation, so an LPS copy
+    of an RAS map is fine), hold integer labels and at least one labelled
+    (non-zero) voxel inside the model grid (``info.grid_affine``,
+    ``info.grid_shape``), where the maps are defined. A warning is issued when
+    less than half of the labelled voxels lie there.
+
+    Args:
+        path (str or Path): the label map (NIfTI).
+        info (ScanInfo): from :func:`load_scan` of the scan.
+
+    Returns:
+        tuple: ``(labels, affine)``: the labels re-oriented to the closest
+        canonical orientation (``int32``, ``X x Y x Z``) and their 4 x 4 affine,
+        the grid onto which :func:`map_to_grid` brings a map for region tables.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` ("label map not found").
+        ValueError: unreadable file; not 3-D; non-integer or non-finite
+            values; another grid than the scan's (the message says whether the
+            shapes or the affines differ, and whether the two overlap at all);
+            no labelled voxel, or none inside the model grid.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"label map not found: {path}")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for bad files
+        raise ValueError(f"cannot read label map {path}: {exc}") from exc
+    shape = tuple(int(v) for v in img.shape)
+    if len(shape) > 3 and all(v == 1 for v in shape[3:]):
+        img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
+    elif len(shape) != 3:
+        raise ValueError(f"label map {path} must be 3-D; got shape {shape}")
+    lab_shape, lab_affine = _canonical_grid(img.affine, img.shape)
+    scan_shape, scan_affine = _canonical_grid(info.original_affine, info.original_spatial_shape)
+    rule = "labels must be on the scan's grid: same shape and affine, e.g. resampled onto the scan with nearest-neighbour interpolation"
+    if lab_shape != scan_shape:
+        raise ValueError(f"label map {path} has shape {lab_shape}, the scan has {scan_shape} ({rule})")
+    if not np.allclose(lab_affine, scan_affine, atol=1e-3):
+        corners = np.array([[i, j, k, 1.0] for i in (0, lab_shape[0] - 1) for j in (0, lab_shape[1] - 1)
+                            for k in (0, lab_shape[2] - 1)]).T
+        apart = float(np.abs((lab_affine @ corners - scan_affine @ corners)[:3]).max())
+        _, overlap = _resample(np.ones(scan_shape, np.float32), scan_affine, lab_affine, lab_shape, order=0)
+        where = ("and does not overlap the scan at all" if overlap == 0.0
+                 else f"({100 * overlap:.0f}% of it overlaps the scan)")
+        raise ValueError(
+            f"label map {path} has the scan's shape {scan_shape} but another affine: its voxels lie up to "
+            f"{apart:.1f} mm from the scan's {where} ({rule})"
+        )
+    try:
+        data = np.asarray(nib.as_closest_canonical(img).dataobj)
+    except Exception as exc:  # truncated/corrupt data blocks surface here
+        raise ValueError(f"cannot read the data of label map {path}: {exc}") from exc
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise ValueError(f"label map {path} holds non-integer or NaN values; expected integer labels")
+    labels = data.astype(np.int32)
+    labelled = labels != 0
+    n_labelled = int(labelled.sum())
+    if n_labelled == 0:
+        raise ValueError(f"label map {path} has no labelled voxel (every value is 0)")
+    inside, _ = _resample(np.ones(info.grid_shape, np.float32), info.grid_affine, lab_affine, lab_shape, order=0)
+    share = float(inside[labelled].sum()) / n_labelled
+    if share == 0.0:
+        raise ValueError(
+            f"label map {path}: none of its {n_labelled} labelled voxels lies inside the model grid, where the "
+            f"maps are defined; every region would get 0 attention"
+        )
+    if share < 0.5:
+        warnings.warn(f"label map {path}: only {100 * share:.0f}% of its labelled voxels lie inside the model "
+                      f"grid; regions outside it get 0 attention", UserWarning, stacklevel=2)
+    return labels, lab_affine
 
 
 def _nifti_suffix(path: Path) -> str:

@@ -389,3 +389,17 @@ def test_rerun_recomputes_what_changed(study):
     blob["state_dict"]["head.fc2.bias"] += 1.0
     torch.save(blob, root / "swap.pt")  # same path, new weights
     assert {r["status"] for r in _run(root, str(root / "swap.pt"))["records"]} == {"done"}
+
+
+def test_label_map_off_the_scan_fails_that_scan_as_explain_refuses_it(study, capsys):
+    root, ckpt = study
+    lab = root / "data" / "sub-0001_labels.nii.gz"
+    img = nib.load(lab)
+    far = img.affine.copy()
+    far[:3, 3] += 1000.0  # no overlap at all: region tables would be all zeros
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), far), lab)
+    res = _run(root, ckpt, n_steps=2)
+    assert [r["status"] for r in res["records"]] == ["done", "failed", "done"]
+    assert "does not overlap the scan" in res["records"][1]["error"]
+    assert not (root / "out" / "sub-0001" / "sub-0001_regions.csv").exists()
+

@@ -259,3 +259,29 @@ def test_unusable_out_fails_before_the_work(case, capsys, monkeypatch):
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "cannot create the output folder '/proc/x'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_label_map_errors_say_what_is_wrong(case, tmp_path, capsys):
+    """One rule for explain and cohort: labels on the scan's grid, overlapping the model grid."""
+    img = nib.load(case["labels"])
+    moved = img.affine.copy()
+    moved[:3, 3] += 6.0  # same shape, grid shifted by 6 mm
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), tmp_path / "shifted_labels.nii.gz")
+    far = img.affine.copy()
+    far[:3, 3] += 1000.0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), far), tmp_path / "far_labels.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine), tmp_path / "empty_labels.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-2], img.affine), tmp_path / "small_labels.nii.gz")
+    cases = [
+        ("shifted_labels.nii.gz", "has the scan's shape (56, 68, 60) but another affine"),
+        ("far_labels.nii.gz", "does not overlap the scan"),
+        ("empty_labels.nii.gz", "has no labelled voxel"),
+        ("small_labels.nii.gz", "has shape (54, 68, 60), the scan has (56, 68, 60)"),
+        ("missing_labels.nii.gz", "label map not found"),
+    ]
+    for name, message in cases:
+        rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--labels",
+                   str(tmp_path / name), "--out", str(tmp_path / "out"), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err, (name, err)
+        assert "scan file not found" not in err and len(err.strip().splitlines()) == 1
