@@ -80,6 +80,7 @@ __all__ = [
     "find_scans",
     "subject_id",
     "match_labels",
+    "PAIRINGS",
     "DistContext",
     "dist_context",
     "DEFAULT_OUT",
@@ -182,24 +183,34 @@ def subject_id(path: Union[str, os.PathLike]) -> str:
     return nifti_stem(name)
 
 
-def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]]) -> Dict[Path, Path]:
-    """Pair every scan with its label map.
+#: How :func:`match_labels` pairs label maps with scans.
+PAIRINGS = ("id", "sorted")
 
-    Rule: if every scan's :func:`subject_id` is the id of exactly one label
-    file, scans and label files are paired by id; otherwise, if there are as
-    many label files as scans, they are paired in sorted order (a notice is
-    printed); otherwise it is an error.
+
+def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]], pairing: str = "id") -> Dict[Path, Path]:
+    """Pair scans with their label maps: by subject id, or, only when asked, by sorted order.
+
+    ``pairing="id"`` (the default): a scan is paired with the one label file
+    whose :func:`subject_id` is its own (``sub-0003_T1w.nii.gz`` <->
+    ``sub-0003_labels.nii.gz``). A scan that no label file names gets no
+    label map (no region table; a notice names it) as long as every label file
+    was used; if some label file matches no scan while a scan has none, or a
+    scan's id names several label files, the pairing is ambiguous and refused.
+    ``pairing="sorted"``: the i-th scan with the i-th label file, both in
+    sorted order, which needs as many label files as scans (a notice is
+    printed).
 
     Args:
         scans (sequence of Path): from :func:`find_scans`.
         labels (str or sequence of str): globs / list files / paths of the label
             maps (expanded with :func:`find_scans`).
+        pairing (str, optional): ``"id"`` or ``"sorted"``. Default: ``"id"``
 
     Returns:
-        dict: scan path -> label path.
+        dict: scan path -> label path, for the scans that have a label map.
 
     Raises:
-        ValueError: the files cannot be paired by either rule.
+        ValueError: an ambiguous pairing by id, or sorted pairing with unequal counts.
 
     Examples::
 
@@ -207,25 +218,39 @@ def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]]) -> Di
         >>> match_labels([Path("sub-1_T1w.nii.gz")], ["x/sub-1_labels.nii.gz"])
         {PosixPath('sub-1_T1w.nii.gz'): PosixPath('x/sub-1_labels.nii.gz')}
     """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
     label_paths = find_scans(labels)
+    if pairing == "sorted":
+        if len(label_paths) != len(scans):
+            raise ValueError(f"cannot pair by sorted order: {len(scans)} scans but {len(label_paths)} label maps")
+        print(f"smocam cohort: label maps paired with scans by sorted order, as asked "
+              f"(first pair: {scans[0].name} <- {label_paths[0].name})", file=sys.stderr)
+        return dict(zip(scans, label_paths))
     by_id: Dict[str, List[Path]] = {}
     for p in label_paths:
         by_id.setdefault(subject_id(p), []).append(p)
-    if all(len(by_id.get(subject_id(s), [])) == 1 for s in scans):
-        return {s: by_id[subject_id(s)][0] for s in scans}
-    if len(label_paths) == len(scans):
-        print(
-            f"smocam cohort: label maps matched to scans by sorted order "
-            f"(first pair: {scans[0].name} <- {label_paths[0].name})",
-            file=sys.stderr,
+    several = [(subject_id(s), by_id[subject_id(s)]) for s in scans if len(by_id.get(subject_id(s), [])) > 1]
+    if several:
+        sid, paths = several[0]
+        raise ValueError(f"{len(paths)} label maps have the id {sid!r} ({', '.join(str(p) for p in paths[:3])}); "
+                         f"keep one per scan")
+    pairs = {s: by_id[subject_id(s)][0] for s in scans if subject_id(s) in by_id}
+    without = [s for s in scans if s not in pairs]
+    unused = [p for p in label_paths if subject_id(p) not in {subject_id(s) for s in scans}]
+    if without and unused:
+        raise ValueError(
+            f"cannot pair label maps with scans by subject id: {len(without)} scan(s) have no label map with their "
+            f"id ({', '.join(subject_id(s) for s in without[:3])}) and {len(unused)} label map(s) match no scan "
+            f"({', '.join(p.name for p in unused[:3])}); name the label maps after the scans' ids "
+            f"(e.g. {subject_id(without[0])}_labels.nii.gz), or pass --pair-labels sorted "
+            f"(pairing='sorted') to pair all by sorted order"
         )
-        return dict(zip(scans, label_paths))
-    missing = [s.name for s in scans if len(by_id.get(subject_id(s), [])) != 1]
-    raise ValueError(
-        f"cannot pair {len(label_paths)} label map(s) with {len(scans)} scan(s): no unique label map with the "
-        f"subject id of {missing[:3]} (expected e.g. {subject_id(scans[0])}_labels.nii.gz, or as many label maps "
-        f"as scans to pair by sorted order)"
-    )
+    if without:
+        print(f"smocam cohort: {len(without)} scan(s) have no label map with their id and get no region table: "
+              f"{', '.join(subject_id(s) for s in without[:10])}{' ...' if len(without) > 10 else ''}",
+              file=sys.stderr)
+    return pairs
 
 
 # --------------------------------------------------------------------------
@@ -607,10 +632,12 @@ def _job_id(ctx: DistContext) -> str:
 
 
 def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: OutputSet, *, redo: bool,
-             waited: bool, settings: dict, run_info: dict, bar, **process_kwargs) -> dict:
+             waited: bool, settings: dict, run_info: dict, bar, labels_given: bool, **process_kwargs) -> dict:
     """One scan, with its lock held: skip it if complete, else explain it and publish its output set."""
     record = {"subject": sid, "scan": str(scan), "labels": str(label_path) if label_path else None,
               "index": i, **run_info}
+    if labels_given and label_path is None:
+        record["note"] = "no label map with this subject id: no region table"
     oset.recover()  # finish or undo a publication a killed run left half done; drop stale temporary folders
     _clean_partial(oset.folder)
     t0 = time.perf_counter()
@@ -674,6 +701,7 @@ def run_cohort(
     device: str = "auto",
     force: bool = False,
     show_progress: bool = True,
+    pair_labels: str = "id",
 ) -> dict:
     """SMOCAM maps, region tables and predictions for every scan of a cohort; resumable, shardable.
 
@@ -695,8 +723,8 @@ def run_cohort(
         targets (str or sequence, optional): ``"all"``, names or indices
             (:func:`captum_smocam.pipeline.resolve_targets`). Default: ``"all"``
         labels (str or sequence of str, optional): label maps, paired with the
-            scans by :func:`match_labels`; without them no region tables.
-            Default: None
+            scans by :func:`match_labels`; a scan without one gets no region
+            table. Default: None
         lut (str or Path, optional): ``FreeSurferColorLUT.txt``-format names of
             the labels; if None and a ``labels.txt`` lies beside the first label
             map, that is used. Default: None
@@ -709,6 +737,8 @@ def run_cohort(
             ``"cpu"`` or ``"cuda"``. Default: ``"auto"``
         force (bool, optional): redo complete scans too. Default: False
         show_progress (bool, optional): tqdm bar over this rank's scans. Default: True
+        pair_labels (str, optional): ``"id"`` or ``"sorted"``, see
+            :func:`match_labels`. Default: ``"id"``
 
     Returns:
         dict: ``"records"`` (per-scan dicts as in the manifest; on rank 0 all
@@ -736,7 +766,7 @@ def run_cohort(
     if dup:
         raise ValueError(f"several scans share the subject id {dup[0]!r}; output folders would collide "
                          f"(rename them or run the cohorts into different --out folders)")
-    label_map = match_labels(scans, labels) if labels else {}
+    label_map = match_labels(scans, labels, pair_labels) if labels else {}
     if lut is None and label_map:
         beside = next(iter(label_map.values())).parent / "labels.txt"
         lut = beside if beside.is_file() else None
@@ -788,6 +818,7 @@ def run_cohort(
                 try:
                     record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset,
                                       redo=force and not blocking, waited=blocking, settings=settings,
+                                      labels_given=bool(label_map),
                                       run_info=run_info, bar=bar, model=net, metadata=metadata,
                                       layer_module=layer_module, targets=target_idx, target_names=target_names,
                                       lut=lut_names, smocam_kwargs=smocam_kwargs,
@@ -854,7 +885,11 @@ def _add_cohort(sub) -> None:
     p.add_argument("--targets", default="all", metavar="all|NAMES",
                    help="outputs to explain: 'all' or comma-separated names/indices (default: all)")
     p.add_argument("--labels", nargs="+", default=None, metavar="GLOB",
-                   help="label maps, paired by subject id (sub-XX[_ses-YY] or file stem), else by sorted order")
+                   help="label maps on the scans' grids, paired by subject id (sub-XX[_ses-YY] or file stem); "
+                        "a scan without one gets no region table")
+    p.add_argument("--pair-labels", choices=PAIRINGS, default="id",
+                   help="id (default): pair label maps with scans by subject id and refuse ambiguous pairings; "
+                        "sorted: pair the i-th scan with the i-th label map in sorted order")
     p.add_argument("--lut", default=None, metavar="FILE",
                    help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
@@ -874,7 +909,7 @@ def _run_cohort(args) -> int:
     res = run_cohort(
         args.images, args.model, args.targets, labels=args.labels, lut=args.lut, out=args.out,
         layer=args.layer, n_steps=args.n_steps, internal_batch_size=args.internal_batch_size,
-        device=args.device, force=args.force, show_progress=not args.no_progress,
+        device=args.device, force=args.force, show_progress=not args.no_progress, pair_labels=args.pair_labels,
     )
     if _env_int("RANK", 0) != 0:
         return 0

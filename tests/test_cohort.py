@@ -167,8 +167,10 @@ def test_inputs_and_label_pairing(tmp_path, capsys):
     pairs = cohort.match_labels(scans, labels)
     assert {s.name: p.name for s, p in pairs.items()} == {
         "sub-01_ses-1_T1w.nii": "sub-01_ses-1_labels.nii.gz", "sub-02_T1w.nii.gz": "sub-02_labels.nii.gz"}
-    # No ids in common: sorted order, with a notice.
-    pairs = cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"))
+    # No ids in common: refused, unless sorted order is asked for.
+    with pytest.raises(ValueError, match="--pair-labels sorted"):
+        cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"))
+    pairs = cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"), pairing="sorted")
     assert [p.name for p in pairs.values()] == ["a_seg.nii.gz", "b_seg.nii.gz"]
     assert "sorted order" in capsys.readouterr().err
     with pytest.raises(ValueError, match="sub-01_ses-1"):
@@ -403,3 +405,44 @@ def test_label_map_off_the_scan_fails_that_scan_as_explain_refuses_it(study, cap
     assert "does not overlap the scan" in res["records"][1]["error"]
     assert not (root / "out" / "sub-0001" / "sub-0001_regions.csv").exists()
 
+
+def test_label_pairing_by_id_never_by_order_unless_asked(tmp_path, capsys):
+    scans = [tmp_path / f"sub-0{i}_T1w.nii.gz" for i in (1, 2, 3)]
+    # sub-03 has no label map, and no label file is left over: it gets no region table, and that is said.
+    labels = [str(tmp_path / "x" / "sub-02_labels.nii.gz"), str(tmp_path / "x" / "sub-01_labels.nii.gz")]
+    pairs = cohort.match_labels(scans, labels)
+    assert {s.name: p.name for s, p in pairs.items()} == {
+        "sub-01_T1w.nii.gz": "sub-01_labels.nii.gz", "sub-02_T1w.nii.gz": "sub-02_labels.nii.gz"}
+    assert "sub-03" in capsys.readouterr().err
+    # A label file that matches no scan beside a scan without one: ambiguous, refused.
+    with pytest.raises(ValueError, match=r"sub-03.*seg_a\.nii\.gz.*--pair-labels sorted"):
+        cohort.match_labels(scans, [*labels, str(tmp_path / "seg_a.nii.gz")])
+    # Several label files with one scan's id: refused.
+    with pytest.raises(ValueError, match="2 label maps have the id 'sub-01'"):
+        cohort.match_labels(scans[:1], [labels[1], str(tmp_path / "y" / "sub-01_labels.nii.gz")])
+    # Sorted order only when asked, and only with as many label maps as scans.
+    segs = [str(tmp_path / f"seg_{c}.nii.gz") for c in "abc"]
+    pairs = cohort.match_labels(scans, segs, pairing="sorted")
+    assert [p.name for p in pairs.values()] == ["seg_a.nii.gz", "seg_b.nii.gz", "seg_c.nii.gz"]
+    assert "sorted order" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="3 scans but 2 label maps"):
+        cohort.match_labels(scans, segs[:2], pairing="sorted")
+
+
+def test_scans_without_label_map_have_no_region_table_and_say_so(study, capsys):
+    root, ckpt = study
+    (root / "data" / "sub-0002_labels.nii.gz").unlink()
+    argv = ["cohort", "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt,
+            "--targets", "left_hippocampus", "--labels", str(root / "data" / "sub-*_labels.nii.gz"),
+            "--out", str(root / "out"), "--n-steps", "2", "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "sub-0002" in err and "no region table" in err
+    out = root / "out"
+    assert (out / "sub-0000" / "sub-0000_regions.csv").exists() and (out / "sub-0001" / "sub-0001_regions.csv").exists()
+    assert not (out / "sub-0002" / "sub-0002_regions.csv").exists()
+    # Paired by id: sub-0001's table is computed with sub-0001's own label map.
+    manifest = json.loads((out / "manifest.json").read_text())
+    labels = {r["subject"]: r["labels"] for r in manifest["scans"]}
+    assert labels["sub-0001"].endswith("sub-0001_labels.nii.gz") and labels["sub-0002"] is None
+    assert pd.read_csv(out / "cohort_regions.csv")["n"].max() == 2
