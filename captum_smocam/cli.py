@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from . import __version__
 from ._io import atomic_write  # noqa: F401  (re-exported for writers that import it from here)
@@ -83,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings about the user's data as one ``smocam: warning:`` line; others as Python prints them."""
+    from .nifti import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"smocam: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -100,7 +111,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except (CLIError, ValueError, FileNotFoundError, OSError) as exc:
         print(f"smocam: error: {_first_line(exc)}", file=sys.stderr)
         return 2

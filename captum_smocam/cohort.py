@@ -59,6 +59,7 @@ import re
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -70,7 +71,7 @@ import torch
 from . import __version__
 from ._io import child_path, nifti_stem
 from ._outputs import OutputSet, prepare_out
-from .nifti import load_label_map, load_scan, map_to_grid, save_map
+from .nifti import DataWarning, load_label_map, load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
 from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
@@ -652,7 +653,15 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
                           finished=marker.get("finished"))
             return record
         stage = oset.new_stage()
-        timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
+        for w in caught:
+            if issubclass(w.category, DataWarning):
+                record.setdefault("warnings", []).append(str(w.message))
+                bar.write(f"smocam cohort: {sid}: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         timings["total_s"] = time.perf_counter() - t0
         record.update(status="done", timings=timings,
                       finished=datetime.datetime.now().isoformat(timespec="seconds"))

@@ -40,7 +40,13 @@ from ._io import atomic_write
 from .preprocessing import normalize_intensity
 from .regions import as_spatial_array, upsample_to
 
-__all__ = ["ScanInfo", "load_scan", "load_label_map", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
+__all__ = ["ScanInfo", "DataWarning", "load_scan", "load_label_map", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
+
+class DataWarning(UserWarning):
+    """Something about an input file that the user should know, although it can be worked around
+    (NaN voxels set to 0, a label map mostly outside the model grid). The ``smocam`` command prints
+    these as ``smocam: warning: ...``; ``smocam cohort`` also records them per scan in its manifest."""
+
 
 #: :func:`load_scan` refuses a scan that covers less than this fraction of the model grid.
 MIN_GRID_COVERAGE = 0.5
@@ -153,8 +159,10 @@ def load_scan(
     ``metadata["input_shape"]``; linear interpolation, 0 outside the scan's
     field of view) and normalise its intensities with
     ``normalize_intensity(x, metadata["intensity_normalization"])``.
-    Without metadata, the intensities are returned as stored (float32, NaN
-    set to 0) on the canonical grid.
+    Without metadata, the intensities are returned as stored (float32) on
+    the canonical grid. NaN and Inf voxels are set to 0 (background) with a
+    :class:`DataWarning` that counts them; a constant image (nothing to
+    normalise or explain) is refused.
 
     Args:
         path_or_img (str, Path or nibabel image): a NIfTI file (``.nii`` /
@@ -171,7 +179,7 @@ def load_scan(
     Raises:
         FileNotFoundError: the path does not exist.
         ValueError: the file cannot be read; the image is 2-D or has several
-            volumes; metadata is incomplete; or the scan covers less than
+            volumes or is constant; metadata is incomplete; or the scan covers less than
             :data:`MIN_GRID_COVERAGE` of the model grid (wrong space or
             orientation).
 
@@ -216,7 +224,20 @@ def load_scan(
         data = np.asarray(canonical.get_fdata(dtype=np.float32))
     except Exception as exc:  # truncated/corrupt data blocks surface here
         raise ValueError(f"cannot read the image data of {where}: {exc}") from exc
-    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    bad = ~np.isfinite(data)
+    n_bad = int(bad.sum())
+    if n_bad:
+        warnings.warn(
+            f"{where}: {n_bad} NaN/Inf voxel(s) ({100 * n_bad / data.size:.2f}% of the image) set to 0 "
+            f"(background); check how the scan was made if they are inside the head",
+            DataWarning, stacklevel=2,
+        )
+        data = np.where(bad, np.float32(0.0), data)
+    if data.size and float(data.min()) == float(data.max()):
+        raise ValueError(
+            f"{where}: the image is constant (every voxel is {float(data.flat[0]):g}"
+            f"{', after NaN/Inf set to 0' if n_bad else ''}); there is nothing to normalise or explain"
+        )
 
     if metadata is None:
         grid_shape, grid_affine, method, coverage = data.shape, np.asarray(canonical.affine, float), "none", 1.0
@@ -331,7 +352,7 @@ def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.nd
         )
     if share < 0.5:
         warnings.warn(f"label map {path}: only {100 * share:.0f}% of its labelled voxels lie inside the model "
-                      f"grid; regions outside it get 0 attention", UserWarning, stacklevel=2)
+                      f"grid; regions outside it get 0 attention", DataWarning, stacklevel=2)
     return labels, lab_affine
 
 

@@ -446,3 +446,22 @@ def test_scans_without_label_map_have_no_region_table_and_say_so(study, capsys):
     labels = {r["subject"]: r["labels"] for r in manifest["scans"]}
     assert labels["sub-0001"].endswith("sub-0001_labels.nii.gz") and labels["sub-0002"] is None
     assert pd.read_csv(out / "cohort_regions.csv")["n"].max() == 2
+
+
+def test_nan_voxels_are_reported_per_scan_and_constant_scans_fail(study, capsys):
+    root, ckpt = study
+    for sid, fill in (("sub-0000", "nan"), ("sub-0001", "flat")):
+        path = root / "data" / f"{sid}_T1w.nii.gz"
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32).copy()
+        if fill == "nan":
+            data[:2] = np.nan
+        else:
+            data[:] = 7.0
+        nib.save(nib.Nifti1Image(data, img.affine), path)
+    res = _run(root, ckpt, n_steps=2)
+    first, second = res["records"][:2]
+    assert first["status"] == "done" and "NaN/Inf voxel(s)" in first["warnings"][0]
+    assert second["status"] == "failed" and "constant" in second["error"]
+    err = capsys.readouterr().err
+    assert "sub-0000" in err and "warning" in err and "NaN/Inf" in err

@@ -285,3 +285,19 @@ def test_label_map_errors_say_what_is_wrong(case, tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and message in err, (name, err)
         assert "scan file not found" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_nan_voxels_warn_and_a_constant_scan_is_refused(case, tmp_path, capsys):
+    img = nib.load(case["t1"])
+    data = np.asarray(img.dataobj, dtype=np.float32).copy()
+    data[:5] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "nan.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones(img.shape, np.float32), img.affine), tmp_path / "flat.nii.gz")
+    rc = main(["explain", "--image", str(tmp_path / "nan.nii.gz"), "--target", "0", "--model", case["ckpt"],
+               "--n-steps", "2", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "smocam: warning:" in err and "20400 NaN/Inf voxel(s)" in err and "set to 0" in err
+    rc = main(["explain", "--image", str(tmp_path / "flat.nii.gz"), "--target", "0", "--model", case["ckpt"],
+               "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "constant" in err and len(err.strip().splitlines()) == 1

@@ -255,3 +255,17 @@ def test_map_to_grid_matches_save_map_and_identity(tmp_path):
     on_model = map_to_grid(layer_map, info, info.grid_affine, info.grid_shape)
     assert on_model.shape == info.grid_shape
     assert on_model.max() > on_model.min()  # the upsampled map, not a constant
+
+
+def test_non_finite_voxels_warn_and_constant_images_are_refused():
+    from captum_smocam.nifti import DataWarning
+
+    data = np.random.default_rng(1).random((7, 8, 9)).astype(np.float32) + 1.0
+    data[0, 0, 0], data[1, 2, 3] = np.nan, np.inf
+    with pytest.warns(DataWarning, match=r"2 NaN/Inf voxel\(s\) \(0\.40% of the image\) set to 0"):
+        x, _ = load_scan(nib.Nifti1Image(data, np.eye(4)))
+    assert x[0, 0, 0, 0, 0] == 0 and x[0, 0, 1, 2, 3] == 0 and torch.isfinite(x).all()
+    with pytest.raises(ValueError, match=r"constant \(every voxel is 3\.5\)"):
+        load_scan(nib.Nifti1Image(np.full((7, 8, 9), 3.5, np.float32), np.eye(4)))
+    with pytest.raises(ValueError, match="constant"), pytest.warns(DataWarning):
+        load_scan(nib.Nifti1Image(np.full((7, 8, 9), np.nan, np.float32), np.eye(4)))
