@@ -71,7 +71,7 @@ import torch
 from . import __version__
 from ._io import child_path, nifti_stem
 from ._outputs import OutputSet, prepare_out
-from .nifti import DataWarning, load_label_map, load_scan, map_to_grid, save_map
+from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
 from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
@@ -801,6 +801,7 @@ def run_cohort(
         "targets": target_names,
         **smocam_kwargs,
         "lut_sha256": _file_sha256(lut) if lut is not None else None,
+        "preprocessing_version": PREPROCESSING_VERSION,
     }
 
     prepare_out(out)  # an unusable --out fails now, not after the first scan

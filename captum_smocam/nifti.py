@@ -48,6 +48,14 @@ class DataWarning(UserWarning):
     these as ``smocam: warning: ...``; ``smocam cohort`` also records them per scan in its manifest."""
 
 
+#: On a scan's own grid, voxels at or below this fraction of its largest |intensity| are background
+#: (rounding dust of an interpolating resampler); see :func:`load_scan`.
+FOREGROUND_FLOOR = 1e-6
+
+#: Version of the steps of :func:`load_scan` (2: z-score statistics over the foreground found on the
+#: scan's own grid). ``smocam cohort`` records it, so that results computed otherwise are redone.
+PREPROCESSING_VERSION = 2
+
 #: :func:`load_scan` refuses a scan that covers less than this fraction of the model grid.
 MIN_GRID_COVERAGE = 0.5
 
@@ -128,6 +136,25 @@ def _resample(
     return out, n_inside / float(np.prod(dst_shape))
 
 
+def _foreground_on_grid(data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
+                        dst_shape: Tuple[int, ...]) -> np.ndarray:
+    """The scan's foreground, found on its own grid, as a boolean mask on the model grid.
+
+    On the scan's own grid the foreground is every voxel above
+    :data:`FOREGROUND_FLOOR` times the largest absolute intensity (above 0, up
+    to the rounding dust an interpolating resampler leaves in the
+    background). A model-grid voxel belongs to it when every scan voxel that
+    its linear interpolation reads is foreground. So interpolated background
+    values (spline ringing, partial voxels at the edge of the head) never count
+    as head, and for a scan already on the model grid the mask is exactly its
+    voxels above 0, the rule the shipped models were trained with.
+    """
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    foreground = (data > FOREGROUND_FLOOR * peak).astype(np.float32)
+    on_grid, _ = _resample(foreground, src_affine, dst_affine, dst_shape, order=1)
+    return on_grid >= 1.0 - 1e-6
+
+
 def _grid_from_metadata(metadata: Mapping) -> Tuple[Tuple[int, int, int], np.ndarray, str]:
     if not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict (checkpoint metadata); got {type(metadata).__name__}")
@@ -158,7 +185,13 @@ def load_scan(
     world coordinates onto the model grid (``metadata["affine"]``,
     ``metadata["input_shape"]``; linear interpolation, 0 outside the scan's
     field of view) and normalise its intensities with
-    ``normalize_intensity(x, metadata["intensity_normalization"])``.
+    ``normalize_intensity(x, metadata["intensity_normalization"], mask)``,
+    where ``mask`` is the scan's foreground found on its *own* grid (voxels
+    above 0, less rounding dust) and carried to the model grid (a model voxel
+    counts when every scan voxel its interpolation reads is foreground): the
+    z-score statistics do not depend on how the scan was resampled, and a scan
+    already on the model grid is normalised exactly as the shipped models'
+    training data were (its voxels above 0).
     Without metadata, the intensities are returned as stored (float32) on
     the canonical grid. NaN and Inf voxels are set to 0 (background) with a
     :class:`DataWarning` that counts them; a constant image (nothing to
@@ -243,14 +276,20 @@ def load_scan(
         grid_shape, grid_affine, method, coverage = data.shape, np.asarray(canonical.affine, float), "none", 1.0
     else:
         grid_shape, grid_affine, method = _grid_from_metadata(metadata)
-        data, coverage = _resample(data, canonical.affine, grid_affine, grid_shape, order=1)
+        resampled, coverage = _resample(data, canonical.affine, grid_affine, grid_shape, order=1)
         if coverage < MIN_GRID_COVERAGE:
             raise ValueError(
                 f"{where}: the scan's field of view covers only {100 * coverage:.1f}% of the model grid "
                 f"(need at least {100 * MIN_GRID_COVERAGE:.0f}%); is the scan registered to the model's "
                 f"space (e.g. MNI152) with a correct affine?"
             )
-        data = normalize_intensity(data, method)
+        mask = None
+        if method != "none":
+            mask = _foreground_on_grid(data, canonical.affine, grid_affine, grid_shape)
+            if not mask.any():
+                raise ValueError(f"{where}: no voxel of the scan's foreground (intensity above 0) lies inside "
+                                 f"the model grid; nothing to normalise")
+        data = normalize_intensity(resampled, method, mask=mask)
     info = ScanInfo(
         original_shape=original_shape,
         original_affine=original_affine,
