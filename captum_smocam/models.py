@@ -468,6 +468,14 @@ def _to_plain(value):
     return value
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``nn.DataParallel`` / ``DistributedDataParallel`` wrappers (``.module``)."""
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    while isinstance(model, parallel):
+        model = model.module
+    return model
+
+
 def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> dict:
     """Write a model and its metadata to a file that :func:`load_checkpoint` reads.
 
@@ -480,7 +488,9 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
 
     Args:
         path (str or os.PathLike): destination file (``.pt``).
-        model (VGG3D or AlexNet3D): the model to save.
+        model (VGG3D or AlexNet3D): the model to save (also inside
+            ``nn.DataParallel`` or ``DistributedDataParallel``: the wrapped
+            module is saved).
         metadata (dict, optional): plain values (dict, list, str, int, float,
             bool, None) describing the model; see ``docs/models.md`` for the
             keys of a shipped checkpoint. Default: ``{}``
@@ -499,6 +509,7 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    model = _unwrap(model)
     meta = _to_plain(metadata)
     _check_plain(meta)
     meta["format_version"] = CHECKPOINT_FORMAT_VERSION

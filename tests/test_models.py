@@ -361,3 +361,12 @@ def test_load_model_needs_output_names(tmp_path):
     load_checkpoint(path)  # a checkpoint may leave its outputs unnamed ...
     with pytest.raises(ValueError, match=r"nameless\.pt.*no metadata\['output_names'\]"):
         load_model(str(path))  # ... but the smocam command names files and tables after them
+
+
+def test_save_checkpoint_looks_through_dataparallel(tmp_path):
+    """A model wrapped for multi-GPU training is saved as the model it wraps, loadable by smocam."""
+    model = _tiny("vgg").eval()
+    save_checkpoint(tmp_path / "dp.pt", torch.nn.DataParallel(model), {"output_names": ["a", "b", "c"]})
+    loaded, meta = load_checkpoint(tmp_path / "dp.pt")
+    x = torch.randn(1, 1, *SHAPE)
+    assert meta["arch"] == "VGG3D" and torch.equal(model(x), loaded(x))
