@@ -273,6 +273,7 @@ def test_unreadable_checkpoints_say_what_the_file_is(tmp_path):
         load_checkpoint(truncated)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch deprecates torch.jit; users still have such files
 @pytest.mark.parametrize("how", ["script", "trace"])
 def test_torchscript_file_is_refused_with_the_reason(tmp_path, how):
     # A network of the user's own, scripted or traced as torch.jit.save expects.
