@@ -4,7 +4,11 @@ Each sub-command is a pair of functions: ``_add_<name>(subparsers)`` declares
 its arguments and ``_run_<name>(args)`` does the work. Errors a user can fix
 (missing file, unknown target, bad value) are raised as :class:`CLIError`,
 ``ValueError``, ``FileNotFoundError`` or ``OSError`` and printed by
-:func:`main` as one line, ``smocam: error: ...``, with exit status 2.
+:func:`main` as one line, ``smocam: error: ...``, with exit status 2. Running
+out of memory (``MemoryError``, or the ``RuntimeError`` torch raises when an
+allocation fails) and other ``RuntimeError``s are printed as one line too, with
+exit status 1. ``TypeError`` and ``KeyError`` are *not* caught: inside the
+package they mean a bug, and their traceback is what a bug report needs.
 Outputs are written to a temporary name and renamed (see
 :func:`atomic_write`), so an interrupted or failed run leaves nothing
 half-written.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from . import __version__
 from ._io import atomic_write  # noqa: F401  (re-exported for writers that import it from here)
@@ -79,16 +84,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings about the user's data as one ``smocam: warning:`` line; others as Python prints them."""
+    from .nifti import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"smocam: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv=None) -> int:
-    """Entry point of the ``smocam`` console script; returns the exit status."""
+    """Entry point of the ``smocam`` console script; returns the exit status.
+
+    0: success; 1: the command ran but failed (out of memory, a torch
+    ``RuntimeError``, or, for ``cohort``, some scans failed); 2: a user error
+    (bad argument, missing or unreadable file), reported before any output is
+    written. Other exceptions (``TypeError``, ``KeyError``, ...) are bugs and
+    keep their traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, OSError, KeyError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"smocam: error: {msg}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError, OSError) as exc:
+        print(f"smocam: error: {_first_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        print(f"smocam: error: out of memory ({_first_line(exc)})", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # torch reports failed allocations (CPU and CUDA) as RuntimeError
+        print(f"smocam: error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,12 +17,27 @@ and, for the whole cohort (rank 0, at the end)::
     cohort_summary.png       cohort mean share of attention for the first targets
 
 Resumption: a scan is *complete* when its done-marker exists, was written with
-the same SMOCAM settings (model file hash, layer, targets, steps, weights) and
-every file it lists exists; complete scans are skipped on a rerun. Every file
-is written under a temporary name and renamed, and the done-marker is written
-after all the others, so a run killed at any point leaves each scan either
-complete or redone next time. A scan that fails (unreadable file, wrong
-space, ...) is reported on stderr and in the manifest, and the run goes on.
+the same settings (model file hash, layer, targets, steps, weights, LUT
+content hash), from the same input files (the marker records path, size,
+mtime and SHA-256 of the scan and of its label map; the content hash decides)
+and every file it lists exists; complete scans are skipped on a rerun, and a
+scan or label map replaced under the same name is recomputed. A scan's
+files are written in a private staging folder and published as one output set
+(:class:`captum_smocam._outputs.OutputSet`): the old set is moved aside, the new
+files moved in and the done-marker moved in last, under a journal, so a failed
+move puts the old set back and a run killed at any point leaves each scan
+either with its old complete set or its new one (the next run finishes or
+undoes the publication and removes stale staging folders). A scan that fails
+(unreadable file, wrong space, ...) is reported on stderr and in the
+manifest, and the run goes on.
+
+Concurrent runs: a scan is explained with its lock held (``flock`` on
+``<out>/.smocam-locks/<subject>_done.json.lock``). A run skips the scans
+another run holds, does the rest, then waits for the skipped ones and takes
+over only those that are still not complete, so two runs on one ``--out`` (or
+several ``torchrun`` jobs of one study) share the work. Temporary files are
+per run (staging folders, ``.manifest.<job>.rank-<r>.json``) and removed only
+with the owning set's lock held, so one run never deletes another's.
 
 Scale-out: under ``torchrun`` (environment ``RANK`` / ``WORLD_SIZE``) each
 rank joins a ``torch.distributed`` process group (``nccl`` with CUDA, else
@@ -43,18 +58,21 @@ import platform
 import re
 import sys
 import time
+import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
 
 from . import __version__
-from .nifti import load_scan, map_to_grid, save_map
-from .pipeline import explain, load_model, resolve_layer, resolve_targets
+from ._io import child_path, nifti_stem
+from ._outputs import OutputSet, prepare_out
+from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
+from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
 from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
 
@@ -63,6 +81,7 @@ __all__ = [
     "find_scans",
     "subject_id",
     "match_labels",
+    "PAIRINGS",
     "DistContext",
     "dist_context",
     "DEFAULT_OUT",
@@ -78,7 +97,6 @@ SUMMARY_TOP = 10
 #: Process-group timeout: ranks wait this long for each other at the final barrier.
 DIST_TIMEOUT = datetime.timedelta(hours=24)
 
-_NIFTI_RE = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _BIDS_SUB = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)")
 _BIDS_SES = re.compile(r"(?:^|_)(ses-[A-Za-z0-9]+)")
 _LIST_SUFFIXES = (".txt", ".lst")
@@ -142,39 +160,58 @@ def find_scans(images: Union[str, Sequence[str]]) -> List[Path]:
 def subject_id(path: Union[str, os.PathLike]) -> str:
     """The id naming a scan's outputs: its BIDS ``sub-<label>[_ses-<label>]``, else the file stem.
 
+    The stem is the file name without ``.nii`` / ``.nii.gz``, made safe by
+    :func:`captum_smocam._io.safe_name`: characters other than letters,
+    digits and ``._+-`` and leading dots are replaced, and a short hash of the
+    original stem is appended when anything changed, so an id is always one
+    plain folder name (never ``.`` or ``..``) and different stems keep
+    different ids.
+
     Examples::
 
         >>> subject_id("data/sub-0003_ses-01_T1w.nii.gz")
         'sub-0003_ses-01'
         >>> subject_id("/scans/patient7.nii")
         'patient7'
+        >>> subject_id("/scans/..nii.gz")
+        'scan-3a52ce78'
     """
     name = Path(path).name
     sub = _BIDS_SUB.search(name)
     if sub:
         ses = _BIDS_SES.search(name)
         return sub.group(1) + (f"_{ses.group(1)}" if ses else "")
-    return _NIFTI_RE.sub("", name)
+    return nifti_stem(name)
 
 
-def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]]) -> Dict[Path, Path]:
-    """Pair every scan with its label map.
+#: How :func:`match_labels` pairs label maps with scans.
+PAIRINGS = ("id", "sorted")
 
-    Rule: if every scan's :func:`subject_id` is the id of exactly one label
-    file, scans and label files are paired by id; otherwise, if there are as
-    many label files as scans, they are paired in sorted order (a notice is
-    printed); otherwise it is an error.
+
+def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]], pairing: str = "id") -> Dict[Path, Path]:
+    """Pair scans with their label maps: by subject id, or, only when asked, by sorted order.
+
+    ``pairing="id"`` (the default): a scan is paired with the one label file
+    whose :func:`subject_id` is its own (``sub-0003_T1w.nii.gz`` <->
+    ``sub-0003_labels.nii.gz``). A scan that no label file names gets no
+    label map (no region table; a notice names it) as long as every label file
+    was used; if some label file matches no scan while a scan has none, or a
+    scan's id names several label files, the pairing is ambiguous and refused.
+    ``pairing="sorted"``: the i-th scan with the i-th label file, both in
+    sorted order, which needs as many label files as scans (a notice is
+    printed).
 
     Args:
         scans (sequence of Path): from :func:`find_scans`.
         labels (str or sequence of str): globs / list files / paths of the label
             maps (expanded with :func:`find_scans`).
+        pairing (str, optional): ``"id"`` or ``"sorted"``. Default: ``"id"``
 
     Returns:
-        dict: scan path -> label path.
+        dict: scan path -> label path, for the scans that have a label map.
 
     Raises:
-        ValueError: the files cannot be paired by either rule.
+        ValueError: an ambiguous pairing by id, or sorted pairing with unequal counts.
 
     Examples::
 
@@ -182,25 +219,39 @@ def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]]) -> Di
         >>> match_labels([Path("sub-1_T1w.nii.gz")], ["x/sub-1_labels.nii.gz"])
         {PosixPath('sub-1_T1w.nii.gz'): PosixPath('x/sub-1_labels.nii.gz')}
     """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
     label_paths = find_scans(labels)
+    if pairing == "sorted":
+        if len(label_paths) != len(scans):
+            raise ValueError(f"cannot pair by sorted order: {len(scans)} scans but {len(label_paths)} label maps")
+        print(f"smocam cohort: label maps paired with scans by sorted order, as asked "
+              f"(first pair: {scans[0].name} <- {label_paths[0].name})", file=sys.stderr)
+        return dict(zip(scans, label_paths))
     by_id: Dict[str, List[Path]] = {}
     for p in label_paths:
         by_id.setdefault(subject_id(p), []).append(p)
-    if all(len(by_id.get(subject_id(s), [])) == 1 for s in scans):
-        return {s: by_id[subject_id(s)][0] for s in scans}
-    if len(label_paths) == len(scans):
-        print(
-            f"smocam cohort: label maps matched to scans by sorted order "
-            f"(first pair: {scans[0].name} <- {label_paths[0].name})",
-            file=sys.stderr,
+    several = [(subject_id(s), by_id[subject_id(s)]) for s in scans if len(by_id.get(subject_id(s), [])) > 1]
+    if several:
+        sid, paths = several[0]
+        raise ValueError(f"{len(paths)} label maps have the id {sid!r} ({', '.join(str(p) for p in paths[:3])}); "
+                         f"keep one per scan")
+    pairs = {s: by_id[subject_id(s)][0] for s in scans if subject_id(s) in by_id}
+    without = [s for s in scans if s not in pairs]
+    unused = [p for p in label_paths if subject_id(p) not in {subject_id(s) for s in scans}]
+    if without and unused:
+        raise ValueError(
+            f"cannot pair label maps with scans by subject id: {len(without)} scan(s) have no label map with their "
+            f"id ({', '.join(subject_id(s) for s in without[:3])}) and {len(unused)} label map(s) match no scan "
+            f"({', '.join(p.name for p in unused[:3])}); name the label maps after the scans' ids "
+            f"(e.g. {subject_id(without[0])}_labels.nii.gz), or pass --pair-labels sorted "
+            f"(pairing='sorted') to pair all by sorted order"
         )
-        return dict(zip(scans, label_paths))
-    missing = [s.name for s in scans if len(by_id.get(subject_id(s), [])) != 1]
-    raise ValueError(
-        f"cannot pair {len(label_paths)} label map(s) with {len(scans)} scan(s): no unique label map with the "
-        f"subject id of {missing[:3]} (expected e.g. {subject_id(scans[0])}_labels.nii.gz, or as many label maps "
-        f"as scans to pair by sorted order)"
-    )
+    if without:
+        print(f"smocam cohort: {len(without)} scan(s) have no label map with their id and get no region table: "
+              f"{', '.join(subject_id(s) for s in without[:10])}{' ...' if len(without) > 10 else ''}",
+              file=sys.stderr)
+    return pairs
 
 
 # --------------------------------------------------------------------------
@@ -354,68 +405,74 @@ def _versions() -> Dict[str, str]:
     }
 
 
-def _outputs(out: Path, sid: str, target_names: Sequence[str], with_labels: bool) -> Dict[str, Path]:
-    folder = out / sid
-    files = {f"map:{t}": folder / f"{sid}_smocam_{_safe(t)}.nii.gz" for t in target_names}
+def _output_names(sid: str, target_names: Sequence[str], with_labels: bool) -> Dict[str, str]:
+    """File names of a scan's outputs (in ``<out>/<sid>/``), by role."""
+    files = {f"map:{t}": f"{sid}_smocam_{_safe(t)}.nii.gz" for t in target_names}
     if with_labels:
-        files["regions"] = folder / f"{sid}_regions.csv"
-    files["predictions"] = folder / f"{sid}_predictions.csv"
+        files["regions"] = f"{sid}_regions.csv"
+    files["predictions"] = f"{sid}_predictions.csv"
     return files
 
 
-def _marker(out: Path, sid: str) -> Path:
-    return out / sid / f"{sid}_done.json"
+def _scan_set(out: Path, sid: str) -> OutputSet:
+    """The output set of one scan: the folder ``<out>/<sid>/``, its done-marker as manifest."""
+    return OutputSet(out, child_path(out, sid), f"{sid}_done.json")
 
 
-def _read_marker(out: Path, sid: str) -> Optional[dict]:
-    path = _marker(out, sid)
+def _fingerprint(path: Path, what: str) -> Dict[str, Any]:
+    """What the done-marker records of an input file: path, size, mtime and content hash (SHA-256)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
+        st = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
 
 
-def _is_complete(out: Path, sid: str, settings: dict) -> Optional[dict]:
-    """The done-marker if the scan is complete for these settings, else None."""
-    marker = _read_marker(out, sid)
+def _same_inputs(recorded: Optional[dict], current: dict) -> bool:
+    """Whether the scan and label map are the ones the marker was computed from (by content)."""
+    if not isinstance(recorded, dict):
+        return False
+    for key in ("scan", "labels"):
+        old, new = recorded.get(key), current.get(key)
+        if (old is None) != (new is None) or (new is not None and old.get("sha256") != new["sha256"]):
+            return False
+    return True
+
+
+def _is_complete(oset: OutputSet, settings: dict, inputs: dict) -> Optional[dict]:
+    """The done-marker if the scan is complete for these settings and these input files, else None."""
+    marker = oset.read_manifest()
     if not marker or marker.get("status") != "done" or marker.get("settings") != settings:
         return None
-    if not all((out / sid / name).is_file() for name in marker.get("files", [])):
+    if not _same_inputs(marker.get("inputs"), inputs):
+        return None
+    if not all(child_path(oset.folder, name).is_file() for name in marker.get("files", [])):
         return None
     return marker
 
 
 def _clean_partial(folder: Path) -> None:
-    """Remove temporary files a killed run left behind (``.<name>.<random>.part<suffix>``)."""
+    """Remove temporary files an older version's killed run left behind (``.<name>.<random>.part<suffix>``).
+
+    Only called with the scan's lock held: nothing else writes in the scan's folder then.
+    """
     if folder.is_dir():
         for p in folder.iterdir():
             if p.name.startswith(".") and ".part" in p.name and p.is_file():
                 p.unlink(missing_ok=True)
 
 
-def _load_labels(path: Path) -> nib.spatialimages.SpatialImage:
-    try:
-        img = nib.load(str(path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label map not found: {path}") from None
-    except Exception as exc:
-        raise ValueError(f"cannot read label map {path}: {exc}") from exc
-    shape = img.shape
-    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
-        img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
-    elif len(shape) != 3:
-        raise ValueError(f"label map {path} must be 3-D; got shape {shape}")
-    return img
-
-
-def _region_tables(maps: np.ndarray, info, label_img, target_names: Sequence[str], names) -> pd.DataFrame:
+def _region_tables(maps: np.ndarray, info, label_map, target_names: Sequence[str], names) -> pd.DataFrame:
     """One long table: the region table of every target's map on the label map's grid."""
-    labels = np.asarray(label_img.dataobj)
+    labels, affine = label_map
     rows = []
     for k, t in enumerate(target_names):
         # Map (model grid) -> label grid in world coordinates, as save_map does for the scan grid.
-        on_labels = map_to_grid(maps[k], info, label_img.affine, labels.shape)
+        on_labels = map_to_grid(maps[k], info, affine, labels.shape)
         table = get_region_table(on_labels, labels, names)
         table.insert(0, "target", t)
         rows.append(table)
@@ -433,26 +490,26 @@ def _process_scan(
     targets: List[int],
     target_names: List[str],
     lut: Optional[Dict[int, str]],
-    out: Path,
+    stage: Path,
     smocam_kwargs: dict,
     internal_batch_size: Optional[int],
     device: torch.device,
 ) -> Dict[str, float]:
-    """Explain one scan and write its files; returns timings in seconds. Raises on any failure."""
-    folder = out / sid
-    folder.mkdir(parents=True, exist_ok=True)
-    files = _outputs(out, sid, target_names, label_path is not None)
+    """Explain one scan and write its files into ``stage``; returns timings in seconds. Raises on any failure."""
+    files = {k: child_path(stage, v) for k, v in _output_names(sid, target_names, label_path is not None).items()}
     timings = {}
 
     t = time.perf_counter()
     x, info = load_scan(scan, metadata)
-    label_img = _load_labels(label_path) if label_path is not None else None
+    label_img = load_label_map(label_path, info) if label_path is not None else None
     x = x.to(device)
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     with torch.no_grad():
-        pred = model(x)[0].detach().cpu().numpy().astype(np.float64)
+        y = model(x)
+    check_finite_outputs(y, metadata["output_names"], where=f"{sid} ({scan.name})")
+    pred = y[0].detach().cpu().numpy().astype(np.float64)
     maps = explain(model, metadata, x, targets, layer=layer_module, smocam_kwargs=smocam_kwargs,
                    internal_batch_size=internal_batch_size)
     maps = maps.detach().cpu().numpy()[:, 0]
@@ -486,8 +543,30 @@ def _process_scan(
 # --------------------------------------------------------------------------
 
 
-def _rank_manifest(out: Path, rank: int) -> Path:
-    return out / f".manifest.rank-{rank}.json"
+def _rank_manifest(out: Path, job: str, rank: int) -> Path:
+    """Where a rank keeps its records while running: per job, so that concurrent runs never share one."""
+    return child_path(out, f".manifest.{job}.rank-{rank}.json")
+
+
+def _clean_old_rank_manifests(out: Path) -> None:
+    """Remove the per-rank record files of killed runs: no live run leaves its own untouched this long."""
+    limit = time.time() - DIST_TIMEOUT.total_seconds() - 3600
+    for p in out.glob(".manifest.*.rank-*.json"):
+        try:
+            if p.stat().st_mtime < limit:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _read_scan_csv(out: Path, sid: str, role: str) -> Optional[pd.DataFrame]:
+    """A complete scan's CSV, read under the scan's lock (a concurrent run may be replacing the set)."""
+    with _scan_set(out, sid) as oset:
+        marker = oset.read_manifest()
+        name = f"{sid}_{role}.csv"
+        if not marker or name not in marker.get("files", []):
+            return None
+        return pd.read_csv(child_path(oset.folder, name))
 
 
 def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_labels: bool,
@@ -497,7 +576,11 @@ def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_
     written: Dict[str, Path] = {}
     if not ok:
         return written
-    preds = pd.concat([pd.read_csv(out / s / f"{s}_predictions.csv") for s in ok], ignore_index=True)
+    tables = [_read_scan_csv(out, s, "predictions") for s in ok]
+    ok = [s for s, t in zip(ok, tables) if t is not None]
+    if not ok:
+        return written
+    preds = pd.concat([t for t in tables if t is not None], ignore_index=True)
     wide = preds.pivot(index="subject", columns="output", values="prediction")
     order = list(dict.fromkeys(preds["output"]))
     wide = wide.loc[ok, order].reset_index()
@@ -505,7 +588,10 @@ def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_
     _write_csv(written["cohort_predictions"], wide)
     if not with_labels:
         return written
-    regions = pd.concat([pd.read_csv(out / s / f"{s}_regions.csv") for s in ok], ignore_index=True)
+    region_tables = [t for t in (_read_scan_csv(out, s, "regions") for s in ok) if t is not None]
+    if not region_tables:
+        return written
+    regions = pd.concat(region_tables, ignore_index=True)
     per_target = []
     for t in target_names:
         rows = regions[regions["target"] == t]
@@ -536,6 +622,80 @@ def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n
     return path
 
 
+def _job_id(ctx: DistContext) -> str:
+    """An id shared by the ranks of this run and by no other run (names the per-rank record files)."""
+    job = [uuid.uuid4().hex[:12]]
+    if ctx.initialized:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(job, src=0)
+    return str(job[0])
+
+
+def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: OutputSet, *, redo: bool,
+             waited: bool, settings: dict, run_info: dict, bar, labels_given: bool, **process_kwargs) -> dict:
+    """One scan, with its lock held: skip it if complete, else explain it and publish its output set."""
+    record = {"subject": sid, "scan": str(scan), "labels": str(label_path) if label_path else None,
+              "index": i, **run_info}
+    if labels_given and label_path is None:
+        record["note"] = "no label map with this subject id: no region table"
+    oset.recover()  # finish or undo a publication a killed run left half done; drop stale temporary folders
+    _clean_partial(oset.folder)
+    t0 = time.perf_counter()
+    stage = None
+    try:
+        inputs = {"scan": _fingerprint(scan, "scan file"),
+                  "labels": _fingerprint(label_path, "label map") if label_path is not None else None}
+        marker = None if redo else _is_complete(oset, settings, inputs)
+        if marker is not None:
+            reason = "complete (after waiting for another run)" if waited else "complete from an earlier run"
+            record.update(status="skipped", reason=reason, timings=marker.get("timings"),
+                          finished=marker.get("finished"))
+            return record
+        stage = oset.new_stage()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
+        for w in caught:
+            if issubclass(w.category, DataWarning):
+                record.setdefault("warnings", []).append(str(w.message))
+                bar.write(f"smocam cohort: {sid}: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        timings["total_s"] = time.perf_counter() - t0
+        record.update(status="done", timings=timings,
+                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
+        oset.commit(stage, {**record, "inputs": inputs, "settings": settings, "versions": _versions()},
+                    merge=False, overwrite=True)
+    except Exception as exc:  # one bad scan never stops the cohort
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
+                      timings={"total_s": time.perf_counter() - t0})
+        record.pop("finished", None)
+        bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}", file=sys.stderr)
+    finally:
+        if stage is not None:
+            oset.discard(stage)
+    return record
+    t0 = time.perf_counter()
+    stage = oset.new_stage()
+    try:
+        timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
+        timings["total_s"] = time.perf_counter() - t0
+        record.update(status="done", timings=timings,
+                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
+        oset.commit(stage, {**record, "settings": settings, "versions": _versions()}, merge=False, overwrite=True)
+    except Exception as exc:  # one bad scan never stops the cohort
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
+                      timings={"total_s": time.perf_counter() - t0})
+        record.pop("finished", None)
+        bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}", file=sys.stderr)
+    finally:
+        oset.discard(stage)
+    return record
+
+
 def run_cohort(
     images: Union[str, Sequence[str]],
     model: Optional[str] = None,
@@ -550,14 +710,16 @@ def run_cohort(
     device: str = "auto",
     force: bool = False,
     show_progress: bool = True,
+    pair_labels: str = "id",
 ) -> dict:
     """SMOCAM maps, region tables and predictions for every scan of a cohort; resumable, shardable.
 
     Per scan, all ``targets`` are explained in one SMOCAM batch
     (:func:`captum_smocam.pipeline.explain`, the network before ``layer`` runs
     once) and the files listed in the module docstring are written
-    atomically, the done-marker last. Complete scans (see the module
-    docstring) are skipped unless ``force``. A scan that raises is recorded as
+    as one output set, the done-marker last. Complete scans (see the module
+    docstring: same settings, same scan and label-map content) are skipped
+    unless ``force``. A scan that raises is recorded as
     failed and the run continues. Under ``torchrun`` every rank calls this
     function with the same arguments; rank ``r`` of ``W`` explains the scans
     ``r, r + W, ...`` of the sorted list, and rank 0 writes ``manifest.json``
@@ -570,8 +732,8 @@ def run_cohort(
         targets (str or sequence, optional): ``"all"``, names or indices
             (:func:`captum_smocam.pipeline.resolve_targets`). Default: ``"all"``
         labels (str or sequence of str, optional): label maps, paired with the
-            scans by :func:`match_labels`; without them no region tables.
-            Default: None
+            scans by :func:`match_labels`; a scan without one gets no region
+            table. Default: None
         lut (str or Path, optional): ``FreeSurferColorLUT.txt``-format names of
             the labels; if None and a ``labels.txt`` lies beside the first label
             map, that is used. Default: None
@@ -584,6 +746,8 @@ def run_cohort(
             ``"cpu"`` or ``"cuda"``. Default: ``"auto"``
         force (bool, optional): redo complete scans too. Default: False
         show_progress (bool, optional): tqdm bar over this rank's scans. Default: True
+        pair_labels (str, optional): ``"id"`` or ``"sorted"``, see
+            :func:`match_labels`. Default: ``"id"``
 
     Returns:
         dict: ``"records"`` (per-scan dicts as in the manifest; on rank 0 all
@@ -611,7 +775,7 @@ def run_cohort(
     if dup:
         raise ValueError(f"several scans share the subject id {dup[0]!r}; output folders would collide "
                          f"(rename them or run the cohorts into different --out folders)")
-    label_map = match_labels(scans, labels) if labels else {}
+    label_map = match_labels(scans, labels, pair_labels) if labels else {}
     if lut is None and label_map:
         beside = next(iter(label_map.values())).parent / "labels.txt"
         lut = beside if beside.is_file() else None
@@ -621,6 +785,11 @@ def run_cohort(
     layer_name, layer_module = resolve_layer(net, metadata, layer)
     target_idx = resolve_targets(metadata, targets)
     target_names = [str(metadata["output_names"][i]) for i in target_idx]
+    file_names = [_safe(t) for t in target_names]
+    clash = sorted({f for f in file_names if file_names.count(f) > 1})
+    if clash:
+        raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
+                         f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
     model_file = _model_file(model)
     smocam_kwargs = {"n_steps": int(n_steps), "l2_weight": DEFAULT_L2_WEIGHT,
                      "smooth_weight": DEFAULT_SMOOTH_WEIGHT, "lr": DEFAULT_LR}
@@ -631,57 +800,44 @@ def run_cohort(
         "layer": layer_name,
         "targets": target_names,
         **smocam_kwargs,
-        "with_labels": bool(label_map),
-        "lut": str(lut) if lut is not None else None,
+        "lut_sha256": _file_sha256(lut) if lut is not None else None,
+        "preprocessing_version": PREPROCESSING_VERSION,
     }
 
+    prepare_out(out)  # an unusable --out fails now, not after the first scan
     ctx = dist_context(device)
     try:
         net = net.to(ctx.device).eval()
         mine = list(range(ctx.rank, len(scans), ctx.world_size))
         run_info = {"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
                     "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size}
-        out.mkdir(parents=True, exist_ok=True)
+        job = _job_id(ctx)
         records: List[dict] = []
-        _write_json(_rank_manifest(out, ctx.rank), records)
+        _write_json(_rank_manifest(out, job, ctx.rank), records)
         desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
-        bar = tqdm(mine, desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
-        for i in bar:
-            scan, sid = scans[i], sids[i]
-            label_path = label_map.get(scan)
-            record = {"subject": sid, "scan": str(scan), "labels": str(label_path) if label_path else None,
-                      "index": i, **run_info}
-            marker = None if force else _is_complete(out, sid, settings)
-            if marker is not None:
-                record.update(status="skipped", reason="complete from an earlier run",
-                              timings=marker.get("timings"), finished=marker.get("finished"))
-            else:
-                _marker(out, sid).unlink(missing_ok=True)
-                _clean_partial(out / sid)
-                t0 = time.perf_counter()
+        bar = tqdm(total=len(mine), desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
+        # First pass: the scans no other run is working on. Second pass: wait for the others' scans, then
+        # take them over only if they are still not complete (the other run failed or used other settings).
+        busy: List[int] = []
+        for blocking, queue in ((False, mine), (True, busy)):
+            for i in queue:
+                oset = _scan_set(out, sids[i])
+                if not oset.acquire(blocking=blocking):
+                    busy.append(i)
+                    continue
                 try:
-                    timings = _process_scan(
-                        scan, sid, label_path, model=net, metadata=metadata, layer_module=layer_module,
-                        targets=target_idx, target_names=target_names, lut=lut_names, out=out,
-                        smocam_kwargs=smocam_kwargs, internal_batch_size=internal_batch_size, device=ctx.device,
-                    )
-                except Exception as exc:  # one bad scan never stops the cohort
-                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
-                                  timings={"total_s": time.perf_counter() - t0})
-                    bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}",
-                              file=sys.stderr)
-                else:
-                    timings["total_s"] = time.perf_counter() - t0
-                    record.update(status="done", timings=timings,
-                                  finished=datetime.datetime.now().isoformat(timespec="seconds"))
-                    files = _outputs(out, sid, target_names, label_path is not None)
-                    _write_json(_marker(out, sid), {
-                        **record, "files": [p.name for p in files.values()], "settings": settings,
-                        "versions": _versions(),
-                    })
-            records.append(record)
-            _write_json(_rank_manifest(out, ctx.rank), records)
+                    record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset,
+                                      redo=force and not blocking, waited=blocking, settings=settings,
+                                      labels_given=bool(label_map),
+                                      run_info=run_info, bar=bar, model=net, metadata=metadata,
+                                      layer_module=layer_module, targets=target_idx, target_names=target_names,
+                                      lut=lut_names, smocam_kwargs=smocam_kwargs,
+                                      internal_batch_size=internal_batch_size, device=ctx.device)
+                finally:
+                    oset.release()
+                records.append(record)
+                _write_json(_rank_manifest(out, job, ctx.rank), records)
+                bar.update(1)
         bar.close()
 
         ctx.barrier()
@@ -689,7 +845,7 @@ def run_cohort(
         if ctx.is_main:
             merged: List[dict] = []
             for r in range(ctx.world_size):
-                with open(_rank_manifest(out, r), encoding="utf-8") as fh:
+                with open(_rank_manifest(out, job, r), encoding="utf-8") as fh:
                     merged.extend(json.load(fh))
             merged.sort(key=lambda rec: rec["index"])
             records = merged
@@ -699,6 +855,7 @@ def run_cohort(
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "versions": _versions(),
                 "settings": settings,
+                "lut": str(lut) if lut is not None else None,
                 "world_size": ctx.world_size,
                 "n_scans": len(records),
                 **{f"n_{k}": v for k, v in counts.items()},
@@ -706,7 +863,8 @@ def run_cohort(
                 "scans": records,
             })
             for r in range(ctx.world_size):
-                _rank_manifest(out, r).unlink(missing_ok=True)
+                _rank_manifest(out, job, r).unlink(missing_ok=True)
+            _clean_old_rank_manifests(out)
         ctx.barrier()
     finally:
         ctx.close()
@@ -737,7 +895,11 @@ def _add_cohort(sub) -> None:
     p.add_argument("--targets", default="all", metavar="all|NAMES",
                    help="outputs to explain: 'all' or comma-separated names/indices (default: all)")
     p.add_argument("--labels", nargs="+", default=None, metavar="GLOB",
-                   help="label maps, paired by subject id (sub-XX[_ses-YY] or file stem), else by sorted order")
+                   help="label maps on the scans' grids, paired by subject id (sub-XX[_ses-YY] or file stem); "
+                        "a scan without one gets no region table")
+    p.add_argument("--pair-labels", choices=PAIRINGS, default="id",
+                   help="id (default): pair label maps with scans by subject id and refuse ambiguous pairings; "
+                        "sorted: pair the i-th scan with the i-th label map in sorted order")
     p.add_argument("--lut", default=None, metavar="FILE",
                    help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
@@ -757,7 +919,7 @@ def _run_cohort(args) -> int:
     res = run_cohort(
         args.images, args.model, args.targets, labels=args.labels, lut=args.lut, out=args.out,
         layer=args.layer, n_steps=args.n_steps, internal_batch_size=args.internal_batch_size,
-        device=args.device, force=args.force, show_progress=not args.no_progress,
+        device=args.device, force=args.force, show_progress=not args.no_progress, pair_labels=args.pair_labels,
     )
     if _env_int("RANK", 0) != 0:
         return 0

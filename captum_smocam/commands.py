@@ -1,19 +1,23 @@
 """The ``smocam explain``, ``smocam compare`` and ``smocam demo`` sub-commands.
 
-All three write into ``--out`` through :func:`staged_output`: files are
-written in a hidden staging folder and moved into place only when the whole
-command succeeded, so a failed or interrupted run leaves ``--out`` as it was.
-Everything a user can get wrong (a missing or unreadable scan, an unknown
-target or layer, a scan that does not cover the model grid) is checked before
-any file is written.
+All three write into ``--out`` through :func:`staged_output`: the files are
+written in a private staging folder and published as one *output set*
+(:class:`captum_smocam._outputs.OutputSet`): all of them or none, with a
+manifest naming the set (``<stem>_outputs.json`` for ``explain``,
+``compare_outputs.json``, ``demo_outputs.json``) moved in last, so a failed or
+killed run leaves ``--out`` as it was. A set records the input it was computed
+from; outputs of another input under the same names, or files no smocam
+manifest lists, are not overwritten unless ``--force`` is given. Everything a
+user can get wrong (a missing or unreadable scan, an unknown target or layer, a
+scan that does not cover the model grid, an unusable ``--out``) is checked
+before the expensive part.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -22,34 +26,60 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._io import child_path, nifti_stem, safe_name
+from ._outputs import OutputSet, prepare_out
+
 #: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
 COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
 #: The structure the demo explains (the poster's figure).
 DEMO_TARGET = "right_lateral_ventricle"
 
 
+def output_set(out_dir, manifest: str, source: str, overwrite: bool = False) -> OutputSet:
+    """The output set ``manifest`` in ``out_dir``, after checking that ``out_dir`` is usable and that
+    the set does not hold another input's outputs (unless ``overwrite``); see :func:`staged_output`."""
+    out = prepare_out(out_dir)
+    oset = OutputSet(out, out, manifest)
+    oset.check_source(source, overwrite)
+    return oset
+
+
 @contextlib.contextmanager
-def staged_output(out_dir) -> Iterator[Path]:
-    """Yield a staging folder whose files move into ``out_dir`` only on success.
+def staged_output(oset: OutputSet, source: str, overwrite: bool = False, **record) -> Iterator[Path]:
+    """Yield a staging folder whose files are published into the set's folder, all at once, on success.
+
+    With the set's lock held: a publication a killed run left half done is
+    finished or undone and stale staging folders are removed; then the block
+    writes into a new staging folder, whose files are committed as the set
+    (:meth:`OutputSet.commit`, ``merge=True``: other files of the same
+    ``source`` stay). An exception leaves the folder as it was.
+
+    Args:
+        oset (OutputSet): from :func:`output_set`.
+        source (str): the input the files are computed from (its absolute path).
+        overwrite (bool, optional): replace outputs of another input, or files no
+            manifest lists. Default: False
+        **record: more entries for the manifest.
 
     Examples::
 
         >>> import tempfile, os
         >>> out = os.path.join(tempfile.mkdtemp(), "out")
-        >>> with staged_output(out) as stage:
+        >>> with staged_output(output_set(out, "a_outputs.json", "/data/a.nii"), "/data/a.nii") as stage:
         ...     _ = (stage / "a.txt").write_text("x")
-        >>> sorted(os.listdir(out))
-        ['a.txt']
+        >>> sorted(f for f in os.listdir(out) if not f.startswith("."))
+        ['a.txt', 'a_outputs.json']
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".smocam-staging-", dir=out))
-    try:
-        yield stage
-        for item in sorted(stage.iterdir()):
-            os.replace(item, out / item.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with oset:
+        oset.recover()
+        stage = oset.new_stage()
+        try:
+            yield stage
+            oset.commit(stage, {"source": source, **record,
+                                "written": datetime.datetime.now().isoformat(timespec="seconds")},
+                        merge=True, overwrite=overwrite)
+        finally:
+            oset.discard(stage)
 
 
 def _common_model_args(p: argparse.ArgumentParser) -> None:
@@ -59,6 +89,8 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="label map (NIfTI) on the scan's grid, for region tables")
     p.add_argument("--lut", default=None, help="FreeSurferColorLUT-format file naming the labels")
     p.add_argument("--out", default="smocam-out", help="output folder (default: smocam-out)")
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs in --out that come from another input (or that no smocam run wrote)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -69,20 +101,12 @@ def _smocam_kwargs(args) -> Dict:
 
 
 def _load_labels(path, info):
-    """Label map read on its canonical grid; must share the scan's original grid and affine."""
-    from .nifti import load_scan
+    """The label map of the scan (see :func:`captum_smocam.nifti.load_label_map`): ``(labels, affine)``."""
+    from .nifti import load_label_map
 
     if path is None:
         return None
-    lab, lab_info = load_scan(path)
-    if lab_info.original_spatial_shape != info.original_spatial_shape or not np.allclose(
-        lab_info.original_affine, info.original_affine, atol=1e-3
-    ):
-        raise ValueError(
-            f"label map {path} has shape {lab_info.original_spatial_shape}, the scan has "
-            f"{info.original_spatial_shape} (labels must share the scan's grid and affine)"
-        )
-    return np.rint(lab[0, 0].numpy()).astype(np.int32), lab_info
+    return load_label_map(path, info)
 
 
 def _label_names(lut: Optional[str]):
@@ -97,11 +121,11 @@ def _label_names(lut: Optional[str]):
     return read_lut(lut)
 
 
-def _map_on_label_grid(map_model_grid: torch.Tensor, info, lab_info) -> np.ndarray:
-    """A model-grid map resampled onto the label map's canonical grid (for region tables)."""
+def _map_on_label_grid(map_model_grid: torch.Tensor, info, labels) -> np.ndarray:
+    """A model-grid map resampled onto the label map's grid (``labels`` from :func:`_load_labels`)."""
     from .nifti import map_to_grid
 
-    return map_to_grid(map_model_grid, info, lab_info.grid_affine, lab_info.grid_shape)
+    return map_to_grid(map_model_grid, info, labels[1], labels[0].shape)
 
 
 def _setup(args, image):
@@ -119,8 +143,12 @@ def _setup(args, image):
 
 
 def _predictions_table(model, meta, x, truth: Optional[Dict[str, float]] = None) -> pd.DataFrame:
+    from .pipeline import check_finite_outputs
+
     with torch.no_grad():
-        pred = model(x)[0].tolist()
+        out = model(x)
+    check_finite_outputs(out, meta["output_names"])
+    pred = out[0].tolist()
     df = pd.DataFrame({"structure": meta["output_names"], "predicted_cm3": pred})
     if truth is not None:
         df["true_cm3"] = [truth.get(n, np.nan) for n in meta["output_names"]]
@@ -164,22 +192,26 @@ def _run_explain(args) -> int:
         raise ValueError(f"unknown method {args.method!r}; expected one of {', '.join(METHODS)}")
     kwargs = _smocam_kwargs(args)
     model, meta, layer_name, layer, targets, x, info, labels, names = _setup(args, args.image)
+    preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
+    stem = nifti_stem(args.image)  # the whole name less .nii/.nii.gz: scan.v1 and scan.v2 stay apart
+    source = os.path.abspath(args.image)
+    oset = output_set(args.out, f"{stem}_outputs.json", source, args.force)
     t0 = time.perf_counter()
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
                    show_progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    stem = Path(args.image).name.split(".")[0]
-    with staged_output(args.out) as stage:
-        _predictions_table(model, meta, x).to_csv(stage / f"{stem}_predictions.csv", index=False)
+    with staged_output(oset, source, args.force, command="explain", model=str(args.model or "vgg")) as stage:
+        preds.to_csv(child_path(stage, f"{stem}_predictions.csv"), index=False)
         rows = []
         for k, t in enumerate(targets):
             name = meta["output_names"][t]
-            save_map(maps[k], info, stage / f"{stem}_{args.method}_{name}.nii.gz")
+            base = f"{stem}_{args.method}_{safe_name(name)}"
+            save_map(maps[k], info, child_path(stage, f"{base}.nii.gz"))
             plot_attribution(maps[k], x[0, 0], title=f"{args.method}: {name}",
-                             output_file=stage / f"{stem}_{args.method}_{name}.png")
+                             output_file=child_path(stage, f"{base}.png"))
             if labels is not None:
-                table = get_region_table(_map_on_label_grid(maps[k], info, labels[1]), labels[0], names)
-                table.to_csv(stage / f"{stem}_{args.method}_{name}_regions.csv", index=False)
+                table = get_region_table(_map_on_label_grid(maps[k], info, labels), labels[0], names)
+                table.to_csv(child_path(stage, f"{base}_regions.csv"), index=False)
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
     for name, top in rows:
@@ -219,6 +251,7 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
     from .regions import get_region_table
 
     name = meta["output_names"][target]
+    fname = safe_name(name)  # in file names; titles keep the name as the checkpoint spells it
     std = torch.tensor(meta["output_std"], dtype=torch.float32)
     maps, rows, tables = {}, [], []
     for method in methods:
@@ -229,30 +262,30 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
                           **(occlusion_kwargs if method == "occlusion" else {}))
         seconds = time.perf_counter() - t0
         maps[METHOD_LABELS[method]] = m[0, 0]
-        save_map(m[0], info, stage / f"{method}_{name}.nii.gz")
+        save_map(m[0], info, child_path(stage, f"{method}_{fname}.nii.gz"))
         row = {"method": method, "seconds": round(seconds, 2)}  # top_regions: densest, see _top_regions
         if labels is not None:
-            table = get_region_table(_map_on_label_grid(m[0], info, labels[1]), labels[0], names)
+            table = get_region_table(_map_on_label_grid(m[0], info, labels), labels[0], names)
             table.insert(0, "method", method)
             tables.append(table)
             row["top_regions"] = _top_regions(table)
             if method == "smocam":
                 plot_region_attention(table, title=f"SMOCAM attention: {name}",
-                                      output_file=stage / f"smocam_{name}_regions.png")
+                                      output_file=child_path(stage, f"smocam_{fname}_regions.png"))
         if method == "smocam" and history:
             plot_convergence(history, title=f"SMOCAM objective: {name}",
-                             output_file=stage / f"smocam_{name}_convergence.png")
+                             output_file=child_path(stage, f"smocam_{fname}_convergence.png"))
         rows.append(row)
     # Cut through the structure when it is known, else through the first map's maximum.
     cuts = None
     if outline is not None and bool(outline.any()):
         cuts = tuple(int(round(float(c))) for c in torch.nonzero(outline).float().mean(dim=0))
     plot_comparison(maps, x[0, 0], outline=outline, cut_coords=cuts, title=f"{name}: where each method looks",
-                    output_file=stage / f"comparison_{name}.png")
+                    output_file=child_path(stage, f"comparison_{fname}.png"))
     if tables:
-        pd.concat(tables, ignore_index=True).to_csv(stage / f"regions_{name}.csv", index=False)
+        pd.concat(tables, ignore_index=True).to_csv(child_path(stage, f"regions_{fname}.csv"), index=False)
     summary = pd.DataFrame(rows)
-    summary.to_csv(stage / f"methods_{name}.csv", index=False)
+    summary.to_csv(child_path(stage, f"methods_{fname}.csv"), index=False)
     return summary
 
 
@@ -262,8 +295,11 @@ def _run_compare(args) -> int:
     model, meta, layer_name, layer, targets, x, info, labels, names = _setup(args, args.image)
     if len(targets) != 1:
         raise ValueError(f"compare explains one output; got {len(targets)} targets from {args.target!r}")
-    with staged_output(args.out) as stage:
-        _predictions_table(model, meta, x).to_csv(stage / "predictions.csv", index=False)
+    preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
+    source = os.path.abspath(args.image)
+    oset = output_set(args.out, "compare_outputs.json", source, args.force)
+    with staged_output(oset, source, args.force, command="compare", model=str(args.model or "vgg")) as stage:
+        preds.to_csv(stage / "predictions.csv", index=False)
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
                            smocam_kwargs=kwargs, show_progress=not args.quiet)
     print(summary.to_string(index=False))
@@ -275,6 +311,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="smocam-demo", help="output folder (default: smocam-demo)")
     p.add_argument("--model", default=None, help="checkpoint file or shipped model name (default: vgg)")
     p.add_argument("--quick", action="store_true", help="fewer SMOCAM steps and a coarser occlusion, for a smoke test")
+    p.add_argument("--force", action="store_true", help="replace files in --out that no smocam demo wrote")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
 
@@ -292,7 +329,9 @@ def _run_demo(args) -> int:
     subject = generate_subject(index, lr_correlation=float(meta.get("lr_correlation", 0.95)))
     smocam_kwargs = {"n_steps": 20} if args.quick else None
     occlusion = {"occlusion_window": 12, "occlusion_stride": 12} if args.quick else {}
-    with staged_output(args.out) as stage:
+    oset = output_set(args.out, "demo_outputs.json", "smocam demo", args.force)
+    with staged_output(oset, "smocam demo", args.force, command="demo", model=str(args.model or "vgg"),
+                       subject=index) as stage:
         t1_path, lab_path = write_subject(subject, stage)
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)

@@ -27,6 +27,8 @@ import importlib.resources
 import math
 import os
 import pickle
+import warnings
+import zipfile
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -41,8 +43,10 @@ __all__ = [
     "ARCHITECTURES",
     "DEFAULT_MODELS",
     "CHECKPOINT_FORMAT_VERSION",
+    "MAX_PARAMETERS",
     "METADATA_KEYS",
     "build_model",
+    "check_metadata",
     "save_checkpoint",
     "load_checkpoint",
     "load_default_model",
@@ -50,6 +54,10 @@ __all__ = [
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT_VERSION = 1
+
+#: :func:`load_checkpoint` refuses an architecture with more parameters and buffers than this
+#: (the shipped models have about 0.5 million; 200 million float32 values are 800 MB).
+MAX_PARAMETERS = 200_000_000
 
 #: Keys every shipped checkpoint's metadata holds (see ``docs/models.md``).
 METADATA_KEYS = (
@@ -125,7 +133,7 @@ class _Standardized(nn.Module):
                 raise ValueError(
                     f"{name} must have n_outputs={n_outputs} entries, got {t.numel()}"
                 )
-        if not bool(torch.all(std > 0)):
+        if std.device.type != "meta" and not bool(torch.all(std > 0)):  # meta: shapes only (load_checkpoint)
             raise ValueError(f"output_std must be positive, got {std.tolist()}")
         self.register_buffer("output_mean", mean.clone())
         self.register_buffer("output_std", std.clone())
@@ -460,6 +468,14 @@ def _to_plain(value):
     return value
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``nn.DataParallel`` / ``DistributedDataParallel`` wrappers (``.module``)."""
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    while isinstance(model, parallel):
+        model = model.module
+    return model
+
+
 def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> dict:
     """Write a model and its metadata to a file that :func:`load_checkpoint` reads.
 
@@ -472,7 +488,9 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
 
     Args:
         path (str or os.PathLike): destination file (``.pt``).
-        model (VGG3D or AlexNet3D): the model to save.
+        model (VGG3D or AlexNet3D): the model to save (also inside
+            ``nn.DataParallel`` or ``DistributedDataParallel``: the wrapped
+            module is saved).
         metadata (dict, optional): plain values (dict, list, str, int, float,
             bool, None) describing the model; see ``docs/models.md`` for the
             keys of a shipped checkpoint. Default: ``{}``
@@ -491,6 +509,7 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    model = _unwrap(model)
     meta = _to_plain(metadata)
     _check_plain(meta)
     meta["format_version"] = CHECKPOINT_FORMAT_VERSION
@@ -525,6 +544,69 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     return meta
 
 
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _read_checkpoint_file(path: str, map_location):
+    """``torch.load(path, weights_only=True)``, with a message that says what the file is when it fails.
+
+    Raises FileNotFoundError for a missing file and ValueError for everything
+    else: an empty file, bytes that are neither a zip archive nor a pickle, a
+    TorchScript archive, a truncated or corrupt archive, and a pickle that
+    names a global (a function or class) that ``weights_only`` loading
+    refuses, i.e. one that could run code.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"cannot read checkpoint {path!r}: the file is empty (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            names = []
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            raise ValueError(
+                f"{path!r} is a TorchScript file (torch.jit.save of a scripted or traced module), not a "
+                f"captum_smocam checkpoint: SMOCAM masks a layer through forward hooks, which ScriptModules "
+                f"do not support. Save the original nn.Module with "
+                f"captum_smocam.models.save_checkpoint(path, model, metadata) and pass that file."
+            )
+    elif not head.startswith((b"\x80", b"PK")):  # a pickle's PROTO opcode, or a (damaged) zip archive
+        raise ValueError(
+            f"cannot read checkpoint {path!r}: not a PyTorch checkpoint (a checkpoint is a zip archive or a "
+            f"pickle written by torch.save; this {size}-byte file starts with bytes {head.hex(' ')})"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing clearly
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
+        if detail:
+            raise ValueError(
+                f"refusing to load {path!r}: it is not a plain captum_smocam checkpoint (it holds "
+                f"objects other than tensors and plain values, which could run code when unpickled). "
+                f"Details: {detail[0]}"
+            ) from None
+        found = [line.strip() for line in str(err).splitlines() if line.strip().startswith("Unsupported")]
+        raise ValueError(
+            f"cannot read checkpoint {path!r}: its pickle data are corrupt or truncated "
+            f"({found[0] if found else _first_line(err)})"
+        ) from None
+    except Exception as err:  # torch.load raises RuntimeError, EOFError, KeyError, ... on damaged files
+        raise ValueError(
+            f"cannot read checkpoint {path!r}: the file is corrupt or truncated "
+            f"({type(err).__name__}: {_first_line(err)})"
+        ) from None
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Read a checkpoint written by :func:`save_checkpoint` without running code.
 
@@ -543,6 +625,13 @@ def load_checkpoint(path, map_location="cpu"):
     Returns:
         tuple: ``(model, metadata)`` — the model in eval mode and its metadata dict.
 
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is empty, is not a PyTorch checkpoint, is
+            truncated or corrupt, is a TorchScript archive (SMOCAM needs
+            hooks, which ScriptModules do not support), holds objects that
+            could run code, or is not a captum_smocam checkpoint.
+
     Examples::
 
         >>> import tempfile, os, torch
@@ -555,18 +644,7 @@ def load_checkpoint(path, map_location="cpu"):
         True
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"refusing to load {path!r}: it is not a plain captum_smocam checkpoint "
-            f"(it holds objects other than tensors and plain values, which could run "
-            f"code when unpickled). Details: {err}"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"cannot read checkpoint {path!r}: {err}") from None
+    blob = _read_checkpoint_file(path, map_location)
     if not isinstance(blob, dict) or set(blob) != {"state_dict", "metadata"}:
         keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
         raise ValueError(
@@ -582,7 +660,7 @@ def load_checkpoint(path, map_location="cpu"):
             f"{path!r}: unsupported checkpoint format_version {version!r}; "
             f"expected {CHECKPOINT_FORMAT_VERSION}"
         )
-    model = build_model(meta.get("arch"), meta.get("arch_kwargs"))
+    model = _build_checked(path, meta, blob["state_dict"])
     try:
         model.load_state_dict(blob["state_dict"], strict=True)
     except RuntimeError as err:
@@ -590,8 +668,138 @@ def load_checkpoint(path, map_location="cpu"):
             f"{path!r}: weights do not match architecture {meta['arch']} "
             f"{meta['arch_kwargs']}: {err}"
         ) from None
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"{path!r}: {name} has {int((~torch.isfinite(t)).sum())} NaN or Inf value(s); "
+                f"the model would predict NaN"
+            )
+    check_metadata(meta, model, where=repr(path))
     model.to(map_location)
     return model.eval(), meta
+
+
+def check_metadata(metadata: dict, model: nn.Module, where: str = "checkpoint") -> None:
+    """Raise ValueError if checkpoint metadata contradicts the model it describes.
+
+    Keys are optional (a checkpoint may carry only what its user needs), but
+    each one present must agree with the model: ``output_names`` (distinct
+    non-empty strings, one per output), ``output_units`` (one string, or one
+    per output), ``output_mean`` / ``output_std`` (one finite value per output,
+    equal to the model's buffers: ``output_std`` is SMOCAM's sigma),
+    ``default_layer`` (a layer of the model), ``input_shape`` (3 positive
+    ints), ``affine`` (an invertible 4 x 4 matrix) and
+    ``intensity_normalization`` (a name known to
+    :func:`captum_smocam.preprocessing.normalize_intensity`).
+
+    Args:
+        metadata (dict): the metadata.
+        model (torch.nn.Module): the model, with ``n_outputs``.
+        where (str, optional): how messages name the checkpoint. Default: ``"checkpoint"``
+
+    Examples::
+
+        >>> check_metadata({"output_names": ["a"]}, VGG3D(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: checkpoint: metadata['output_names'] has 1 names but the model has 2 outputs
+    """
+    from .preprocessing import NORMALIZATION_METHODS
+
+    n = int(model.n_outputs)
+    names = metadata.get("output_names")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(v, str) and v.strip() for v in names):
+            raise ValueError(f"{where}: metadata['output_names'] must be a list of non-empty str, got {names!r}")
+        if len(names) != n:
+            raise ValueError(f"{where}: metadata['output_names'] has {len(names)} names but the model has {n} outputs")
+        repeated = sorted({v for v in names if names.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{where}: metadata['output_names'] repeats {repeated[0]!r}; names must be distinct")
+    units = metadata.get("output_units")
+    if units is not None and not isinstance(units, str) and not (
+        isinstance(units, list) and len(units) == n and all(isinstance(u, str) for u in units)
+    ):
+        raise ValueError(f"{where}: metadata['output_units'] must be a str or {n} str, got {units!r}")
+    for key in ("output_mean", "output_std"):
+        values = metadata.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
+            raise ValueError(f"{where}: metadata[{key!r}] must be a list of finite numbers, got {values!r}")
+        if len(values) != n:
+            raise ValueError(f"{where}: metadata[{key!r}] has {len(values)} values but the model has {n} outputs")
+        buffer = getattr(model, key, None)
+        if isinstance(buffer, torch.Tensor) and not torch.allclose(
+            torch.tensor(values, dtype=torch.float32), buffer.detach().float().cpu(), rtol=1e-5, atol=1e-6
+        ):
+            raise ValueError(
+                f"{where}: metadata[{key!r}] {values} differs from the model's {key} buffer {buffer.tolist()}"
+            )
+    layer = metadata.get("default_layer")
+    if layer is not None:
+        try:
+            model.get_submodule(str(layer))
+        except AttributeError:
+            raise ValueError(f"{where}: metadata['default_layer'] {layer!r} is not a layer of the model") from None
+    shape = metadata.get("input_shape")
+    if shape is not None and not (
+        isinstance(shape, list) and len(shape) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+    ):
+        raise ValueError(f"{where}: metadata['input_shape'] must be 3 positive ints [X, Y, Z], got {shape!r}")
+    affine = metadata.get("affine")
+    if affine is not None:
+        try:
+            a = np.asarray(affine, dtype=np.float64)
+            ok = a.shape == (4, 4) and bool(np.all(np.isfinite(a))) and abs(np.linalg.det(a[:3, :3])) > 1e-12
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{where}: metadata['affine'] must be an invertible 4 x 4 matrix, got {affine!r}")
+    norm = metadata.get("intensity_normalization")
+    if norm is not None and norm not in NORMALIZATION_METHODS:
+        raise ValueError(
+            f"{where}: metadata['intensity_normalization'] {norm!r} is not one of {NORMALIZATION_METHODS}"
+        )
+
+
+def _build_checked(path: str, meta: dict, state_dict) -> nn.Module:
+    """The untrained model of ``meta``, built only after its size was checked on the meta device.
+
+    A checkpoint's ``arch_kwargs`` are data: ``channels=[200000, ...]`` would
+    make the constructor allocate terabytes before any weight is compared. The
+    model is therefore first built on PyTorch's ``meta`` device (shapes, no
+    storage) and refused if it has more than :data:`MAX_PARAMETERS` elements or
+    if any tensor's shape differs from the one stored in the file.
+    """
+    arch, kwargs = meta.get("arch"), meta.get("arch_kwargs")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{path!r}: metadata['arch_kwargs'] must be a dict, got {kwargs!r}")
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path!r}: state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+    try:
+        with torch.device("meta"):
+            shape_only = build_model(arch, kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path!r}: cannot build {arch!r} from arch_kwargs {kwargs}: {err}") from None
+    expected = shape_only.state_dict()
+    n_elements = sum(t.numel() for t in expected.values())
+    if n_elements > MAX_PARAMETERS:
+        raise ValueError(
+            f"{path!r}: architecture {arch} {kwargs} would have {n_elements:,} parameters and buffers "
+            f"(at most {MAX_PARAMETERS:,} are accepted); the checkpoint's arch_kwargs are corrupt"
+        )
+    for name, t in expected.items():
+        got = state_dict.get(name)
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(t.shape):
+            raise ValueError(
+                f"{path!r}: weights do not match architecture {arch} {kwargs}: {name} has shape "
+                f"{tuple(got.shape)} in the file, the architecture needs {tuple(t.shape)}"
+            )
+    return build_model(arch, kwargs)
 
 
 def load_default_model(name: str = "vgg"):

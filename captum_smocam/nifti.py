@@ -26,6 +26,7 @@ register images.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
@@ -39,7 +40,21 @@ from ._io import atomic_write
 from .preprocessing import normalize_intensity
 from .regions import as_spatial_array, upsample_to
 
-__all__ = ["ScanInfo", "load_scan", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
+__all__ = ["ScanInfo", "DataWarning", "load_scan", "load_label_map", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
+
+class DataWarning(UserWarning):
+    """Something about an input file that the user should know, although it can be worked around
+    (NaN voxels set to 0, a label map mostly outside the model grid). The ``smocam`` command prints
+    these as ``smocam: warning: ...``; ``smocam cohort`` also records them per scan in its manifest."""
+
+
+#: On a scan's own grid, voxels at or below this fraction of its largest |intensity| are background
+#: (rounding dust of an interpolating resampler); see :func:`load_scan`.
+FOREGROUND_FLOOR = 1e-6
+
+#: Version of the steps of :func:`load_scan` (2: z-score statistics over the foreground found on the
+#: scan's own grid). ``smocam cohort`` records it, so that results computed otherwise are redone.
+PREPROCESSING_VERSION = 2
 
 #: :func:`load_scan` refuses a scan that covers less than this fraction of the model grid.
 MIN_GRID_COVERAGE = 0.5
@@ -121,6 +136,25 @@ def _resample(
     return out, n_inside / float(np.prod(dst_shape))
 
 
+def _foreground_on_grid(data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
+                        dst_shape: Tuple[int, ...]) -> np.ndarray:
+    """The scan's foreground, found on its own grid, as a boolean mask on the model grid.
+
+    On the scan's own grid the foreground is every voxel above
+    :data:`FOREGROUND_FLOOR` times the largest absolute intensity (above 0, up
+    to the rounding dust an interpolating resampler leaves in the
+    background). A model-grid voxel belongs to it when every scan voxel that
+    its linear interpolation reads is foreground. So interpolated background
+    values (spline ringing, partial voxels at the edge of the head) never count
+    as head, and for a scan already on the model grid the mask is exactly its
+    voxels above 0, the rule the shipped models were trained with.
+    """
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    foreground = (data > FOREGROUND_FLOOR * peak).astype(np.float32)
+    on_grid, _ = _resample(foreground, src_affine, dst_affine, dst_shape, order=1)
+    return on_grid >= 1.0 - 1e-6
+
+
 def _grid_from_metadata(metadata: Mapping) -> Tuple[Tuple[int, int, int], np.ndarray, str]:
     if not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict (checkpoint metadata); got {type(metadata).__name__}")
@@ -151,9 +185,17 @@ def load_scan(
     world coordinates onto the model grid (``metadata["affine"]``,
     ``metadata["input_shape"]``; linear interpolation, 0 outside the scan's
     field of view) and normalise its intensities with
-    ``normalize_intensity(x, metadata["intensity_normalization"])``.
-    Without metadata, the intensities are returned as stored (float32, NaN
-    set to 0) on the canonical grid.
+    ``normalize_intensity(x, metadata["intensity_normalization"], mask)``,
+    where ``mask`` is the scan's foreground found on its *own* grid (voxels
+    above 0, less rounding dust) and carried to the model grid (a model voxel
+    counts when every scan voxel its interpolation reads is foreground): the
+    z-score statistics do not depend on how the scan was resampled, and a scan
+    already on the model grid is normalised exactly as the shipped models'
+    training data were (its voxels above 0).
+    Without metadata, the intensities are returned as stored (float32) on
+    the canonical grid. NaN and Inf voxels are set to 0 (background) with a
+    :class:`DataWarning` that counts them; a constant image (nothing to
+    normalise or explain) is refused.
 
     Args:
         path_or_img (str, Path or nibabel image): a NIfTI file (``.nii`` /
@@ -170,7 +212,7 @@ def load_scan(
     Raises:
         FileNotFoundError: the path does not exist.
         ValueError: the file cannot be read; the image is 2-D or has several
-            volumes; metadata is incomplete; or the scan covers less than
+            volumes or is constant; metadata is incomplete; or the scan covers less than
             :data:`MIN_GRID_COVERAGE` of the model grid (wrong space or
             orientation).
 
@@ -215,20 +257,39 @@ def load_scan(
         data = np.asarray(canonical.get_fdata(dtype=np.float32))
     except Exception as exc:  # truncated/corrupt data blocks surface here
         raise ValueError(f"cannot read the image data of {where}: {exc}") from exc
-    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    bad = ~np.isfinite(data)
+    n_bad = int(bad.sum())
+    if n_bad:
+        warnings.warn(
+            f"{where}: {n_bad} NaN/Inf voxel(s) ({100 * n_bad / data.size:.2f}% of the image) set to 0 "
+            f"(background); check how the scan was made if they are inside the head",
+            DataWarning, stacklevel=2,
+        )
+        data = np.where(bad, np.float32(0.0), data)
+    if data.size and float(data.min()) == float(data.max()):
+        raise ValueError(
+            f"{where}: the image is constant (every voxel is {float(data.flat[0]):g}"
+            f"{', after NaN/Inf set to 0' if n_bad else ''}); there is nothing to normalise or explain"
+        )
 
     if metadata is None:
         grid_shape, grid_affine, method, coverage = data.shape, np.asarray(canonical.affine, float), "none", 1.0
     else:
         grid_shape, grid_affine, method = _grid_from_metadata(metadata)
-        data, coverage = _resample(data, canonical.affine, grid_affine, grid_shape, order=1)
+        resampled, coverage = _resample(data, canonical.affine, grid_affine, grid_shape, order=1)
         if coverage < MIN_GRID_COVERAGE:
             raise ValueError(
                 f"{where}: the scan's field of view covers only {100 * coverage:.1f}% of the model grid "
                 f"(need at least {100 * MIN_GRID_COVERAGE:.0f}%); is the scan registered to the model's "
                 f"space (e.g. MNI152) with a correct affine?"
             )
-        data = normalize_intensity(data, method)
+        mask = None
+        if method != "none":
+            mask = _foreground_on_grid(data, canonical.affine, grid_affine, grid_shape)
+            if not mask.any():
+                raise ValueError(f"{where}: no voxel of the scan's foreground (intensity above 0) lies inside "
+                                 f"the model grid; nothing to normalise")
+        data = normalize_intensity(resampled, method, mask=mask)
     info = ScanInfo(
         original_shape=original_shape,
         original_affine=original_affine,
@@ -241,6 +302,97 @@ def load_scan(
     )
     tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None, None]
     return tensor, info
+
+
+def _canonical_grid(affine: np.ndarray, shape) -> Tuple[Tuple[int, int, int], np.ndarray]:
+    """Shape and affine of ``nibabel.as_closest_canonical`` of an image with this affine and shape."""
+    shape = tuple(int(v) for v in shape[:3])
+    ornt = nib.io_orientation(affine)
+    canonical_shape = [0, 0, 0]
+    for axis, (to, _) in enumerate(ornt):
+        canonical_shape[int(to)] = shape[axis]
+    canonical_affine = np.asarray(affine, dtype=np.float64) @ nib.orientations.inv_ornt_aff(ornt, shape)
+    return tuple(canonical_shape), canonical_affine
+
+
+def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a label map (one integer label per voxel) that belongs to the scan ``info`` was loaded from.
+
+    The rule, the same for ``smocam explain``, ``compare`` and ``cohort``: the
+    label map must be on the scan's own grid (the same voxel centres: equal
+    shape and affine to 1e-3 mm after canonical re-orientation, so an LPS copy
+    of an RAS map is fine), hold integer labels and at least one labelled
+    (non-zero) voxel inside the model grid (``info.grid_affine``,
+    ``info.grid_shape``), where the maps are defined. A warning is issued when
+    less than half of the labelled voxels lie there.
+
+    Args:
+        path (str or Path): the label map (NIfTI).
+        info (ScanInfo): from :func:`load_scan` of the scan.
+
+    Returns:
+        tuple: ``(labels, affine)``: the labels re-oriented to the closest
+        canonical orientation (``int32``, ``X x Y x Z``) and their 4 x 4 affine,
+        the grid onto which :func:`map_to_grid` brings a map for region tables.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` ("label map not found").
+        ValueError: unreadable file; not 3-D; non-integer or non-finite
+            values; another grid than the scan's (the message says whether the
+            shapes or the affines differ, and whether the two overlap at all);
+            no labelled voxel, or none inside the model grid.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"label map not found: {path}")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for bad files
+        raise ValueError(f"cannot read label map {path}: {exc}") from exc
+    shape = tuple(int(v) for v in img.shape)
+    if len(shape) > 3 and all(v == 1 for v in shape[3:]):
+        img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
+    elif len(shape) != 3:
+        raise ValueError(f"label map {path} must be 3-D; got shape {shape}")
+    lab_shape, lab_affine = _canonical_grid(img.affine, img.shape)
+    scan_shape, scan_affine = _canonical_grid(info.original_affine, info.original_spatial_shape)
+    rule = "labels must be on the scan's grid: same shape and affine, e.g. resampled onto the scan with nearest-neighbour interpolation"
+    if lab_shape != scan_shape:
+        raise ValueError(f"label map {path} has shape {lab_shape}, the scan has {scan_shape} ({rule})")
+    if not np.allclose(lab_affine, scan_affine, atol=1e-3):
+        corners = np.array([[i, j, k, 1.0] for i in (0, lab_shape[0] - 1) for j in (0, lab_shape[1] - 1)
+                            for k in (0, lab_shape[2] - 1)]).T
+        apart = float(np.abs((lab_affine @ corners - scan_affine @ corners)[:3]).max())
+        _, overlap = _resample(np.ones(scan_shape, np.float32), scan_affine, lab_affine, lab_shape, order=0)
+        where = ("and does not overlap the scan at all" if overlap == 0.0
+                 else f"({100 * overlap:.0f}% of it overlaps the scan)")
+        raise ValueError(
+            f"label map {path} has the scan's shape {scan_shape} but another affine: its voxels lie up to "
+            f"{apart:.1f} mm from the scan's {where} ({rule})"
+        )
+    try:
+        data = np.asarray(nib.as_closest_canonical(img).dataobj)
+    except Exception as exc:  # truncated/corrupt data blocks surface here
+        raise ValueError(f"cannot read the data of label map {path}: {exc}") from exc
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise ValueError(f"label map {path} holds non-integer or NaN values; expected integer labels")
+    labels = data.astype(np.int32)
+    labelled = labels != 0
+    n_labelled = int(labelled.sum())
+    if n_labelled == 0:
+        raise ValueError(f"label map {path} has no labelled voxel (every value is 0)")
+    inside, _ = _resample(np.ones(info.grid_shape, np.float32), info.grid_affine, lab_affine, lab_shape, order=0)
+    share = float(inside[labelled].sum()) / n_labelled
+    if share == 0.0:
+        raise ValueError(
+            f"label map {path}: none of its {n_labelled} labelled voxels lies inside the model grid, where the "
+            f"maps are defined; every region would get 0 attention"
+        )
+    if share < 0.5:
+        warnings.warn(f"label map {path}: only {100 * share:.0f}% of its labelled voxels lie inside the model "
+                      f"grid; regions outside it get 0 attention", DataWarning, stacklevel=2)
+    return labels, lab_affine
 
 
 def _nifti_suffix(path: Path) -> str:

@@ -24,18 +24,30 @@ from .models import DEFAULT_MODELS, load_checkpoint, load_default_model
 def load_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any]]:
     """Load a model by shipped name (``"vgg"``, ...), or from a checkpoint path; None is ``"vgg"``.
 
+    The checkpoint must name its outputs (``metadata["output_names"]``): every
+    entry point names files, tables and targets after them.
+
     Raises:
         FileNotFoundError: ``spec`` is neither a shipped name nor an existing file.
+        ValueError: the checkpoint cannot be read, contradicts its metadata
+            (see :func:`captum_smocam.models.check_metadata`) or names no outputs.
     """
     if spec is None:
         spec = "vgg"
     if spec in DEFAULT_MODELS:
-        return load_default_model(spec)
-    if not os.path.isfile(spec):
+        model, meta = load_default_model(spec)
+    elif not os.path.isfile(spec):
         raise FileNotFoundError(
             f"model {spec!r} is neither a file nor a shipped model ({', '.join(sorted(DEFAULT_MODELS))})"
         )
-    return load_checkpoint(spec)
+    else:
+        model, meta = load_checkpoint(spec)
+    if meta.get("output_names") is None:
+        raise ValueError(
+            f"checkpoint {spec!r} has no metadata['output_names']; save it with "
+            f"save_checkpoint(path, model, {{'output_names': [...], ...}}) (one name per output)"
+        )
+    return model, meta
 
 
 def resolve_targets(metadata: Mapping[str, Any], spec: Union[str, int, Sequence[Union[str, int]]]) -> List[int]:
@@ -86,6 +98,38 @@ def resolve_layer(model: Module, metadata: Mapping[str, Any], name: Optional[str
         raise ValueError(f"unknown layer {name!r}; layers of this model include: {', '.join(known[:12])} ...") from None
 
 
+def check_finite_outputs(outputs: Tensor, names: Sequence[str], indices: Optional[Sequence[int]] = None,
+                         *, where: str = "the scan") -> None:
+    """Raise ValueError if the model's outputs (``indices`` of them, default all) are NaN or Inf.
+
+    A non-finite prediction has no explanation: SMOCAM's distance term is NaN
+    at every step and the mask stays uniform, so the map would look like an
+    answer while meaning nothing.
+
+    Args:
+        outputs (Tensor): one scan's outputs, ``1 x n_outputs`` or ``n_outputs``.
+        names (sequence of str): output names, for the message.
+        indices (sequence of int, optional): the outputs to check. Default: all
+        where (str, optional): how the message names the input. Default: ``"the scan"``
+
+    Examples::
+
+        >>> check_finite_outputs(torch.tensor([[1.0, float("nan")]]), ["a", "b"])
+        Traceback (most recent call last):
+        ...
+        ValueError: the model's output is not finite for the scan: b=nan (a checkpoint with NaN or overflowing weights, or an input far outside the training range?)
+    """
+    values = outputs.detach().reshape(-1).cpu()
+    idx = range(len(values)) if indices is None else list(indices)
+    bad = [i for i in idx if not bool(torch.isfinite(values[i]))]
+    if bad:
+        shown = ", ".join(f"{names[i]}={float(values[i])}" for i in bad[:4]) + (" ..." if len(bad) > 4 else "")
+        raise ValueError(
+            f"the model's output is not finite for {where}: {shown} (a checkpoint with NaN or overflowing "
+            f"weights, or an input far outside the training range?)"
+        )
+
+
 def explain(
     model: Module,
     metadata: Mapping[str, Any],
@@ -118,20 +162,32 @@ def explain(
 
     Returns:
         Tensor: ``K x 1 x X x Y x Z``, one map per target, larger = more important.
+
+    Raises:
+        ValueError: ``x`` is not one scan, or the model's prediction of a
+            target is NaN or Inf (see :func:`check_finite_outputs`), or a map
+            came out non-finite.
     """
     if x.dim() < 3 or x.shape[0] != 1:
         raise ValueError(f"explain takes one scan (1 x C x ...), got shape {tuple(x.shape)}")
     if layer is None:
         _, layer = resolve_layer(model, metadata)
-    std = torch.tensor(metadata.get("output_std", [1.0] * len(metadata["output_names"])), dtype=torch.float32)
+    names = list(metadata["output_names"])
+    std = torch.tensor(metadata.get("output_std", [1.0] * len(names)), dtype=torch.float32)
     targets = list(targets)
+    with torch.no_grad():
+        check_finite_outputs(model(x), names, targets)
     if method == "smocam":
         kwargs = dict(smocam_kwargs or {})
         if internal_batch_size is not None:
             kwargs["internal_batch_size"] = internal_batch_size
         batch = x.expand(len(targets), *x.shape[1:])
-        return attribute_map("smocam", model, batch, targets, layer=layer, output_std=std,
+        maps = attribute_map("smocam", model, batch, targets, layer=layer, output_std=std,
                              smocam_kwargs=kwargs, show_progress=show_progress, **method_kwargs)
-    maps = [attribute_map(method, model, x, t, layer=layer, output_std=std, show_progress=show_progress,
-                          **method_kwargs) for t in targets]
-    return torch.cat(maps)
+    else:
+        maps = torch.cat([attribute_map(method, model, x, t, layer=layer, output_std=std,
+                                        show_progress=show_progress, **method_kwargs) for t in targets])
+    bad = [names[t] for k, t in enumerate(targets) if not bool(torch.isfinite(maps[k]).all())]
+    if bad:
+        raise ValueError(f"the {method} map of {', '.join(bad)} has NaN or Inf values")
+    return maps

@@ -12,15 +12,21 @@ import numpy as np
 NORMALIZATION_METHODS = ("zscore_nonzero", "none")
 
 
-def normalize_intensity(image, method: str = "zscore_nonzero"):
+def normalize_intensity(image, method: str = "zscore_nonzero", mask=None):
     """Normalise a scan's intensities.
 
     Args:
         image (numpy.ndarray or torch.Tensor): an image of any shape.
         method (str, optional): ``"zscore_nonzero"`` subtracts the mean and
-            divides by the standard deviation of the voxels above zero (the
+            divides by the standard deviation of the foreground voxels (the
             head), leaving zero background at ``-mean/sd``; ``"none"`` returns
             the input as ``float32``. Default: ``"zscore_nonzero"``
+        mask (numpy.ndarray or torch.Tensor of bool, optional): the foreground,
+            same shape as ``image``. Default: the voxels above zero, the rule
+            the shipped models were trained with.
+            :func:`captum_smocam.nifti.load_scan` passes the foreground found
+            on the scan's own grid, so that the statistics do not depend on how
+            the scan is resampled. Default: None
 
     Returns:
         Same type and shape as ``image``, ``float32``.
@@ -44,10 +50,16 @@ def normalize_intensity(image, method: str = "zscore_nonzero"):
         x = image.float()
     if method == "none":
         return x.copy() if is_numpy else x.clone()
-    fg = x[x > 0]
+    if mask is None:
+        fg = x[x > 0]
+    else:
+        if tuple(mask.shape) != tuple(x.shape):
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, the image has {tuple(x.shape)}")
+        fg = x[mask]
     n_fg = fg.size if is_numpy else fg.numel()
     if n_fg == 0:
-        raise ValueError("cannot normalise an image with no voxel above zero")
+        raise ValueError("cannot normalise an image with no foreground voxel (none above zero)"
+                         if mask is None else "cannot normalise an image with an empty foreground mask")
     mean = fg.mean()
     sd = fg.std()
     if float(sd) == 0.0:

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -53,7 +54,11 @@ def _run(root, ckpt, out="out", **kw):
 
 
 def _mtimes(folder: Path):
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
+
+
+def _visible(folder: Path):
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def test_outputs_resume_after_crash(study, monkeypatch):
@@ -76,7 +81,8 @@ def test_outputs_resume_after_crash(study, monkeypatch):
     assert status["sub-0001"]["status"] == "failed" and "simulated crash" in status["sub-0001"]["error"]
     assert manifest["versions"]["torch"] == torch.__version__ and manifest["settings"]["n_steps"] == N_STEPS
     assert not (out / "sub-0001" / "sub-0001_done.json").exists()
-    assert (out / "sub-0001" / "sub-0001_smocam_left-hippocampus.nii.gz").exists()  # partial outputs
+    # All or nothing: the maps written before the crash never reached the scan's folder.
+    assert not (out / "sub-0001").exists() or _visible(out / "sub-0001") == []
 
     # Per-scan outputs: maps on the scan's grid, predictions = the model's, region rows per target.
     scan = root / "data" / "sub-0000_T1w.nii.gz"
@@ -116,8 +122,7 @@ def test_outputs_resume_after_crash(study, monkeypatch):
     assert _mtimes(out / "sub-0000") == before["sub-0000"]
     assert _mtimes(out / "sub-0002") == before["sub-0002"]
     after = _mtimes(out / "sub-0001")
-    assert after["sub-0001_smocam_left-hippocampus.nii.gz"] > before["sub-0001"]["sub-0001_smocam_left-hippocampus.nii.gz"]
-    assert "sub-0001_done.json" in after
+    assert "sub-0001_done.json" in after and "sub-0001_smocam_left-hippocampus.nii.gz" in after
     assert pd.read_csv(out / "cohort_regions.csv")["n"].max() == 3
 
     # A run killed before the done-marker of scan 3 was renamed into place: only scan 3 is redone.
@@ -162,8 +167,10 @@ def test_inputs_and_label_pairing(tmp_path, capsys):
     pairs = cohort.match_labels(scans, labels)
     assert {s.name: p.name for s, p in pairs.items()} == {
         "sub-01_ses-1_T1w.nii": "sub-01_ses-1_labels.nii.gz", "sub-02_T1w.nii.gz": "sub-02_labels.nii.gz"}
-    # No ids in common: sorted order, with a notice.
-    pairs = cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"))
+    # No ids in common: refused, unless sorted order is asked for.
+    with pytest.raises(ValueError, match="--pair-labels sorted"):
+        cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"))
+    pairs = cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"), pairing="sorted")
     assert [p.name for p in pairs.values()] == ["a_seg.nii.gz", "b_seg.nii.gz"]
     assert "sorted order" in capsys.readouterr().err
     with pytest.raises(ValueError, match="sub-01_ses-1"):
@@ -205,3 +212,256 @@ def test_torchrun_two_ranks_match_one_process(study):
     a = nib.load(root / "one" / "sub-0001" / "sub-0001_smocam_left-thalamus.nii.gz").get_fdata()
     b = nib.load(root / "two" / "sub-0001" / "sub-0001_smocam_left-thalamus.nii.gz").get_fdata()
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def _overflowing_checkpoint(src_ckpt, path):
+    """Finite weights whose outputs overflow to Inf on every scan (a diverged training run)."""
+    blob = torch.load(src_ckpt, weights_only=True)
+    blob["state_dict"]["head.fc2.weight"].fill_(1e38)
+    torch.save(blob, path)
+    return str(path)
+
+
+def test_non_finite_predictions_fail_the_scan(study, capsys):
+    root, ckpt = study
+    bad = _overflowing_checkpoint(ckpt, root / "overflow.pt")
+    argv = ["cohort", "--images", str(root / "data" / "sub-000[01]_T1w.nii.gz"), "--model", bad,
+            "--targets", "left_hippocampus", "--out", str(root / "out"), "--n-steps", "2", "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "0 done" in err and "2 failed" in err and "not finite" in err
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["scans"]] == ["failed", "failed"]
+    assert not list((root / "out").glob("*/*_done.json"))
+
+
+def _tree(folder: Path):
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_hostile_file_names_stay_inside_out(study):
+    """Scans named '..nii.gz' and '...nii.gz' once had the ids '.' and '..': outputs went into --out's parent."""
+    root, ckpt = study
+    hostile = root / "hostile"
+    hostile.mkdir()
+    for name in ("..nii.gz", "...nii.gz", "a b.nii.gz"):
+        shutil.copy(root / "data" / "sub-0000_T1w.nii.gz", hostile / name)
+    parent = root / "parent"
+    parent.mkdir()
+    # What the old ids touched in the parent: a marker they deleted and temporary files they cleaned.
+    for name, text in (("keep.txt", "mine"), (".._done.json", "not smocam's"), (".x.part.csv", "not smocam's")):
+        (parent / name).write_text(text)
+    before = _tree(parent)
+    res = cohort.run_cohort([str(hostile / n) for n in ("..nii.gz", "...nii.gz", "a b.nii.gz")], ckpt,
+                            "left_hippocampus", out=parent / "out", n_steps=2, show_progress=False)
+    assert (res["n_done"], res["n_failed"]) == (3, 0)
+    after = _tree(parent)
+    assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
+    sids = [r["subject"] for r in res["records"]]
+    assert len(set(sids)) == 3
+    for sid in sids:
+        assert sid not in ("", ".", "..") and not sid.startswith(".") and "/" not in sid and " " not in sid
+        assert (parent / "out" / sid / f"{sid}_done.json").is_file()
+
+
+def test_subject_ids_are_safe_and_distinct():
+    ids = [cohort.subject_id(n) for n in ("..nii.gz", "...nii.gz", ".nii.gz", "a b.nii", "a-b.nii", "x/../y.nii")]
+    assert len(set(ids)) == len(ids)
+    assert all(i and not i.startswith(".") and all(c.isalnum() or c in "._+-" for c in i) for i in ids)
+    assert cohort.subject_id("a-b.nii") == "a-b" and cohort.subject_id("scan.v1.nii.gz") == "scan.v1"
+    assert cohort.subject_id("/data/sub-01_ses-2_T1w.nii.gz") == "sub-01_ses-2"
+
+
+def test_scan_outputs_are_published_all_or_nothing(study, monkeypatch):
+    """A failed publication keeps the scan's previous complete set; stale staging folders are cleaned."""
+    import captum_smocam._outputs as outputs
+
+    root, ckpt = study
+    out = root / "out"
+    _run(root, ckpt)
+    before = _tree(out / "sub-0001")
+    # Left over from earlier runs: an older version's staging folder (no owner file, an hour old) and one
+    # of a run killed while it explained the scan (owner file, its lock long released).
+    legacy = out / "sub-0001" / ".smocam-staging-x1y2z3"
+    legacy.mkdir()
+    (legacy / "sub-0001_predictions.csv").write_text("half")
+    os.utime(legacy, (time.time() - 3600,) * 2)
+    killed = out / "sub-0001" / ".smocam-staging-killed"
+    killed.mkdir()
+    (killed / outputs.OWNER_FILE).write_text(json.dumps({"manifest": "sub-0001_done.json"}))
+
+    real, calls = os.replace, []
+
+    def failing(src, dst):  # the 4th move of sub-0001's publication fails (disk full)
+        if "sub-0001" in str(dst) and not os.path.basename(src).startswith("."):
+            calls.append(src)
+            if len(calls) == 4:
+                raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    res = _run(root, ckpt, n_steps=N_STEPS + 1)  # new settings: every scan is redone
+    assert [r["status"] for r in res["records"]] == ["done", "failed", "done"]
+    assert "No space left" in res["records"][1]["error"]
+    assert _tree(out / "sub-0001") == before  # the old complete set, nothing of the new one
+    assert not legacy.exists() and not killed.exists()
+    monkeypatch.undo()
+    res = _run(root, ckpt, n_steps=N_STEPS + 1)
+    assert [r["status"] for r in res["records"]] == ["skipped", "done", "skipped"]
+
+
+
+def _cohort_child(root, ckpt, queue, start):
+    """One of two concurrent runs on the same --out (a spawned process): each scan takes at least 1 s."""
+    torch.set_num_threads(1)
+    real = cohort._process_scan
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    cohort._process_scan = slow
+    try:
+        start.wait(120)  # both runs start together, whatever their import times
+        res = _run(root, ckpt, n_steps=2)
+        queue.put([(r["subject"], r["status"], r.get("reason", r.get("error"))) for r in res["records"]])
+    except BaseException as exc:  # report, do not hang the parent
+        queue.put(repr(exc))
+
+
+def test_two_runs_on_one_out_share_the_work(study):
+    """Two runs started together compute every scan once between them, and neither fails."""
+    import multiprocessing
+
+    root, ckpt = study
+    ctx = multiprocessing.get_context("spawn")  # fork after torch has run threads here can deadlock the child
+    queue, start = ctx.Queue(), ctx.Barrier(2)
+    runs = [ctx.Process(target=_cohort_child, args=(root, ckpt, queue, start)) for _ in range(2)]
+    for p in runs:
+        p.start()
+    results = [queue.get(timeout=240) for _ in runs]
+    for p in runs:
+        p.join(30)
+    assert all(isinstance(r, list) for r in results), results
+    statuses = [s for r in results for (_, s, _) in r]
+    assert statuses.count("failed") == 0, results
+    assert statuses.count("done") == 3, results  # each scan computed exactly once
+    assert all(len(r) == 3 for r in results)  # both runs report every scan: done, or completed by the other
+    assert any(reason == "complete (after waiting for another run)" for r in results for (_, _, reason) in r)
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert {r["status"] for r in manifest["scans"]} <= {"done", "skipped"}  # whichever run wrote it last
+    assert not list((root / "out").glob(".manifest.*"))  # neither run deleted the other's record files early
+    for sid in ("sub-0000", "sub-0001", "sub-0002"):
+        assert (root / "out" / sid / f"{sid}_done.json").is_file()
+
+
+def test_rerun_recomputes_what_changed(study):
+    """A scan, label map, LUT or model replaced under the same name is recomputed; an untouched one is not."""
+    root, ckpt = study
+    data, out = root / "data", root / "out"
+    _run(root, ckpt)
+
+    def statuses():
+        return {r["subject"]: r["status"] for r in _run(root, ckpt)["records"]}
+
+    shutil.copy(data / "sub-0002_T1w.nii.gz", data / "sub-0001_T1w.nii.gz")  # another scan, same name
+    assert statuses() == {"sub-0000": "skipped", "sub-0001": "done", "sub-0002": "skipped"}
+    p1 = pd.read_csv(out / "sub-0001" / "sub-0001_predictions.csv")["prediction"]
+    p2 = pd.read_csv(out / "sub-0002" / "sub-0002_predictions.csv")["prediction"]
+    np.testing.assert_allclose(p1, p2, rtol=1e-6)  # computed from the new content
+    marker = json.loads((out / "sub-0001" / "sub-0001_done.json").read_text())
+    assert marker["inputs"]["scan"]["size"] == (data / "sub-0001_T1w.nii.gz").stat().st_size
+
+    shutil.copy(data / "sub-0000_labels.nii.gz", data / "sub-0002_labels.nii.gz")
+    assert statuses() == {"sub-0000": "skipped", "sub-0001": "skipped", "sub-0002": "done"}
+
+    os.utime(data / "sub-0000_T1w.nii.gz", (time.time() + 60,) * 2)  # touched, same content: nothing to do
+    assert set(statuses().values()) == {"skipped"}
+
+    lut = (data / "labels.txt").read_text().replace("left_hippocampus", "Left-Hippocampus")
+    (data / "labels.txt").write_text(lut)  # region names change in every table
+    assert set(statuses().values()) == {"done"}
+
+    blob = torch.load(ckpt, weights_only=True)
+    blob["state_dict"]["head.fc2.bias"] += 1.0
+    torch.save(blob, ckpt_copy := root / "model.pt")
+    shutil.copy(ckpt_copy, root / "swap.pt")
+    assert {r["status"] for r in _run(root, str(root / "swap.pt"))["records"]} == {"done"}
+    blob["state_dict"]["head.fc2.bias"] += 1.0
+    torch.save(blob, root / "swap.pt")  # same path, new weights
+    assert {r["status"] for r in _run(root, str(root / "swap.pt"))["records"]} == {"done"}
+
+
+def test_label_map_off_the_scan_fails_that_scan_as_explain_refuses_it(study, capsys):
+    root, ckpt = study
+    lab = root / "data" / "sub-0001_labels.nii.gz"
+    img = nib.load(lab)
+    far = img.affine.copy()
+    far[:3, 3] += 1000.0  # no overlap at all: region tables would be all zeros
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), far), lab)
+    res = _run(root, ckpt, n_steps=2)
+    assert [r["status"] for r in res["records"]] == ["done", "failed", "done"]
+    assert "does not overlap the scan" in res["records"][1]["error"]
+    assert not (root / "out" / "sub-0001" / "sub-0001_regions.csv").exists()
+
+
+def test_label_pairing_by_id_never_by_order_unless_asked(tmp_path, capsys):
+    scans = [tmp_path / f"sub-0{i}_T1w.nii.gz" for i in (1, 2, 3)]
+    # sub-03 has no label map, and no label file is left over: it gets no region table, and that is said.
+    labels = [str(tmp_path / "x" / "sub-02_labels.nii.gz"), str(tmp_path / "x" / "sub-01_labels.nii.gz")]
+    pairs = cohort.match_labels(scans, labels)
+    assert {s.name: p.name for s, p in pairs.items()} == {
+        "sub-01_T1w.nii.gz": "sub-01_labels.nii.gz", "sub-02_T1w.nii.gz": "sub-02_labels.nii.gz"}
+    assert "sub-03" in capsys.readouterr().err
+    # A label file that matches no scan beside a scan without one: ambiguous, refused.
+    with pytest.raises(ValueError, match=r"sub-03.*seg_a\.nii\.gz.*--pair-labels sorted"):
+        cohort.match_labels(scans, [*labels, str(tmp_path / "seg_a.nii.gz")])
+    # Several label files with one scan's id: refused.
+    with pytest.raises(ValueError, match="2 label maps have the id 'sub-01'"):
+        cohort.match_labels(scans[:1], [labels[1], str(tmp_path / "y" / "sub-01_labels.nii.gz")])
+    # Sorted order only when asked, and only with as many label maps as scans.
+    segs = [str(tmp_path / f"seg_{c}.nii.gz") for c in "abc"]
+    pairs = cohort.match_labels(scans, segs, pairing="sorted")
+    assert [p.name for p in pairs.values()] == ["seg_a.nii.gz", "seg_b.nii.gz", "seg_c.nii.gz"]
+    assert "sorted order" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="3 scans but 2 label maps"):
+        cohort.match_labels(scans, segs[:2], pairing="sorted")
+
+
+def test_scans_without_label_map_have_no_region_table_and_say_so(study, capsys):
+    root, ckpt = study
+    (root / "data" / "sub-0002_labels.nii.gz").unlink()
+    argv = ["cohort", "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt,
+            "--targets", "left_hippocampus", "--labels", str(root / "data" / "sub-*_labels.nii.gz"),
+            "--out", str(root / "out"), "--n-steps", "2", "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "sub-0002" in err and "no region table" in err
+    out = root / "out"
+    assert (out / "sub-0000" / "sub-0000_regions.csv").exists() and (out / "sub-0001" / "sub-0001_regions.csv").exists()
+    assert not (out / "sub-0002" / "sub-0002_regions.csv").exists()
+    # Paired by id: sub-0001's table is computed with sub-0001's own label map.
+    manifest = json.loads((out / "manifest.json").read_text())
+    labels = {r["subject"]: r["labels"] for r in manifest["scans"]}
+    assert labels["sub-0001"].endswith("sub-0001_labels.nii.gz") and labels["sub-0002"] is None
+    assert pd.read_csv(out / "cohort_regions.csv")["n"].max() == 2
+
+
+def test_nan_voxels_are_reported_per_scan_and_constant_scans_fail(study, capsys):
+    root, ckpt = study
+    for sid, fill in (("sub-0000", "nan"), ("sub-0001", "flat")):
+        path = root / "data" / f"{sid}_T1w.nii.gz"
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32).copy()
+        if fill == "nan":
+            data[:2] = np.nan
+        else:
+            data[:] = 7.0
+        nib.save(nib.Nifti1Image(data, img.affine), path)
+    res = _run(root, ckpt, n_steps=2)
+    first, second = res["records"][:2]
+    assert first["status"] == "done" and "NaN/Inf voxel(s)" in first["warnings"][0]
+    assert second["status"] == "failed" and "constant" in second["error"]
+    err = capsys.readouterr().err
+    assert "sub-0000" in err and "warning" in err and "NaN/Inf" in err

@@ -1,5 +1,7 @@
 """The explain / compare / demo sub-commands on a tiny model and a synthetic scan."""
+import json
 import os
+import time
 
 import nibabel as nib
 import numpy as np
@@ -132,3 +134,170 @@ def test_top_regions_ranks_by_density_not_size():
     text = _top_regions(table, k=2)
     assert text.startswith("small x4.8")  # 0.5 / (105 / 1010)
     assert "big x1.0" in text
+
+
+def test_bad_checkpoints_are_one_line_errors(case, tmp_path, capsys):
+    """Empty, random, absurd and mislabelled checkpoints: one line that says what is wrong, exit 2, nothing written."""
+    blob = torch.load(case["ckpt"], weights_only=True)
+    kwargs = dict(blob["metadata"]["arch_kwargs"], channels=[200000, 200000, 8])
+    torch.save({"state_dict": blob["state_dict"], "metadata": dict(blob["metadata"], arch_kwargs=kwargs)},
+               tmp_path / "absurd.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    few = dict(blob["metadata"], output_names=list(synth.STRUCTURE_NAMES[:4]))
+    torch.save({"state_dict": blob["state_dict"], "metadata": few}, tmp_path / "fewnames.pt")
+    nameless = {k: v for k, v in blob["metadata"].items() if k != "output_names"}
+    torch.save({"state_dict": blob["state_dict"], "metadata": nameless}, tmp_path / "nameless.pt")
+    overflow = dict(blob["state_dict"])
+    overflow["head.fc2.weight"] = torch.full_like(overflow["head.fc2.weight"], 1e38)  # predicts Inf
+    torch.save({"state_dict": overflow, "metadata": blob["metadata"]}, tmp_path / "overflow.pt")
+    for name, message in [("absurd.pt", "200000"), ("empty.pt", "empty (0 bytes)"),
+                          ("noise.pt", "not a PyTorch checkpoint"),
+                          ("fewnames.pt", "has 4 names but the model has 16 outputs"),
+                          ("nameless.pt", "no metadata['output_names']"),
+                          ("overflow.pt", "not finite")]:
+        out = tmp_path / f"out-{name}"
+        rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / name),
+                   "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("smocam: error:")
+        assert not out.exists() or os.listdir(out) == []
+
+
+def test_explain_names_outputs_after_the_full_stem(case, tmp_path):
+    """scan.v1 and scan.v2 were both cut to 'scan' and overwrote each other in silence."""
+    for version in ("v1", "v2"):
+        image = tmp_path / f"scan.{version}.nii.gz"
+        image.write_bytes(open(case["t1"], "rb").read())
+        assert main(["explain", "--image", str(image), "--target", "right_hippocampus", "--model", case["ckpt"],
+                     "--n-steps", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    files = set(os.listdir(tmp_path / "out"))
+    for version in ("v1", "v2"):
+        assert {f"scan.{version}_predictions.csv", f"scan.{version}_smocam_right_hippocampus.nii.gz"} <= files
+
+
+def test_explain_output_names_from_a_checkpoint_stay_inside_out(case, tmp_path):
+    blob = torch.load(case["ckpt"], weights_only=True)
+    names = list(blob["metadata"]["output_names"])
+    names[0] = "../../../../escaped"
+    torch.save({"state_dict": blob["state_dict"], "metadata": dict(blob["metadata"], output_names=names)},
+               tmp_path / "hostile.pt")
+    out = tmp_path / "a" / "b" / "out"
+    assert main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / "hostile.pt"),
+                 "--n-steps", "2", "--out", str(out), "--quiet"]) == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "hostile.pt"]
+    assert written and all(out in p.parents for p in written)
+    assert not any("escaped" in p.name and out != p.parent for p in written)
+
+
+def _explain(case, image, out, *extra):
+    return main(["explain", "--image", str(image), "--target", "right_hippocampus", "--model", case["ckpt"],
+                 "--n-steps", "2", "--out", str(out), "--quiet", *extra])
+
+
+def test_explain_never_overwrites_another_inputs_outputs_silently(case, tmp_path, capsys):
+    for folder in ("site1", "site2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "scan.nii.gz").write_bytes(open(case["t1"], "rb").read())
+    out = tmp_path / "out"
+    assert _explain(case, tmp_path / "site1" / "scan.nii.gz", out) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    # Same stem, another file: refused before any work, in one line, and the first outputs stay.
+    assert _explain(case, tmp_path / "site2" / "scan.nii.gz", out) == 2
+    err = capsys.readouterr().err
+    assert "site1" in err and "site2" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == first
+    # The same input again: fine (a rerun); --force replaces the other input's set.
+    assert _explain(case, tmp_path / "site1" / "scan.nii.gz", out) == 0
+    assert _explain(case, tmp_path / "site2" / "scan.nii.gz", out, "--force") == 0
+    manifest = json.loads((out / "scan_outputs.json").read_text())
+    assert manifest["source"] == str(tmp_path / "site2" / "scan.nii.gz")
+    # A file that no smocam run wrote is not overwritten either.
+    (out / "scan.v1_predictions.csv").write_text("my own table")
+    image = tmp_path / "scan.v1.nii.gz"
+    image.write_bytes(open(case["t1"], "rb").read())
+    assert _explain(case, image, out) == 2
+    assert "scan.v1_predictions.csv" in capsys.readouterr().err
+    assert (out / "scan.v1_predictions.csv").read_text() == "my own table"
+
+
+def test_explain_publishes_all_or_nothing_and_cleans_stale_staging(case, tmp_path, monkeypatch):
+    import captum_smocam._outputs as outputs
+
+    out = tmp_path / "out"
+    assert _explain(case, case["t1"], out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # An earlier run killed while staging (an older version's folder: no owner file, an hour old).
+    stale = out / ".smocam-staging-a1b2c3d4"
+    stale.mkdir()
+    (stale / "sub-20000_T1w_smocam_right_hippocampus.nii.gz").write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    # The publication fails at its third move: nothing of the new set may stay beside the old one.
+    real, calls = os.replace, []
+
+    def failing(src, dst):
+        if not os.path.basename(src).startswith("."):
+            calls.append(src)
+            if len(calls) == 3:
+                raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    assert _explain(case, case["t1"], out, "--n-steps", "3") == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".smocam-locks"]
+
+
+def test_unusable_out_fails_before_the_work(case, capsys, monkeypatch):
+    import captum_smocam.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "attribute_map", lambda *a, **k: pytest.fail("computed before checking --out"))
+    assert main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--out", "/proc/x",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the output folder '/proc/x'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_label_map_errors_say_what_is_wrong(case, tmp_path, capsys):
+    """One rule for explain and cohort: labels on the scan's grid, overlapping the model grid."""
+    img = nib.load(case["labels"])
+    moved = img.affine.copy()
+    moved[:3, 3] += 6.0  # same shape, grid shifted by 6 mm
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), tmp_path / "shifted_labels.nii.gz")
+    far = img.affine.copy()
+    far[:3, 3] += 1000.0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), far), tmp_path / "far_labels.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine), tmp_path / "empty_labels.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-2], img.affine), tmp_path / "small_labels.nii.gz")
+    cases = [
+        ("shifted_labels.nii.gz", "has the scan's shape (56, 68, 60) but another affine"),
+        ("far_labels.nii.gz", "does not overlap the scan"),
+        ("empty_labels.nii.gz", "has no labelled voxel"),
+        ("small_labels.nii.gz", "has shape (54, 68, 60), the scan has (56, 68, 60)"),
+        ("missing_labels.nii.gz", "label map not found"),
+    ]
+    for name, message in cases:
+        rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--labels",
+                   str(tmp_path / name), "--out", str(tmp_path / "out"), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err, (name, err)
+        assert "scan file not found" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_nan_voxels_warn_and_a_constant_scan_is_refused(case, tmp_path, capsys):
+    img = nib.load(case["t1"])
+    data = np.asarray(img.dataobj, dtype=np.float32).copy()
+    data[:5] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "nan.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones(img.shape, np.float32), img.affine), tmp_path / "flat.nii.gz")
+    rc = main(["explain", "--image", str(tmp_path / "nan.nii.gz"), "--target", "0", "--model", case["ckpt"],
+               "--n-steps", "2", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "smocam: warning:" in err and "20400 NaN/Inf voxel(s)" in err and "set to 0" in err
+    rc = main(["explain", "--image", str(tmp_path / "flat.nii.gz"), "--target", "0", "--model", case["ckpt"],
+               "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "constant" in err and len(err.strip().splitlines()) == 1

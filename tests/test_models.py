@@ -246,3 +246,128 @@ def test_shipped_model(name):
     with torch.no_grad():
         y = model(torch.zeros(1, 1, *meta["input_shape"]))
     assert y.shape == (1, model.n_outputs) and torch.isfinite(y).all()
+
+
+def test_unreadable_checkpoints_say_what_the_file_is(tmp_path):
+    """Each way a file can fail to be a checkpoint gets its own message, never an empty one."""
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt.*empty \(0 bytes\)"):
+        load_checkpoint(empty)
+
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(231, 256)) * 80)  # random-looking bytes: not a pickle, not a zip
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint") as err:
+        load_checkpoint(noise)
+    assert "could run code" not in str(err.value)
+
+    text = tmp_path / "text.pt"
+    text.write_text("hello world\n")  # torch.load raises KeyError('101') on this
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        load_checkpoint(text)
+
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint(truncated, _tiny("vgg"))
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"truncated\.pt.*(corrupt|truncated)"):
+        load_checkpoint(truncated)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch deprecates torch.jit; users still have such files
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_file_is_refused_with_the_reason(tmp_path, how):
+    # A network of the user's own, scripted or traced as torch.jit.save expects.
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten()).eval()
+    scripted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, torch.randn(1, 1, *SHAPE))
+    path = tmp_path / "ts.pt"
+    torch.jit.save(scripted, path)
+    with pytest.raises(ValueError, match="TorchScript") as err:
+        load_checkpoint(path)
+    assert "hooks" in str(err.value) and "save_checkpoint" in str(err.value)
+
+
+def test_absurd_architecture_sizes_are_refused_before_allocating(tmp_path):
+    """channels 200000 would allocate terabytes while building the model: refuse from the shapes alone."""
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _tiny("vgg"))
+    blob = torch.load(good, weights_only=True)
+    meta = dict(blob["metadata"], arch_kwargs=dict(blob["metadata"]["arch_kwargs"], channels=[200000, 200000, 4]))
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / "absurd.pt")
+    with pytest.raises(ValueError, match="200000") as err:
+        load_checkpoint(tmp_path / "absurd.pt")
+    assert "parameters" in str(err.value)
+
+    # Within the bound but not what the file holds: the first mismatching tensor is named.
+    meta = dict(blob["metadata"], arch_kwargs=dict(blob["metadata"]["arch_kwargs"], channels=[2, 3, 5]))
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"do not match.*features\.block3"):
+        load_checkpoint(tmp_path / "other.pt")
+
+    meta = dict(blob["metadata"], arch_kwargs="not a dict")
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / "kw.pt")
+    with pytest.raises(ValueError, match="arch_kwargs"):
+        load_checkpoint(tmp_path / "kw.pt")
+
+
+def _tampered(tmp_path, name, **changes):
+    """A checkpoint of a tiny VGG3D with 3 outputs whose metadata is edited after saving."""
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _tiny("vgg"), {"output_names": ["a", "b", "c"], "input_shape": [7, 8, 9]})
+    blob = torch.load(good, weights_only=True)
+    meta = dict(blob["metadata"])
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key)
+        else:
+            meta[key] = value
+    torch.save({"state_dict": blob["state_dict"], "metadata": meta}, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"output_names": ["a", "b"]}, r"output_names'\] has 2 names but the model has 3 outputs"),
+        ({"output_names": ["a", "b", "a"]}, r"output_names'\] repeats 'a'"),
+        ({"output_names": ["a", "b", 3]}, r"output_names'\] must be a list of non-empty str"),
+        ({"output_std": [1.0, 1.0]}, r"output_std'\] has 2 values but the model has 3 outputs"),
+        ({"output_std": [2.0, 1.0, 1.0]}, r"output_std'\] .* differs from the model's"),
+        ({"default_layer": "features.block9"}, r"default_layer'\] 'features.block9' is not a layer"),
+        ({"input_shape": [7, 8]}, r"input_shape'\] must be 3 positive ints"),
+        ({"affine": [[1, 0], [0, 1]]}, r"affine'\] must be an invertible 4 x 4"),
+        ({"intensity_normalization": "minmax"}, r"intensity_normalization'\] 'minmax'"),
+    ],
+)
+def test_metadata_inconsistent_with_the_model_is_refused_at_load(tmp_path, changes, message):
+    path = _tampered(tmp_path, "bad.pt", **changes)
+    with pytest.raises(ValueError, match=message) as err:
+        load_checkpoint(path)
+    assert "bad.pt" in str(err.value)
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _tiny("vgg"))
+    blob = torch.load(good, weights_only=True)
+    blob["state_dict"]["head.fc2.bias"][1] = float("nan")
+    torch.save(blob, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"head\.fc2\.bias has 1 NaN or Inf"):
+        load_checkpoint(tmp_path / "nan.pt")
+
+
+def test_load_model_needs_output_names(tmp_path):
+    from captum_smocam.pipeline import load_model
+
+    path = _tampered(tmp_path, "nameless.pt", output_names=None)
+    load_checkpoint(path)  # a checkpoint may leave its outputs unnamed ...
+    with pytest.raises(ValueError, match=r"nameless\.pt.*no metadata\['output_names'\]"):
+        load_model(str(path))  # ... but the smocam command names files and tables after them
+
+
+def test_save_checkpoint_looks_through_dataparallel(tmp_path):
+    """A model wrapped for multi-GPU training is saved as the model it wraps, loadable by smocam."""
+    model = _tiny("vgg").eval()
+    save_checkpoint(tmp_path / "dp.pt", torch.nn.DataParallel(model), {"output_names": ["a", "b", "c"]})
+    loaded, meta = load_checkpoint(tmp_path / "dp.pt")
+    x = torch.randn(1, 1, *SHAPE)
+    assert meta["arch"] == "VGG3D" and torch.equal(model(x), loaded(x))

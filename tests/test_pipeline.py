@@ -57,3 +57,15 @@ def test_explain_takes_one_scan(checkpoint):
     model, meta = load_model(checkpoint)
     with pytest.raises(ValueError, match="one scan"):
         explain(model, meta, torch.randn(2, 1, 8, 8, 8), [0])
+
+
+def test_explain_refuses_non_finite_model_outputs(checkpoint):
+    """A model that predicts NaN has nothing to explain: a uniform 'mask' would be a wrong answer."""
+    model, meta = load_model(checkpoint)
+    with torch.no_grad():
+        model.head.fc2.bias[1] = float("nan")
+    x = torch.randn(1, 1, 12, 14, 10)
+    for method in ("smocam", "gradcam"):
+        with pytest.raises(ValueError, match=r"not finite.*right_hippocampus=nan"):
+            explain(model, meta, x, [0, 1], method=method, smocam_kwargs={"n_steps": 2})
+    assert explain(model, meta, x, [2], smocam_kwargs={"n_steps": 2}).shape == (1, 1, 12, 14, 10)
