@@ -80,7 +80,7 @@ from captum_smocam.methods import METHOD_LABELS
 from captum_smocam.metrics import hemisphere_share, side_specificity, side_specificity_density
 from captum_smocam.pipeline import explain, resolve_layer
 from captum_smocam.regions import get_region_table
-from captum_smocam.smocam import SMOCAM, upsample_mask
+from captum_smocam.smocam import DEFAULT_OBJECTIVE, OBJECTIVES, SMOCAM, upsample_mask
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where a quick run writes by default (git-ignored scratch).
@@ -148,7 +148,7 @@ def predict(model, images: list, batch: int = 4) -> np.ndarray:
 def explain_case(method: str, model, meta: dict, x: torch.Tensor, targets: list, args) -> torch.Tensor:
     if method == "smocam":
         # SMOCAM directly (as pipeline.explain does: K targets as one batch) to keep its loss history.
-        kwargs = {"n_steps": args.smocam_steps}
+        kwargs = {"n_steps": args.smocam_steps, "objective": args.smocam_objective}
         if args.smocam_smooth_weight is not None:
             kwargs["smooth_weight"] = args.smocam_smooth_weight
         _, layer = resolve_layer(model, meta)
@@ -156,11 +156,10 @@ def explain_case(method: str, model, meta: dict, x: torch.Tensor, targets: list,
         sm = SMOCAM(model, layer)
         mask = sm.attribute(x.expand(len(targets), *x.shape[1:]), target=list(targets), output_std=std, **kwargs)
         h = sm.history
-        best = h["best_step"].tolist()
-        explain_case.last_history = [dict(smocam_best_step=int(b), smocam_distance_step0=float(h["distance"][0, i]),
-                                          smocam_distance_best=float(h["distance"][b, i]),
+        explain_case.last_history = [dict(smocam_distance_step0=float(h["distance"][0, i]),
+                                          smocam_distance_final=float(h["distance"][-1, i]),
                                           smocam_mask_cv=float(mask[i].std() / mask[i].mean()))
-                                     for i, b in enumerate(best)]
+                                     for i in range(len(targets))]
         return upsample_mask(mask, x.shape[2:]).detach()
     explain_case.last_history = None
     if method == "occlusion":
@@ -188,6 +187,8 @@ def parse_args(argv=None):
     p.add_argument("--occlusion-window", type=int, default=8)
     p.add_argument("--occlusion-stride", type=int, default=8)
     p.add_argument("--smocam-steps", type=int, default=100)
+    p.add_argument("--smocam-objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
+                   help=f"SMOCAM objective (default: {DEFAULT_OBJECTIVE})")
     p.add_argument("--smocam-smooth-weight", type=float, default=None,
                    help="SMOCAM's gamma (default: the package's DEFAULT_SMOOTH_WEIGHT); on the shipped vgg the "
                         "default keeps the uniform initial mask for the hippocampus outputs, see docs/asymmetry.md")

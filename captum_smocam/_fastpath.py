@@ -17,7 +17,7 @@ path; a ``logging`` message at INFO level says why.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 import torch
 import torch.fx as fx
@@ -141,16 +141,17 @@ class _FastRunner:
             self._rows = rows
         return self._indexed
 
-    def __call__(self, mask: Tensor, rows: Tensor) -> Tensor:
+    def __call__(self, perturb: Callable[[Tensor], Tensor], rows: Tensor) -> Tensor:
+        """The model's output for examples ``rows`` with the layer's tensor replaced by ``perturb(tensor)``."""
         env: Dict[fx.Node, Any] = dict(self._boundary_for(rows))
         for nd in self.suffix:
             if nd is self.layer_node:
                 if self.to_input:
                     args = fx.node.map_arg(nd.args, lambda a: env[a])
                     kwargs = fx.node.map_arg(nd.kwargs, lambda a: env[a])
-                    env[nd] = self.gm.get_submodule(nd.target)(args[0] * mask, *args[1:], **kwargs)
+                    env[nd] = self.gm.get_submodule(nd.target)(perturb(args[0]), *args[1:], **kwargs)
                 else:
-                    env[nd] = env[nd] * mask
+                    env[nd] = perturb(env[nd])
             else:
                 env[nd] = self._run_node(nd, env)
         return fx.node.map_arg(self.output_node.args[0], lambda a: env[a])
@@ -164,7 +165,7 @@ def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_i
     """A :class:`_FastRunner` for ``forward_func``, or None when the fast path does not apply.
 
     The runner is checked before use: its suffix, run on every example twice
-    over (a batch of ``2N``) with a mask of ones, must reproduce the model's
+    over (a batch of ``2N``) with the layer's tensor unchanged, must reproduce the model's
     output; otherwise (e.g. a batch size baked into a ``view``) None is returned.
     """
     if not isinstance(forward_func, Module):
@@ -195,8 +196,7 @@ def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_i
             output, feature = runner.reference()
             n = inputs[0].shape[0]
             rows = torch.arange(n, device=inputs[0].device).repeat(2)
-            ones = torch.ones((2 * n, 1, *feature.shape[2:]), dtype=feature.dtype, device=feature.device)
-            check = runner(ones, rows)
+            check = runner(lambda t: t, rows)
         if not (isinstance(output, Tensor) and isinstance(check, Tensor)):
             raise TypeError("the model does not return a single tensor")
         if check.shape != (2 * n, *output.shape[1:]) or not torch.allclose(

@@ -74,7 +74,7 @@ from ._outputs import OutputSet, prepare_out
 from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
-from .smocam import DEFAULT_L2_WEIGHT, DEFAULT_LR, DEFAULT_N_STEPS, DEFAULT_SMOOTH_WEIGHT
+from .smocam import DEFAULT_N_STEPS, DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
 
 __all__ = [
     "run_cohort",
@@ -791,8 +791,7 @@ def run_cohort(
         raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
                          f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
     model_file = _model_file(model)
-    smocam_kwargs = {"n_steps": int(n_steps), "l2_weight": DEFAULT_L2_WEIGHT,
-                     "smooth_weight": DEFAULT_SMOOTH_WEIGHT, "lr": DEFAULT_LR}
+    smocam_kwargs = dict(OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE], objective=DEFAULT_OBJECTIVE, n_steps=int(n_steps))
     settings = {
         "method": "smocam",
         "model": str(model or "vgg"),

@@ -1,9 +1,39 @@
-"""SMOCAM: the SMOoth Conditional Attention Mask, as a Captum layer attribution."""
+"""SMOCAM: the SMOoth Conditional Attention Mask, as a Captum layer attribution.
+
+SMOCAM optimises a mask on one layer's feature map so that the network, with
+the masked features, still makes the prediction being explained. The code
+follows the three parts of TorchRay's extremal perturbation:
+
+* **what perturbs** the layer — an objective's ``perturbation``: the poster's
+  ``F * M`` (:class:`PosterObjective`) or our reference-conditioned blend
+  ``F_ref + M * (F - F_ref)`` (:class:`PreserveObjective`), applied inside the
+  network by a runner (the cached-prefix fast path of
+  :mod:`captum_smocam._fastpath`, or forward hooks);
+* **the mask** — its parametrisation (``M = u * R`` with ``R >= 0``, or
+  ``M = sigmoid(theta)``);
+* **the loop** — :meth:`SMOCAM._optimise`: apply the mask, evaluate,
+  regularise, step, stop.
+
+Two objectives are available (``objective=`` of :meth:`SMOCAM.attribute`):
+
+``"poster"``
+    The objective of the SMOCAM poster (Konate et al.), exactly:
+    ``|y_M - y| / sigma + lambda |1 - ||M||_2| + gamma 1/2 sum_axes ||grad M||_1``
+    with ``F * M`` (:func:`smocam_objective`).
+``"preserve"`` (the default; ours, beyond the poster)
+    A reference-conditioned preservation mask: ``M`` in ``[0, 1]`` keeps the
+    subject's own features where the target needs them and puts the features
+    of a *reference* input elsewhere; the objective is the distance of the
+    prediction plus an area and a smoothness penalty
+    (:func:`preservation_objective`). See ``docs/method.md``.
+"""
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 import warnings
+from copy import deepcopy
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -16,28 +46,100 @@ from ._captum_compat import (
     LayerAttribution,
     TargetType,
     _format_additional_forward_args,
-    _format_tensor_into_tuples,
     log_usage,
 )
 
 logger = logging.getLogger(__name__)
 
-#: Weight of the L2-budget term ``|1 - ||M||_2|`` (chosen on validation subjects of the shipped
-#: VGG3D by benchmarks/sweep_smocam.py; see docs/benchmarks.md).
+#: The objectives :meth:`SMOCAM.attribute` knows; the first is the default.
+OBJECTIVES = ("preserve", "poster")
+#: The default objective (chosen on validation subjects by benchmarks/sweep_smocam.py; docs/method.md).
+DEFAULT_OBJECTIVE = "preserve"
+
+#: Poster objective: weight of the L2-budget term ``|1 - ||M||_2|`` (validation sweep of the
+#: first round; see docs/benchmarks.md).
 DEFAULT_L2_WEIGHT = 1.0
-#: Weight of the smoothness term ``1/2 sum_axes ||grad_axis M||_1`` (validation sweep: 0.05, the
-#: provisional value, returned the uniform mask for 18 of 24 maps; 0.003 ranked first).
+#: Poster objective: weight of the smoothness term ``1/2 sum_axes ||grad_axis M||_1``
+#: (validation sweep: 0.05 returned the uniform mask for 18 of 24 maps; 0.003 ranked first).
 DEFAULT_SMOOTH_WEIGHT = 0.003
-#: Number of optimisation steps (validation sweep).
+#: Number of optimisation steps (both objectives).
 DEFAULT_N_STEPS = 100
-#: Adam step size, in units of the uniform unit-norm mask value ``1/sqrt(#voxels)`` (validation sweep:
-#: 0.5 on the 400-subject VGG; 1.0 ranked first on the shipped 1000-subject VGG).
+#: Poster objective: Adam step size, in units of the uniform unit-norm mask value
+#: ``1/sqrt(#voxels)`` (validation sweep on the shipped VGG3D).
 DEFAULT_LR = 1.0
+
+#: Preserve objective: weight of the area term ``mean(M)``.
+DEFAULT_AREA_WEIGHT = 20.0
+#: Preserve objective: weight of the smoothness term (total variation divided by
+#: ``#voxels^((d-1)/d)``, so the same blob costs the same on every layer).
+PRESERVE_SMOOTH_WEIGHT = 0.01
+#: Preserve objective: Adam step size on the mask's logits.
+PRESERVE_LR = 0.2
+#: Preserve objective: initial logit of every voxel (``sigmoid(-3) = 0.047``).
+PRESERVE_INIT_LOGIT = -3.0
+
+#: Final step size of the cosine decay, as a fraction of ``lr``.
+LR_FLOOR = 0.01
+#: Every network evaluation runs on at least this many rows (a smaller batch is filled with copies of
+#: its last example, whose results are dropped). On CPU, PyTorch picks other convolution kernels for a
+#: batch of 1 or 2 than for 4 or more, and their results differ in the last bits; with at least 4 rows
+#: the same kernels run whatever the batch, so a mask computed alone, in any batch, on the fast or the
+#: hook path comes out the same (docs/method.md gives the measured differences).
+MIN_ROWS = 4
+
+#: Width of the smoothed absolute value ``sqrt(t^2 + eps^2) - eps`` used to take
+#: gradients of the L1 terms, with ``t`` in each term's natural unit (sigma for
+#: the distance, the mask's scale for its differences). 0 uses plain subgradients.
+DEFAULT_SMOOTHING = 0.01
+
+#: Default settings of each objective (``None`` in :meth:`SMOCAM.attribute` means these).
+OBJECTIVE_DEFAULTS: Dict[str, Dict[str, float]] = {
+    "preserve": {"area_weight": DEFAULT_AREA_WEIGHT, "smooth_weight": PRESERVE_SMOOTH_WEIGHT,
+                 "n_steps": DEFAULT_N_STEPS, "lr": PRESERVE_LR},
+    "poster": {"l2_weight": DEFAULT_L2_WEIGHT, "smooth_weight": DEFAULT_SMOOTH_WEIGHT,
+               "n_steps": DEFAULT_N_STEPS, "lr": DEFAULT_LR},
+}
+
+#: Floating-point type of the optimisation by objective (``None``: the model's own). The poster's
+#: objective has many near-equal optima; in float32 a last-bit difference between a batched and a
+#: single evaluation can send the optimisation to another one, so it runs in float64 (docs/method.md).
+OBJECTIVE_DTYPE: Dict[str, Optional[torch.dtype]] = {"preserve": None, "poster": torch.float64}
 
 #: Interpolation mode used to upsample a mask, by number of spatial dimensions.
 INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
-LOSS_TERMS = ("total", "distance", "l2", "smooth")
+#: Loss terms recorded in :attr:`SMOCAM.history`, by objective.
+LOSS_TERMS = {"poster": ("total", "distance", "l2", "smooth"), "preserve": ("total", "distance", "area", "smooth")}
+
+
+def smooth_abs(t: Tensor, eps: float) -> Tensor:
+    r"""The smoothed absolute value :math:`\sqrt{t^2 + \varepsilon^2} - \varepsilon`.
+
+    Equal to ``|t|`` for ``eps = 0``; otherwise differentiable everywhere, within
+    ``eps`` of ``|t|``, and quadratic for ``|t| << eps`` (the Charbonnier / pseudo-Huber
+    penalty). Used so that the optimisation converges instead of oscillating
+    around the kinks of the L1 terms.
+
+    Examples::
+
+        >>> import torch
+        >>> smooth_abs(torch.tensor([-3.0, 0.0, 4.0]), 0.0)
+        tensor([3., 0., 4.])
+        >>> float(smooth_abs(torch.tensor(0.0), 0.1))
+        0.0
+    """
+    if eps == 0:
+        return t.abs()
+    return torch.sqrt(t * t + eps * eps) - eps
+
+
+def _total_variation(mask: Tensor, eps: float = 0.0) -> Tensor:
+    """``1/2 sum_axes sum |forward difference|`` per example, for 1-3 spatial dims."""
+    n = mask.shape[0]
+    tv = mask.new_zeros(n)
+    for dim in range(2, mask.dim()):
+        tv = tv + smooth_abs(mask.diff(dim=dim), eps).reshape(n, -1).sum(dim=1)
+    return 0.5 * tv
 
 
 def smocam_objective(
@@ -48,7 +150,7 @@ def smocam_objective(
     l2_weight: float = DEFAULT_L2_WEIGHT,
     smooth_weight: float = DEFAULT_SMOOTH_WEIGHT,
 ) -> Dict[str, Tensor]:
-    r"""The SMOCAM objective, per example.
+    r"""The SMOCAM poster's objective, per example.
 
     .. math::
 
@@ -83,12 +185,65 @@ def smocam_objective(
     n = mask.shape[0]
     distance = (masked_output - reference_output).abs() / output_std
     l2 = (1.0 - mask.reshape(n, -1).norm(dim=1)).abs()
-    smooth = mask.new_zeros(n)
-    for dim in range(2, mask.dim()):
-        smooth = smooth + mask.diff(dim=dim).abs().reshape(n, -1).sum(dim=1)
-    smooth = 0.5 * smooth
+    smooth = _total_variation(mask)
     total = distance + l2_weight * l2 + smooth_weight * smooth
     return {"total": total, "distance": distance, "l2": l2, "smooth": smooth}
+
+
+def preservation_objective(
+    masked_output: Tensor,
+    reference_output: Tensor,
+    mask: Tensor,
+    output_std: Union[float, Tensor] = 1.0,
+    area_weight: float = DEFAULT_AREA_WEIGHT,
+    smooth_weight: float = PRESERVE_SMOOTH_WEIGHT,
+    smoothing: float = DEFAULT_SMOOTHING,
+) -> Dict[str, Tensor]:
+    r"""The objective of ``objective="preserve"`` (ours, beyond the poster), per example.
+
+    .. math::
+
+        \rho_\varepsilon\!\Bigl(\frac{y_M - y}{\sigma}\Bigr)
+        + \alpha\,\overline{M}
+        + \beta\,\frac{\tfrac12 \sum_a \sum \rho_\varepsilon(\nabla_a M)}{n^{(d-1)/d}}
+
+    with :math:`y_M` the output when the layer sees ``F_ref + M * (F - F_ref)``,
+    :math:`\rho_\varepsilon` the smoothed absolute value (:func:`smooth_abs`),
+    :math:`\overline{M}` the mean of the mask (its area, in ``[0, 1]``), and the
+    total variation divided by :math:`n^{(d-1)/d}` for a mask of :math:`n`
+    voxels in :math:`d` spatial dims, so that a blob of a given physical size
+    costs the same on a coarse and a fine layer.
+
+    Args:
+        masked_output (Tensor): selected output with the blended features, shape ``N``.
+        reference_output (Tensor): the same output of the unmasked network, shape ``N``.
+        mask (Tensor): masks in ``[0, 1]``, shape ``N x 1 x <spatial dims>``.
+        output_std (float or Tensor, optional): :math:`\sigma`, a float or one
+            value per example. Default: 1.0
+        area_weight (float, optional): :math:`\alpha`. Default: ``DEFAULT_AREA_WEIGHT``
+        smooth_weight (float, optional): :math:`\beta`. Default: ``PRESERVE_SMOOTH_WEIGHT``
+        smoothing (float, optional): :math:`\varepsilon`. Default: ``DEFAULT_SMOOTHING``
+
+    Returns:
+        dict[str, Tensor]: ``"distance"``, ``"area"``, ``"smooth"`` and
+        ``"total"``, each of shape ``N``.
+
+    Examples::
+
+        >>> import torch
+        >>> m = torch.zeros(1, 1, 4, 4, 4); m[..., 1:3, 1:3, 1:3] = 1.0
+        >>> t = preservation_objective(torch.tensor([2.0]), torch.tensor([2.0]), m, smoothing=0.0)
+        >>> round(float(t["area"]), 4), round(float(t["smooth"]), 4)  # 8 of 64 voxels; 24 unit steps / 2 / 16
+        (0.125, 0.75)
+    """
+    n = mask.shape[0]
+    n_spatial = mask.dim() - 2
+    distance = smooth_abs((masked_output - reference_output) / output_std, smoothing)
+    area = mask.reshape(n, -1).mean(dim=1)
+    n_vox = float(np.prod(mask.shape[2:]))
+    smooth = _total_variation(mask, smoothing) / n_vox ** ((n_spatial - 1) / n_spatial)
+    total = distance + area_weight * area + smooth_weight * smooth
+    return {"total": total, "distance": distance, "area": area, "smooth": smooth}
 
 
 def upsample_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
@@ -116,7 +271,95 @@ def upsample_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
 
 
 # --------------------------------------------------------------------------- #
-# What perturbs: runners that evaluate the network with a mask in the layer.
+# The mask and what it perturbs: one class per objective.
+# --------------------------------------------------------------------------- #
+class PosterObjective:
+    """The poster's objective: ``F * M``, ``M = u * R`` with ``R >= 0`` and ``u = 1/sqrt(#voxels)``.
+
+    The mask is parametrised relative to the uniform unit-norm value ``u``, so a
+    step size means the same on every layer. The terms reported in
+    :attr:`SMOCAM.history` are exactly :func:`smocam_objective`; gradients are
+    taken of the same objective with every absolute value smoothed by
+    ``smoothing`` (:func:`smooth_abs`), so the steps shrink near the optimum.
+    """
+
+    name = "poster"
+    needs_reference = False
+
+    def __init__(self, l2_weight: float, smooth_weight: float, smoothing: float, nonnegative: bool) -> None:
+        self.l2_weight, self.smooth_weight = l2_weight, smooth_weight
+        self.smoothing, self.nonnegative = smoothing, nonnegative
+
+    def initial(self, shape: Tuple[int, ...], init: Optional[Tensor], like: Tensor) -> Tensor:
+        self.unit = 1.0 / math.sqrt(float(np.prod(shape[2:])))
+        start = torch.ones(shape) if init is None else init.detach().float() / self.unit
+        return start.to(device=like.device, dtype=like.dtype)
+
+    def mask(self, param: Tensor) -> Tensor:
+        return param * self.unit
+
+    @staticmethod
+    def perturbation(mask: Tensor, reference: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
+        return lambda feature: feature * mask
+
+    def terms(self, masked: Tensor, reference: Tensor, mask: Tensor, std: Tensor) -> Tuple[Dict[str, Tensor], Tensor]:
+        exact = smocam_objective(masked, reference, mask, std, self.l2_weight, self.smooth_weight)
+        if self.smoothing == 0:
+            return exact, exact["total"]
+        eps, n = self.smoothing, mask.shape[0]
+        loss = (
+            smooth_abs((masked - reference) / std, eps)
+            + self.l2_weight * smooth_abs(1.0 - mask.reshape(n, -1).norm(dim=1), eps)
+            + self.smooth_weight * self.unit * _total_variation(mask / self.unit, eps)
+        )
+        return exact, loss
+
+    def project(self, param: Tensor) -> None:
+        if self.nonnegative:
+            param.clamp_(min=0.0)
+
+
+class PreserveObjective:
+    """Ours: ``F_ref + M * (F - F_ref)`` with ``M = sigmoid(theta)`` in ``[0, 1]``.
+
+    ``M = 1`` keeps the subject's feature, ``M = 0`` puts the reference's
+    (:func:`preservation_objective`). With several references the loop uses
+    reference ``step % K`` at each step, the same for every example, so the
+    mask must keep the prediction whatever the rest of the brain looks like.
+    """
+
+    name = "preserve"
+    needs_reference = True
+
+    def __init__(self, area_weight: float, smooth_weight: float, smoothing: float) -> None:
+        self.area_weight, self.smooth_weight, self.smoothing = area_weight, smooth_weight, smoothing
+
+    @staticmethod
+    def initial(shape: Tuple[int, ...], init: Optional[Tensor], like: Tensor) -> Tensor:
+        if init is None:
+            return torch.full(shape, PRESERVE_INIT_LOGIT, device=like.device, dtype=like.dtype)
+        m = init.detach().to(device=like.device, dtype=like.dtype).clamp(1e-4, 1 - 1e-4)
+        return torch.log(m) - torch.log1p(-m)
+
+    @staticmethod
+    def mask(param: Tensor) -> Tensor:
+        return torch.sigmoid(param)
+
+    @staticmethod
+    def perturbation(mask: Tensor, reference: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
+        return lambda feature: reference + mask * (feature - reference)
+
+    def terms(self, masked: Tensor, reference: Tensor, mask: Tensor, std: Tensor) -> Tuple[Dict[str, Tensor], Tensor]:
+        t = preservation_objective(masked, reference, mask, std, self.area_weight, self.smooth_weight, self.smoothing)
+        return t, t["total"]
+
+    @staticmethod
+    def project(param: Tensor) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- #
+# Runners: evaluate the network with a perturbation applied in the layer.
 # --------------------------------------------------------------------------- #
 def _index_rows(value: Any, rows: Tensor, n: int) -> Any:
     """Select batch rows of tensors whose first dimension is the batch."""
@@ -125,8 +368,12 @@ def _index_rows(value: Any, rows: Tensor, n: int) -> Any:
     return value
 
 
+class _LayerReached(Exception):
+    """Raised by a capture hook to stop a forward pass once the layer's tensor is known."""
+
+
 class _HookRunner:
-    """Evaluates the whole forward function with the mask multiplied into the layer by a hook.
+    """Evaluates the whole forward function with the perturbation applied by a hook on the layer.
 
     Works for any forward function; every step pays for the layers before the
     masked one, which the fast path (:mod:`captum_smocam._fastpath`) avoids.
@@ -147,23 +394,29 @@ class _HookRunner:
         args = tuple(_index_rows(a, rows, self.n) for a in self.additional_args)
         return self.forward_func(*inputs, *args)
 
-    def reference(self) -> Tuple[Tensor, Tensor]:
-        """Unmasked output and the tensor the mask will multiply (all rows)."""
-        seen: List[Tensor] = []
+    def _capture(self, stop: bool) -> Tuple[Any, Tensor]:
+        seen: List[Any] = []
 
         def capture_out(module, args, output):
             seen.append(output)
+            if stop:
+                raise _LayerReached
 
         def capture_in(module, args):
             seen.append(args[0] if args else None)
+            if stop:
+                raise _LayerReached
 
         handle = (
             self.layer.register_forward_pre_hook(capture_in)
             if self.to_input
             else self.layer.register_forward_hook(capture_out)
         )
+        output = None
         try:
             output = self._forward(torch.arange(self.n, device=self.inputs[0].device))
+        except _LayerReached:
+            pass
         finally:
             handle.remove()
         if not seen:
@@ -183,17 +436,25 @@ class _HookRunner:
             )
         return output, seen[0]
 
-    def __call__(self, mask: Tensor, rows: Tensor) -> Tensor:
+    def reference(self) -> Tuple[Tensor, Tensor]:
+        """Unmasked output and the tensor the mask will act on (all rows)."""
+        return self._capture(stop=False)
+
+    def layer_tensor(self) -> Tensor:
+        """The tensor the mask acts on, without running the layers after it."""
+        return self._capture(stop=True)[1]
+
+    def __call__(self, perturb: Callable[[Tensor], Tensor], rows: Tensor) -> Tensor:
         if self.to_input:
 
             def hook(module, args):
-                return (args[0] * mask, *args[1:])
+                return (perturb(args[0]), *args[1:])
 
             handle = self.layer.register_forward_pre_hook(hook)
         else:
 
             def hook(module, args, output):
-                return output * mask
+                return perturb(output)
 
             handle = self.layer.register_forward_hook(hook)
         try:
@@ -203,7 +464,7 @@ class _HookRunner:
 
 
 # --------------------------------------------------------------------------- #
-# Targets and sigma.
+# Targets, sigma, references.
 # --------------------------------------------------------------------------- #
 def _target_flat_indices(target: TargetType, output_shape: Tuple[int, ...]) -> Tensor:
     """One flat index into ``output[i].reshape(-1)`` per example; validates ``target``."""
@@ -260,7 +521,10 @@ def _std_per_output(output_std: Union[float, Tensor, Sequence[float]], output_sh
     """sigma for every output, flattened to ``prod(output_shape[1:])`` values; validated."""
     per_example = tuple(output_shape[1:])
     n_out = int(np.prod(per_example)) if per_example else 1
-    std = torch.as_tensor(output_std, dtype=torch.float64).detach().cpu()
+    try:
+        std = torch.as_tensor(output_std, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"output_std must be a float or one value per output, got {output_std!r}") from None
     if std.numel() == 1:
         std = std.reshape(1).expand(n_out)
     else:
@@ -276,6 +540,137 @@ def _std_per_output(output_std: Union[float, Tensor, Sequence[float]], output_sh
     return std.float()
 
 
+def shifted_copies(x: Tensor, shift: Sequence[int]) -> Tensor:
+    """Copies of each example shifted by ``+-shift[a]`` voxels along every spatial axis ``a``.
+
+    The references of ``objective="preserve"`` when neither ``baselines`` nor
+    the model's ``reference_inputs`` are given: the subject's own scan moved by
+    one layer voxel in each direction, so the features at any place come from
+    a neighbouring place of the same brain (``torch.roll``: what leaves one
+    side enters on the other).
+
+    Args:
+        x (Tensor): ``N x C x <spatial dims>``.
+        shift (sequence of int): one shift per spatial dim.
+
+    Returns:
+        Tensor: ``N x 2d x C x <spatial dims>`` for ``d`` spatial dims, ordered
+        ``(-shift[0], +shift[0], -shift[1], ...)``.
+
+    Examples::
+
+        >>> import torch
+        >>> x = torch.arange(4.0).reshape(1, 1, 4)
+        >>> shifted_copies(x, [1])[0, :, 0]
+        tensor([[1., 2., 3., 0.],
+                [3., 0., 1., 2.]])
+    """
+    spatial = x.dim() - 2
+    if len(shift) != spatial:
+        raise ValueError(f"shift has {len(shift)} values for {spatial} spatial dims: {list(shift)}")
+    copies = [torch.roll(x, sign * int(s), dims=2 + a) for a, s in enumerate(shift) for sign in (-1, 1)]
+    return torch.stack(copies, dim=1)
+
+
+def _state_key(module: Optional[Module]) -> Tuple:
+    """Changes whenever a parameter or buffer of ``module`` is replaced or modified in place."""
+    if module is None:
+        return ()
+    return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+
+
+def _unwrap_compiled(forward_func: Any) -> Any:
+    """The original module of a ``torch.compile``\\ d one (hooks on a compiled graph have no effect)."""
+    orig = getattr(forward_func, "_orig_mod", None)
+    if isinstance(forward_func, Module) and isinstance(orig, Module):
+        logger.info("SMOCAM: the model is torch.compile'd; using its original module (%s)", type(orig).__name__)
+        return orig
+    return forward_func
+
+
+def _training_module(model: Optional[Module]) -> Optional[Module]:
+    """The module whose train/eval mode matters (the one inside DataParallel / DistributedDataParallel)."""
+    while isinstance(model, Module) and isinstance(getattr(model, "module", None), Module) and type(model).__name__ in (
+        "DataParallel", "DistributedDataParallel"
+    ):
+        model = model.module
+    return model
+
+
+def _model_in_dtype(model: Module, layer: Module, dtype: torch.dtype) -> Tuple[Module, Module]:
+    """A copy of ``model`` in ``dtype`` and the copy of ``layer`` inside it (the user's model is untouched)."""
+    name = next((n for n, m in model.named_modules() if m is layer), None)
+    if name is None:
+        logger.info("SMOCAM: the layer is not a submodule of the model; the optimisation stays in the model's dtype")
+        return model, layer
+    copy = deepcopy(model).to(dtype)
+    return copy, copy.get_submodule(name)
+
+
+def _cast_floating(args: Any, dtype: torch.dtype) -> Any:
+    if not args:
+        return args
+    return tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _check_number(name: str, value: Any, *, positive: bool = False, integer: bool = False) -> None:
+    """A finite real number (``>= 0``, or ``> 0`` with ``positive``); an int with ``integer``."""
+    ok_type = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
+    if isinstance(value, bool) or not ok_type or not math.isfinite(float(value)):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} {'> 0' if positive else '>= 0'}, got {value!r}")
+    if (positive and value <= 0) or value < 0:
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def _first_float_dtype(model: Optional[Module]) -> Optional[torch.dtype]:
+    if model is None:
+        return None
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def _format_inputs(inputs: Any) -> Tuple[Tensor, ...]:
+    if isinstance(inputs, Tensor):
+        return (inputs,)
+    if isinstance(inputs, tuple) and inputs and all(isinstance(x, Tensor) for x in inputs):
+        return inputs
+    got = type(inputs).__name__ if not isinstance(inputs, tuple) else "a tuple of " + ", ".join(
+        type(x).__name__ for x in inputs
+    )
+    raise TypeError(f"inputs must be a torch.Tensor or a tuple of Tensors, got {got}")
+
+
+def _format_baselines(baselines: Any, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:
+    """``None``, or one ``K x <input shape without batch>`` tensor per input (same ``K``)."""
+    if baselines is None:
+        return None
+    items = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(items) != len(inputs):
+        raise ValueError(f"baselines must give one entry per input: got {len(items)} for {len(inputs)} input(s)")
+    out = []
+    for i, (b, x) in enumerate(zip(items, inputs)):
+        if isinstance(b, numbers.Real) and not isinstance(b, bool):
+            b = torch.full_like(x[:1], float(b))
+        if not isinstance(b, Tensor):
+            raise TypeError(f"baselines must be numbers or Tensors, got {type(b).__name__} for input {i}")
+        if tuple(b.shape) == tuple(x.shape[1:]):
+            b = b.unsqueeze(0)
+        if b.dim() != x.dim() or tuple(b.shape[1:]) != tuple(x.shape[1:]) or b.shape[0] < 1:
+            raise ValueError(
+                f"baselines for input {i} have shape {tuple(b.shape)}; expected K x {tuple(x.shape[1:])} "
+                "(K reference inputs, shared by every example)"
+            )
+        if not b.is_floating_point() or not torch.isfinite(b).all():
+            raise ValueError(f"baselines for input {i} must be finite floating-point values")
+        out.append(b.detach().to(device=x.device, dtype=x.dtype))
+    if len({b.shape[0] for b in out}) != 1:
+        raise ValueError(f"every input needs the same number of baselines, got {[b.shape[0] for b in out]}")
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- #
 # The attribution class.
 # --------------------------------------------------------------------------- #
@@ -283,24 +678,42 @@ class SMOCAM(LayerAttribution, GradientAttribution):
     r"""SMOCAM (SMOoth Conditional Attention Mask) for regression models.
 
     For a chosen layer with feature map ``F`` (``N x L x <spatial dims>``) and a
-    chosen model output ``y = f(x)_i``, SMOCAM optimises a non-negative mask
-    ``M`` (``N x 1 x <spatial dims>``, broadcast over the ``L`` channels),
-    multiplies it into ``F``, passes ``F * M`` through the rest of the network
-    to get ``y_M``, and minimises, independently for each example,
+    chosen model output ``y = f(x)_i``, SMOCAM optimises a mask ``M``
+    (``N x 1 x <spatial dims>``, broadcast over the ``L`` channels), puts the
+    masked features through the rest of the network to get ``y_M``, and
+    minimises, independently for each example, one of two objectives:
 
-    .. math::
+    * ``objective="preserve"`` (default; ours, beyond the poster): the layer
+      sees ``F_ref + M * (F - F_ref)`` with ``M`` in ``[0, 1]`` and ``F_ref`` the
+      features of a reference input, and the objective
+      (:func:`preservation_objective`) is
 
-        \frac{|y_M - y|}{\sigma_i} + \lambda\,\bigl|1 - \|M\|_2\bigr|
-        + \gamma\,\tfrac12 \sum_{a} \|\nabla_a M\|_1
+      .. math::
 
-    (see :func:`smocam_objective`): the mask that keeps the prediction while
-    spending a unit L2 budget on a spatially smooth region. Under the unit
-    budget a uniform mask has the value ``1/sqrt(#voxels)``; the mask is
-    therefore parametrised relative to that value, so the step size ``lr`` means
-    the same on every layer. The optimiser is Adam with a cosine-decayed step
-    (the L1 terms are not smooth and a constant step oscillates), followed by a
-    projection onto ``M >= 0``; the best iterate seen is returned, so the result
-    never scores worse than the initial uniform mask.
+          \rho\bigl((y_M - y)/\sigma_i\bigr) + \alpha\,\overline{M} + \beta\,\mathrm{TV}(M)/n^{(d-1)/d}
+
+      — the smallest smooth region of this subject's own features that keeps
+      the prediction when everything else comes from the reference
+      (preservation, as in Fong & Vedaldi 2017). With ``K`` reference inputs
+      the loop uses one per step in turn, so the mask must keep the prediction
+      whatever the rest of the brain looks like. References (``baselines``):
+      given by the caller, else the model's ``reference_inputs`` buffer (the
+      shipped models carry 8 training scans), else copies of the input
+      shifted by one layer voxel along each axis (:func:`shifted_copies`).
+    * ``objective="poster"``: the SMOCAM poster's objective, exactly
+      (:func:`smocam_objective`): the layer sees ``F * M`` and
+
+      .. math::
+
+          \frac{|y_M - y|}{\sigma_i} + \lambda\,\bigl|1 - \|M\|_2\bigr|
+          + \gamma\,\tfrac12 \sum_{a} \|\nabla_a M\|_1 .
+
+    Both are optimised by Adam with a cosine-decayed step; gradients are taken
+    with every absolute value smoothed by ``smoothing``, so the iterates
+    converge rather than oscillate, and the mask of the **last** step is
+    returned: the same scan and target give the same mask alone, in any batch,
+    on the fast or the hook path (docs/method.md gives the measured
+    differences).
 
     Like Grad-CAM's, the mask lives at the layer's resolution; upsample it to
     the input grid with ``LayerAttribution.interpolate(mask, x.shape[2:],
@@ -317,7 +730,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
 
     Args:
         forward_func (Callable): the model or any function of the inputs that
-            returns ``N x <outputs>``.
+            returns ``N x <outputs>``. A ``torch.compile``\ d module is unwrapped
+            to its original module; TorchScript modules are refused (hooks do
+            not run in them).
         layer (torch.nn.Module): the layer whose output (or input) is masked.
             It must be called exactly once per forward pass.
         device_ids (list[int], optional): accepted for compatibility with
@@ -334,7 +749,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         >>> mask = smocam.attribute(x, target=1, n_steps=5)
         >>> mask.shape  # N x 1 x spatial dims of the layer output
         torch.Size([2, 1, 7, 8, 9])
-        >>> smocam.attribute(x, target=1, n_steps=5, upsample_to_input=True).shape
+        >>> smocam.attribute(x, target=1, n_steps=5, objective="poster", upsample_to_input=True).shape
         torch.Size([2, 1, 7, 8, 9])
     """
 
@@ -346,10 +761,18 @@ class SMOCAM(LayerAttribution, GradientAttribution):
     ) -> None:
         if not isinstance(layer, Module):
             raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}")
+        for what, obj in (("model", forward_func), ("layer", layer)):
+            if isinstance(obj, torch.jit.ScriptModule):
+                raise TypeError(
+                    f"the {what} is a TorchScript module ({type(obj).__name__}, from torch.jit.script or "
+                    "torch.jit.trace); forward hooks do not run inside TorchScript, so SMOCAM cannot mask "
+                    "its layer. Pass the original nn.Module instead."
+                )
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.history: Optional[Dict[str, Tensor]] = None
         self.path: Optional[str] = None
+        self._reference_cache: Optional[Tuple[Any, Tuple[Tensor, ...], Tensor]] = None
 
     @log_usage()
     def attribute(
@@ -357,13 +780,17 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         inputs: Union[Tensor, Tuple[Tensor, ...]],
         target: TargetType = None,
         additional_forward_args: Any = None,
-        *,
-        output_std: Union[float, Tensor, Sequence[float]] = 1.0,
-        l2_weight: float = DEFAULT_L2_WEIGHT,
-        smooth_weight: float = DEFAULT_SMOOTH_WEIGHT,
-        n_steps: int = DEFAULT_N_STEPS,
-        lr: float = DEFAULT_LR,
         attribute_to_layer_input: bool = False,
+        *,
+        baselines: Union[None, float, Tensor, Tuple[Union[float, Tensor], ...]] = None,
+        objective: str = DEFAULT_OBJECTIVE,
+        output_std: Union[float, Tensor, Sequence[float]] = 1.0,
+        area_weight: Optional[float] = None,
+        l2_weight: Optional[float] = None,
+        smooth_weight: Optional[float] = None,
+        n_steps: Optional[int] = None,
+        lr: Optional[float] = None,
+        smoothing: float = DEFAULT_SMOOTHING,
         show_progress: bool = False,
         init: Union[str, Tensor] = "uniform",
         nonnegative: bool = True,
@@ -373,12 +800,17 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         internal_batch_size: Optional[int] = None,
         upsample_to_input: bool = False,
         fast: bool = True,
+        dtype: Optional[torch.dtype] = None,
     ) -> Tensor:
         r"""Optimise one SMOCAM mask per example.
+
+        The first four arguments are Captum's ``LayerGradCam.attribute`` ones, in
+        the same order, so SMOCAM is a drop-in swap.
 
         Args:
             inputs (Tensor or tuple[Tensor, ...]): model input(s), first
                 dimension the batch ``N``, e.g. ``N x 1 x H x W x D`` scans.
+                Floating point, of the model's dtype, finite.
             target (int, tuple, list, Tensor, optional): which output to explain,
                 as in Captum: an int (or tuple of ints for multi-dimensional
                 outputs) for every example, or a list / 1-D tensor with one per
@@ -390,29 +822,51 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             additional_forward_args (Any, optional): extra arguments of
                 ``forward_func`` after the inputs; tensors whose first dimension
                 is ``N`` are treated as per-example. Default: None
+            attribute_to_layer_input (bool, optional): mask the layer's input
+                instead of its output. Default: False
+            baselines (float, Tensor or tuple, optional): the reference inputs of
+                ``objective="preserve"``, as in Captum's ``GradientShap``: a
+                ``K x <input shape without batch>`` tensor (or one such shape
+                without ``K``, or a number for a constant image), one per input,
+                used for every example. ``None`` uses the model's
+                ``reference_inputs`` buffer when it has one (the shipped models
+                carry 8 normalised training scans), else copies of each input
+                shifted by one layer voxel along every axis
+                (:func:`shifted_copies`). Ignored by ``"poster"``. Default: None
+            objective (str, optional): ``"preserve"`` (ours) or ``"poster"``
+                (the poster's, exactly); see the class docstring. Default:
+                ``DEFAULT_OBJECTIVE``
             output_std (float, sequence or Tensor, optional): :math:`\sigma`,
                 the training-set standard deviation of the output, so that the
                 distance term is in units of population spread: a float, or one
                 value per model output (``target`` picks it). Default: 1.0
-            l2_weight (float, optional): :math:`\lambda`, weight of
+            area_weight (float, optional): ``"preserve"``: :math:`\alpha`, weight
+                of the mask's mean. Default: ``DEFAULT_AREA_WEIGHT``
+            l2_weight (float, optional): ``"poster"``: :math:`\lambda`, weight of
                 ``|1 - ||M||_2|``. Default: ``DEFAULT_L2_WEIGHT``
-            smooth_weight (float, optional): :math:`\gamma`, weight of the total
-                variation ``1/2 sum_axes ||grad M||_1``. Default: ``DEFAULT_SMOOTH_WEIGHT``
+            smooth_weight (float, optional): weight of the total variation
+                (:math:`\beta` of ``"preserve"``, :math:`\gamma` of ``"poster"``).
+                Default: ``OBJECTIVE_DEFAULTS[objective]["smooth_weight"]``
             n_steps (int, optional): optimisation steps. Default: ``DEFAULT_N_STEPS``
-            lr (float, optional): Adam step size relative to the uniform
-                unit-norm mask value ``1/sqrt(#voxels)``. Default: ``DEFAULT_LR``
-            attribute_to_layer_input (bool, optional): mask the layer's input
-                instead of its output. Default: False
+            lr (float, optional): Adam step size: on the logits of the mask for
+                ``"preserve"``; relative to the uniform unit-norm mask value
+                ``1/sqrt(#voxels)`` for ``"poster"``. Default:
+                ``OBJECTIVE_DEFAULTS[objective]["lr"]``
+            smoothing (float, optional): width of the smoothed absolute values
+                whose gradients drive the optimisation (:func:`smooth_abs`); 0
+                uses plain subgradients. Default: ``DEFAULT_SMOOTHING``
             show_progress (bool, optional): show a progress bar over steps.
                 Default: False
-            init (str or Tensor, optional): ``"uniform"`` (every voxel
-                ``1/sqrt(#voxels)``, unit norm) or a non-negative tensor of shape
-                ``N x 1 x <layer spatial dims>``. Default: ``"uniform"``
-            nonnegative (bool, optional): project the mask onto ``M >= 0`` after
-                each step. Default: True
+            init (str or Tensor, optional): ``"uniform"`` (``"poster"``: every
+                voxel ``1/sqrt(#voxels)``, unit norm; ``"preserve"``: every voxel
+                ``sigmoid(PRESERVE_INIT_LOGIT)``) or a tensor of initial mask
+                values of shape ``N x 1 x <layer spatial dims>``. Default:
+                ``"uniform"``
+            nonnegative (bool, optional): ``"poster"``: project the mask onto
+                ``M >= 0`` after each step. Default: True
             lr_decay (str, optional): ``"cosine"`` (step size decays to 1 % of
                 ``lr``) or ``"none"``. Default: ``"cosine"``
-            tol (float, optional): early stopping: an example stops changing
+            tol (float, optional): stopping test: an example stops changing
                 once its objective has not improved by a relative ``tol`` for
                 ``patience`` steps; the call ends when all have stopped. None
                 runs all ``n_steps``. Default: None
@@ -424,12 +878,21 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             fast (bool, optional): try the cached-prefix fast path (the network
                 before the layer runs once); it falls back to the hook path when
                 the model cannot be traced. Default: True
+            dtype (torch.dtype, optional): floating-point type of the
+                optimisation: a copy of the model in this type runs the network,
+                the mask and the objective; the mask is returned in the inputs'
+                type. ``None`` means ``OBJECTIVE_DTYPE[objective]``: float64
+                for ``"poster"`` (its optimum is otherwise not reproducible
+                between a batch and single calls), the model's own for
+                ``"preserve"``. Default: None
 
         Returns:
             Tensor: the masks, shape ``N x 1 x <spatial dims of the layer output>``
             (of its input with ``attribute_to_layer_input=True``), or
             ``N x 1 x <input spatial dims>`` with ``upsample_to_input=True``.
-            Detached, on the device of the layer.
+            Detached, on the device of the layer. ``"preserve"`` masks are in
+            ``[0, 1]``; ``"poster"`` masks are non-negative with ``||M||_2``
+            near 1.
 
         Examples::
 
@@ -444,44 +907,93 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             torch.Size([2, 1, 12, 14, 10])
             >>> LayerAttribution.interpolate(mask, x.shape[2:], "trilinear").shape
             torch.Size([2, 1, 24, 28, 20])
+            >>> # reference scans (e.g. a few normalised training scans): K x 1 x 24 x 28 x 20
+            >>> refs = torch.randn(3, 1, 24, 28, 20)
+            >>> smocam.attribute(x, target=3, baselines=refs, n_steps=10).shape
+            torch.Size([2, 1, 12, 14, 10])
             >>> # K outputs of one scan: repeat it, one target per row (one prefix pass)
             >>> smocam.attribute(x[:1].expand(4, 1, 24, 28, 20), target=[0, 1, 2, 3], n_steps=10).shape
             torch.Size([4, 1, 12, 14, 10])
         """
         # -- Validate everything before any work. --------------------------
-        inputs = _format_tensor_into_tuples(inputs)
-        if not inputs or not all(isinstance(x, Tensor) for x in inputs):
-            raise TypeError("inputs must be a Tensor or a tuple of Tensors")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        defaults = OBJECTIVE_DEFAULTS[objective]
+        for name, value in (("area_weight", area_weight), ("l2_weight", l2_weight)):
+            if value is not None and name not in defaults:
+                raise ValueError(f"{name} is a setting of another objective than {objective!r}; "
+                                 f"{objective!r} takes {sorted(defaults)}")
+        settings = dict(defaults)
+        for name, value in (("area_weight", area_weight), ("l2_weight", l2_weight),
+                            ("smooth_weight", smooth_weight), ("n_steps", n_steps), ("lr", lr)):
+            if value is not None:
+                settings[name] = value
+        _check_number("n_steps", settings["n_steps"], positive=True, integer=True)
+        _check_number("lr", settings["lr"], positive=True)
+        for name in ("area_weight", "l2_weight", "smooth_weight"):
+            if name in settings:
+                _check_number(name, settings[name])
+        _check_number("smoothing", smoothing)
+        if lr_decay not in ("cosine", "none"):
+            raise ValueError(f"lr_decay must be 'cosine' or 'none', got {lr_decay!r}")
+        if tol is not None:
+            _check_number("tol", tol)
+        _check_number("patience", patience, positive=True, integer=True)
+        if internal_batch_size is not None:
+            _check_number("internal_batch_size", internal_batch_size, positive=True, integer=True)
+        if isinstance(init, str) and init != "uniform":
+            raise ValueError(f"init must be 'uniform' or a tensor, got {init!r}")
+        if not isinstance(init, (str, Tensor)):
+            raise TypeError(f"init must be 'uniform' or a tensor, got {type(init).__name__}")
+        if isinstance(output_std, numbers.Real) and not (math.isfinite(output_std) and output_std > 0):
+            raise ValueError(f"output_std must be finite and > 0, got {output_std!r}")
+
+        forward_func = _unwrap_compiled(self.forward_func)
+        model = forward_func if isinstance(forward_func, Module) else None
+        inputs = _format_inputs(inputs)
+        model_dtype = _first_float_dtype(model)
         for i, x in enumerate(inputs):
-            if x.dim() == 0:
-                raise ValueError(f"input {i} is a scalar; expected a batch N x ...")
-            if x.is_floating_point() and not torch.isfinite(x).all():
+            if x.dim() < 2:
+                raise ValueError(f"input {i} has shape {tuple(x.shape)}; expected a batch N x C x ...")
+            if x.shape[0] == 0:
+                raise ValueError(f"input {i} has batch size 0 (shape {tuple(x.shape)}): nothing to explain")
+            if not x.is_floating_point():
+                raise TypeError(f"input {i} has dtype {x.dtype}; SMOCAM needs floating-point inputs (x.float())")
+            if model_dtype is not None and x.dtype != model_dtype:
+                raise TypeError(
+                    f"input {i} has dtype {x.dtype} but the model's parameters are {model_dtype}; "
+                    f"convert the input with x.to({model_dtype})"
+                )
+            if not torch.isfinite(x).all():
                 n_bad = int((~torch.isfinite(x)).sum())
                 raise ValueError(f"input {i} contains {n_bad} NaN or Inf value(s)")
         n = inputs[0].shape[0]
         if any(x.shape[0] != n for x in inputs):
             raise ValueError(f"all inputs must share the batch size; got {[tuple(x.shape) for x in inputs]}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
-        for name, value in (("l2_weight", l2_weight), ("smooth_weight", smooth_weight)):
-            if not math.isfinite(float(value)) or float(value) < 0:
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if not math.isfinite(float(lr)) or float(lr) <= 0:
-            raise ValueError(f"lr must be finite and > 0, got {lr!r}")
-        if lr_decay not in ("cosine", "none"):
-            raise ValueError(f"lr_decay must be 'cosine' or 'none', got {lr_decay!r}")
-        if tol is not None and (tol < 0 or patience < 1):
-            raise ValueError(f"tol must be >= 0 and patience >= 1, got tol={tol!r}, patience={patience!r}")
-        if internal_batch_size is not None and internal_batch_size < 1:
-            raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size!r}")
-        if isinstance(init, str) and init != "uniform":
-            raise ValueError(f"init must be 'uniform' or a tensor, got {init!r}")
-        if isinstance(output_std, (int, float)) and not (math.isfinite(output_std) and output_std > 0):
-            raise ValueError(f"output_std must be finite and > 0, got {output_std!r}")
+        for i, x in enumerate(inputs):
+            flat = x.reshape(n, -1)
+            if flat.shape[1] > 1 and bool((flat == flat[:, :1]).all(dim=1).any()):
+                warnings.warn(f"input {i} has a constant example (every value the same): its map will show "
+                              "nothing about the scan", UserWarning, stacklevel=3)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        base = _format_baselines(baselines, inputs) if objective == "preserve" else None
         additional_args = _format_additional_forward_args(additional_forward_args)
+        layer = self.layer
+        out_dtype = inputs[0].dtype
+        work_dtype = dtype if dtype is not None else OBJECTIVE_DTYPE[objective]
+        if work_dtype is not None and work_dtype != out_dtype:
+            if model is None:
+                logger.info("SMOCAM: forward_func is not an nn.Module and cannot be cast to %s", work_dtype)
+            else:
+                forward_func, layer = _model_in_dtype(model, self.layer, work_dtype)
+                model = forward_func
+                inputs = tuple(x.to(work_dtype) for x in inputs)
+                base = None if base is None else tuple(b.to(work_dtype) for b in base)
+                additional_args = _cast_floating(additional_args, work_dtype)
 
-        model = self.forward_func if isinstance(self.forward_func, Module) else None
-        training = model.training if model is not None else self.layer.training
+        training_module = _training_module(model)
+        training = training_module.training if training_module is not None else self.layer.training
         if training:
             warnings.warn(
                 "the model is in training mode: BatchNorm and Dropout make the SMOCAM objective "
@@ -490,16 +1002,22 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 UserWarning,
                 stacklevel=3,
             )
+        if objective == "poster":
+            obj: Any = PosterObjective(settings["l2_weight"], settings["smooth_weight"], float(smoothing),
+                                       bool(nonnegative))
+        else:
+            obj = PreserveObjective(settings["area_weight"], settings["smooth_weight"], float(smoothing))
         # Forwards in training mode update BatchNorm statistics: snapshot every buffer.
         saved_buffers = (
             {k: b.detach().clone() for k, b in model.named_buffers()} if (training and model is not None) else None
         )
         try:
-            return self._attribute(
-                inputs, target, additional_args, n, output_std, l2_weight, smooth_weight,
-                int(n_steps), float(lr), attribute_to_layer_input, show_progress, init, nonnegative,
-                lr_decay, tol, patience, internal_batch_size, upsample_to_input, fast,
+            mask = self._attribute(
+                forward_func, layer, inputs, target, additional_args, n, output_std, obj, base,
+                int(settings["n_steps"]), float(settings["lr"]), attribute_to_layer_input, show_progress,
+                init, lr_decay, tol, int(patience), internal_batch_size, upsample_to_input, fast,
             )
+            return mask.to(out_dtype)
         finally:
             if saved_buffers:
                 with torch.no_grad():
@@ -508,21 +1026,23 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                         buffers[k].copy_(v)
 
     def _attribute(
-        self, inputs, target, additional_args, n, output_std, l2_weight, smooth_weight, n_steps, lr,
-        to_input, show_progress, init, nonnegative, lr_decay, tol, patience, internal_batch_size,
-        upsample_to_input, fast,
+        self, forward_func, layer, inputs, target, additional_args, n, output_std, obj, baselines, n_steps, lr,
+        to_input, show_progress, init, lr_decay, tol, patience, internal_batch_size, upsample_to_input, fast,
     ) -> Tensor:
         # Run the network before the layer once per distinct example.
         distinct, rows_of = _distinct_rows(inputs, additional_args, n)
+        n_distinct = len(distinct)
+        if n_distinct < MIN_ROWS:  # copies of the last distinct example fill the batch (see MIN_ROWS)
+            distinct = torch.cat([distinct, distinct[-1:].expand(MIN_ROWS - len(distinct))])
         sub_inputs = tuple(x[distinct] for x in inputs)
         sub_args = tuple(_index_rows(a, distinct, n) for a in (additional_args or ()))
         runner = None
         if fast:
             from ._fastpath import build_fast_runner
 
-            runner = build_fast_runner(self.forward_func, self.layer, sub_inputs, sub_args, to_input)
+            runner = build_fast_runner(forward_func, layer, sub_inputs, sub_args, to_input)
         if runner is None:
-            runner = _HookRunner(self.forward_func, self.layer, sub_inputs, sub_args, to_input)
+            runner = _HookRunner(forward_func, layer, sub_inputs, sub_args, to_input)
         self.path = runner.name
         with torch.no_grad():
             output, feature = runner.reference()
@@ -540,23 +1060,33 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         flat_target = _target_flat_indices(target, full_shape).to(output.device)
         std = _std_per_output(output_std, full_shape).to(output.device)[flat_target]
         reference = output.reshape(output.shape[0], -1).detach()[rows_of, flat_target]
+        if not torch.isfinite(reference).all():
+            bad = sorted({int(t) for t, ok in zip(flat_target.tolist(), torch.isfinite(reference).tolist()) if not ok})
+            raise ValueError(f"the model's output {bad} is not finite (NaN or Inf) for this input: "
+                             "check the model's weights and the input")
         spatial = tuple(feature.shape[2:])
         if isinstance(init, Tensor):
             expected = (n, 1, *spatial)
             if tuple(init.shape) != expected:
                 raise ValueError(f"init has shape {tuple(init.shape)}, expected {expected}")
-            if (init < 0).any() and nonnegative:
+            if obj.name == "poster" and (init < 0).any() and obj.nonnegative:
                 raise ValueError("init has negative values but nonnegative=True")
+            if obj.name == "preserve" and ((init < 0) | (init > 1)).any():
+                raise ValueError("init of objective 'preserve' must be mask values in [0, 1]")
+        self._check_mask_reaches_output(runner, output, rows_of, flat_target)
+        ref_features = None
+        if obj.needs_reference:
+            ref_features = self._reference_features(forward_func, layer, sub_inputs, sub_args, baselines, feature,
+                                                    to_input, n_distinct)
 
         chunk = internal_batch_size or n
         masks, histories = [], []
         for start in range(0, n, chunk):
             sel = slice(start, min(n, start + chunk))
             mask, hist = self._optimise(
-                runner, rows_of[sel], flat_target[sel], reference[sel], std[sel], spatial, feature,
-                init[sel] if isinstance(init, Tensor) else None,
-                l2_weight, smooth_weight, n_steps, lr, nonnegative, lr_decay, tol, patience,
-                show_progress,
+                obj, runner, rows_of[sel], flat_target[sel], reference[sel], std[sel], spatial, feature,
+                ref_features, init[sel] if isinstance(init, Tensor) else None, n_steps, lr, lr_decay, tol,
+                patience, show_progress,
             )
             masks.append(mask)
             histories.append(hist)
@@ -566,75 +1096,184 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             mask = upsample_mask(mask, inputs[0].shape[2:])
         return mask
 
+    @staticmethod
+    def _check_mask_reaches_output(runner, output: Tensor, rows_of: Tensor, flat_target: Tensor) -> None:
+        """Fail loudly if removing the layer's features does not change the explained outputs.
+
+        A hook that never runs (e.g. on a ``torch.compile``\\ d graph) would
+        otherwise give the initial mask back in silence.
+        """
+        with torch.no_grad():
+            rows = torch.arange(output.shape[0], device=output.device)
+            removed = runner(torch.zeros_like, rows)
+        before = output.reshape(output.shape[0], -1)[rows_of, flat_target]
+        after = removed.reshape(removed.shape[0], -1)[rows_of, flat_target]
+        unchanged = before == after
+        if bool(unchanged.all()):
+            raise ValueError(
+                "the masked layer has no effect on the explained output(s): zeroing its "
+                f"{'input' if runner.to_input else 'output'} leaves them unchanged, so no mask can "
+                "explain them (is the layer on the path to these outputs? a torch.compile'd or "
+                "TorchScript submodule ignores hooks: pass the original module)"
+            )
+        if bool(unchanged.any()):
+            warnings.warn(
+                f"{int(unchanged.sum())} of {unchanged.numel()} explained outputs do not change when the "
+                "layer's features are zeroed; their masks carry no information",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def _reference_features(self, forward_func, layer, inputs, args, baselines, feature, to_input,
+                            n_distinct) -> Tensor:
+        """The layer's tensor for the references: ``R x K x <feature shape without batch>``.
+
+        ``R`` is 1 when every example shares the references, else one entry per
+        row of ``inputs`` (shifted copies, or per-example forward arguments);
+        the rows after the first ``n_distinct`` (padding) repeat the last one.
+        """
+        d = inputs[0].shape[0]
+        if n_distinct < d:
+            feats = self._reference_features(forward_func, layer, tuple(x[:n_distinct] for x in inputs),
+                                             tuple(_index_rows(a, torch.arange(n_distinct), d) for a in args),
+                                             baselines, feature, to_input, n_distinct)
+            if feats.shape[0] == 1:
+                return feats
+            return torch.cat([feats, feats[-1:].expand(d - n_distinct, *feats.shape[1:])])
+        source = "baselines"
+        if baselines is None:
+            stored = getattr(forward_func, "reference_inputs", None)
+            if isinstance(stored, Tensor):
+                baselines = _format_baselines(stored, inputs)
+                source = "reference_inputs"
+        if baselines is None:
+            # Copies of each input shifted by one layer voxel along every axis.
+            layer_spatial = feature.shape[2:]
+            copies = []
+            for x in inputs:
+                if x.dim() - 2 == len(layer_spatial):
+                    shift = [max(1, int(round(s / max(1, t)))) for s, t in zip(x.shape[2:], layer_spatial)]
+                else:
+                    shift = [1] * len(layer_spatial)
+                copies.append(shifted_copies(x, shift))
+            k = copies[0].shape[1]
+            flat = tuple(c.reshape(d * k, *c.shape[2:]) for c in copies)
+            rows = torch.arange(d, device=inputs[0].device).repeat_interleave(k)
+            ref_args = tuple(_index_rows(a, rows, d) for a in args)
+            feats = _HookRunner(forward_func, layer, flat, ref_args, to_input).layer_tensor()
+            return self._checked_reference(feats.reshape(d, k, *feats.shape[1:]), feature, "shifted copies")
+        k = baselines[0].shape[0]
+        per_example = any(isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == d for a in args)
+        if per_example:  # forward arguments differ per example: one reference pass per example
+            feats = []
+            for i in range(d):
+                rows = torch.full((k,), i, dtype=torch.long, device=inputs[0].device)
+                ref_args = tuple(_index_rows(a, rows, d) for a in args)
+                feats.append(_HookRunner(forward_func, layer, baselines, ref_args, to_input).layer_tensor())
+            return self._checked_reference(torch.stack(feats), feature, source)
+        module = forward_func if isinstance(forward_func, Module) else None
+        key = (id(forward_func), id(layer), to_input, _state_key(module), _state_key(layer),
+               tuple((b.shape, b.dtype, b.device) for b in baselines), tuple(a for a in args if not isinstance(a, Tensor)))
+        cached = self._reference_cache
+        if cached is not None and cached[0] == key and all(torch.equal(a, b) for a, b in zip(cached[1], baselines)):
+            return cached[2]
+        feats = _HookRunner(forward_func, layer, baselines, args, to_input).layer_tensor()
+        feats = self._checked_reference(feats.unsqueeze(0), feature, source)
+        self._reference_cache = (key, tuple(b.clone() for b in baselines), feats)
+        return feats
+
+    @staticmethod
+    def _checked_reference(feats: Tensor, feature: Tensor, source: str) -> Tensor:
+        feats = feats.detach()
+        if tuple(feats.shape[2:]) != tuple(feature.shape[1:]):
+            raise ValueError(
+                f"the layer's tensor for the {source} has shape {tuple(feats.shape[2:])}, for the inputs "
+                f"{tuple(feature.shape[1:])}: references must be inputs of the same size"
+            )
+        if not torch.isfinite(feats).all():
+            raise ValueError(f"the layer's tensor for the {source} is not finite")
+        return feats
+
     def _optimise(
-        self, runner, rows, targets, reference, std, spatial, feature, init, l2_weight, smooth_weight,
-        n_steps, lr, nonnegative, lr_decay, tol, patience, show_progress,
+        self, obj, runner, rows, targets, reference, std, spatial, feature, ref_features, init, n_steps, lr,
+        lr_decay, tol, patience, show_progress,
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        n_real = rows.shape[0]
+        if n_real < MIN_ROWS:  # pad with copies of the last example (see MIN_ROWS)
+            pad = MIN_ROWS - n_real
+            rows, targets = torch.cat([rows, rows[-1:].expand(pad)]), torch.cat([targets, targets[-1:].expand(pad)])
+            reference, std = torch.cat([reference, reference[-1:].expand(pad)]), torch.cat([std, std[-1:].expand(pad)])
+            if init is not None:
+                init = torch.cat([init, init[-1:].expand(pad, *init.shape[1:])])
         b = rows.shape[0]
-        index = torch.arange(b, device=rows.device)
-        unit = 1.0 / math.sqrt(float(np.prod(spatial)))
-        shape = (b, 1, *spatial)
-        # Parametrise the mask relative to the uniform unit-norm value.
-        start = torch.ones(shape) if init is None else init.detach().float() / unit
-        rel = start.to(device=feature.device, dtype=feature.dtype).clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([rel], lr=lr)
+        device = feature.device
+        index = torch.arange(b, device=device)
+        param = obj.initial((b, 1, *spatial), init, feature).clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([param], lr=lr)
         schedule = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=n_steps, eta_min=0.01 * lr)
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=n_steps, eta_min=LR_FLOOR * lr)
             if lr_decay == "cosine"
             else None
         )
-        best = torch.full((b,), math.inf, device=feature.device)
-        best_rel = rel.detach().clone()
-        best_step = torch.zeros(b, dtype=torch.long)
-        active = torch.ones(b, dtype=torch.bool, device=feature.device)
-        since_improved = torch.zeros(b, dtype=torch.long, device=feature.device)
-        history: Dict[str, List[Tensor]] = {k: [] for k in LOSS_TERMS}
+        n_refs = 0 if ref_features is None else ref_features.shape[1]
+        shared_refs = ref_features is not None and ref_features.shape[0] == 1
+        active = torch.ones(b, dtype=torch.bool, device=device)
+        best = torch.full((b,), math.inf, device=device)
+        since_improved = torch.zeros(b, dtype=torch.long, device=device)
+        stop_step = torch.full((b,), n_steps - 1, dtype=torch.long)
+        history: Dict[str, List[Tensor]] = {k: [] for k in LOSS_TERMS[obj.name]}
         steps = range(n_steps)
         if show_progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc="SMOCAM", unit="step", leave=False)
+            steps = tqdm(steps, desc=f"SMOCAM ({obj.name})", unit="step", leave=False)
         with torch.enable_grad():
             for step in steps:
-                # Apply the mask.
-                mask = rel * unit
+                # Apply the mask (reference step % K for "preserve").
+                mask = obj.mask(param)
+                ref = None
+                if n_refs:
+                    k = step % n_refs
+                    ref = ref_features[0, k].unsqueeze(0) if shared_refs else ref_features[rows, k]
                 # Evaluate.
-                out = runner(mask, rows)
+                out = runner(obj.perturbation(mask, ref), rows)
                 masked = out.reshape(b, -1)[index, targets]
                 # Regularise.
-                terms = smocam_objective(masked, reference, mask, std, l2_weight, smooth_weight)
-                total = terms["total"]
-                for k in LOSS_TERMS:
-                    history[k].append(terms[k].detach())
-                # Keep the best iterate.
-                with torch.no_grad():
-                    gain = total.detach() < best * (1.0 - (tol or 0.0))
-                    improved = total.detach() < best
-                    best_rel[improved] = rel.detach()[improved]
-                    best_step[improved.cpu()] = step
-                    best = torch.where(improved, total.detach(), best)
-                    since_improved = torch.where(gain, torch.zeros_like(since_improved), since_improved + 1)
-                    if tol is not None:
-                        active &= since_improved < patience
-                        if not active.any():
-                            break
+                terms, loss = obj.terms(masked, reference, mask, std)
+                for k_ in history:
+                    history[k_].append(terms[k_].detach())
+                # Stop.
+                if tol is not None:
+                    with torch.no_grad():
+                        total = terms["total"].detach()
+                        gain = total < best - tol * best.abs()
+                        since_improved = torch.where(gain, torch.zeros_like(since_improved), since_improved + 1)
+                        best = torch.minimum(best, total)
+                        done = active & (since_improved >= patience)
+                        stop_step[done.cpu()] = step
+                        active &= ~done
+                    if not active.any():
+                        break
                 if step == n_steps - 1:
-                    break  # the last update would never be evaluated
+                    break  # the mask just evaluated is the one returned
                 # Step.
-                (grad,) = torch.autograd.grad(total.sum(), rel)
-                rel.grad = grad
-                frozen = rel.detach()[~active].clone()
+                (grad,) = torch.autograd.grad(loss.sum(), param)
+                frozen = None
+                if not active.all():
+                    grad[~active] = 0
+                    frozen = param.detach()[~active].clone()
+                param.grad = grad
                 optimiser.step()
                 if schedule is not None:
                     schedule.step()
                 with torch.no_grad():
-                    if nonnegative:
-                        rel.clamp_(min=0.0)
-                    if frozen.numel():
-                        rel[~active] = frozen
-        hist = {k: torch.stack(v).cpu() for k, v in history.items()}
-        hist["best_step"] = best_step
-        return (best_rel * unit).detach(), hist
+                    obj.project(param)
+                    if frozen is not None:
+                        param[~active] = frozen
+        hist = {k: torch.stack(v)[:, :n_real].cpu() for k, v in history.items()}
+        hist["stop_step"] = stop_step[:n_real]
+        return obj.mask(param).detach()[:n_real], hist
+
 
 def _distinct_rows(inputs, additional_args, n) -> Tuple[Tensor, Tensor]:
     """Indices of the distinct examples, and for each example the position of its representative.
@@ -669,7 +1308,9 @@ def _merge_histories(histories: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
         return histories[0]
     length = max(h["total"].shape[0] for h in histories)
     merged = {}
-    for k in LOSS_TERMS:
+    for k in histories[0]:
+        if k == "stop_step":
+            continue
         parts = []
         for h in histories:
             v = h[k]
@@ -677,5 +1318,5 @@ def _merge_histories(histories: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
                 v = torch.cat([v, v[-1:].expand(length - v.shape[0], -1)])
             parts.append(v)
         merged[k] = torch.cat(parts, dim=1)
-    merged["best_step"] = torch.cat([h["best_step"] for h in histories])
+    merged["stop_step"] = torch.cat([h["stop_step"] for h in histories])
     return merged

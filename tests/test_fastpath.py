@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_smocam.smocam import SMOCAM
+from captum_smocam.smocam import MIN_ROWS, SMOCAM
 
 SHAPE = (8, 10, 12)
 
@@ -87,63 +87,110 @@ def _models():
     }
 
 
+@pytest.mark.parametrize("objective", ["preserve", "poster"])
 @pytest.mark.parametrize("name", list(_models()))
-def test_fast_path_matches_hook_path(name, caplog):
+def test_fast_path_matches_hook_path(name, objective, caplog):
     model, layer, expected_path = _models()[name]
     model = model.double().eval()
     x = torch.randn(2, 1, *SHAPE, dtype=torch.float64)
     smocam = SMOCAM(model, layer)
+    kw = dict(target=1, n_steps=15, output_std=1e-5, objective=objective)
     with caplog.at_level(logging.INFO, logger="captum_smocam"):
-        fast = smocam.attribute(x, target=1, n_steps=15, output_std=1e-5)
+        fast = smocam.attribute(x, **kw)
     assert smocam.path == expected_path
     if expected_path == "hook":
         assert "hook path" in caplog.text
-    hook = smocam.attribute(x, target=1, n_steps=15, output_std=1e-5, fast=False)
+    hook = smocam.attribute(x, fast=False, **kw)
     assert smocam.path == "hook"
     torch.testing.assert_close(fast, hook, rtol=1e-7, atol=1e-10)
-    assert (smocam.history["best_step"] > 0).any()
+    assert (fast.amax(dim=(1, 2, 3, 4)) > fast.amin(dim=(1, 2, 3, 4))).all()  # the masks moved
+
+
+def _count_prefix_passes(model, layer, call):
+    """Rows of each pass through the first block (the prefix) during ``call()``."""
+    passes = []
+    # (hooks also fire while torch.fx traces the model, with proxies: count real tensors only)
+    h = model.features.block1[0].register_forward_hook(
+        lambda mod, a, out: passes.append(out.shape[0]) if isinstance(out, torch.Tensor) else None
+    )
+    try:
+        call()
+    finally:
+        h.remove()
+    return passes
 
 
 def test_prefix_runs_once():
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
-    calls = {"block1": 0, "block2": 0}
-    def counter(name):
-        def hook(mod, args, out):
-            if isinstance(out, torch.Tensor):  # not the proxies seen while tracing
-                calls[name] += 1
-        return hook
+    calls = {"block2": 0}
 
-    h1 = model.features.block1[0].register_forward_hook(counter("block1"))
-    h2 = model.features.block2.register_forward_hook(counter("block2"))
+    def counter(mod, args, out):
+        if isinstance(out, torch.Tensor):  # not the proxies seen while tracing
+            calls["block2"] += 1
+
+    h2 = model.features.block2.register_forward_hook(counter)
+    x = torch.randn(1, 1, *SHAPE)
     try:
-        SMOCAM(model, model.features.block2).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=20)
+        smocam = SMOCAM(model, model.features.block2)
+        passes = _count_prefix_passes(model, layer, lambda: smocam.attribute(x, target=0, n_steps=20,
+                                                                               objective="poster"))
     finally:
-        h1.remove()
         h2.remove()
-    assert calls["block1"] == 1  # the prefix: one pass
+    assert len(passes) == 1  # the prefix: one pass
     assert calls["block2"] == 1  # the masked layer's own output is cached too
+
+
+def test_references_take_one_prefix_pass_and_are_cached():
+    model, layer, _ = _models()["nested-vgg"]
+    model.eval()
+    x = torch.randn(1, 1, *SHAPE)
+    refs = torch.randn(5, 1, *SHAPE)
+    smocam = SMOCAM(model, model.features.block2)
+    run = lambda: smocam.attribute(x, target=0, n_steps=5, baselines=refs)  # noqa: E731
+    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]  # the scan, then the 5 references
+    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS]  # the references' features are reused
+    refs += 1.0  # changed in place: recomputed
+    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]
+    with torch.no_grad():
+        model.features.block1[0].weight.mul_(2.0)  # the model changed: recomputed
+    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]
+    # Without baselines: copies of the scan shifted along each of the 3 axes, both ways.
+    shifted = lambda: smocam.attribute(x, target=0, n_steps=5)  # noqa: E731
+    assert _count_prefix_passes(model, layer, shifted) == [MIN_ROWS, 6]
+
+
+def test_model_reference_inputs_are_the_default_baselines():
+    model, layer, _ = _models()["nested-vgg"]
+    model.eval()
+    x = torch.randn(1, 1, *SHAPE)
+    refs = torch.randn(3, 1, *SHAPE)
+    smocam = SMOCAM(model, model.features.block2)
+    given = smocam.attribute(x, target=0, n_steps=10, baselines=refs, output_std=1e-3)
+    model.register_buffer("reference_inputs", refs.clone(), persistent=False)
+    try:
+        carried = smocam.attribute(x, target=0, n_steps=10, output_std=1e-3)
+    finally:
+        del model.reference_inputs
+    torch.testing.assert_close(carried, given)
+    assert not torch.allclose(smocam.attribute(x, target=0, n_steps=10, output_std=1e-3), given)
 
 
 def test_expanded_batch_runs_prefix_once_per_distinct_scan():
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
-    count = []
-    # (hooks also fire while torch.fx traces the model, with proxies: count real tensors only)
-    h = model.features.block1[0].register_forward_hook(
-        lambda mod, a, out: count.append(out.shape[0]) if isinstance(out, torch.Tensor) else None
-    )
     x = torch.randn(1, 1, *SHAPE)
-    try:
-        smocam = SMOCAM(model, model.features.block2)
-        many = smocam.attribute(x.expand(3, 1, *SHAPE), target=[0, 1, 2], n_steps=10, output_std=1e-3,
-                                internal_batch_size=2)
-    finally:
-        h.remove()
-    assert count == [1]  # one prefix pass on one distinct scan
-    assert many.shape == (3, 1, 2, 2, 3)
-    one = smocam.attribute(x, target=2, n_steps=10, output_std=1e-3)
-    torch.testing.assert_close(many[2:], one, rtol=1e-4, atol=1e-6)
+    smocam = SMOCAM(model, model.features.block2)
+    out = {}
+
+    def run():
+        out["many"] = smocam.attribute(x.expand(3, 1, *SHAPE), target=[0, 1, 2], n_steps=10, output_std=1e-3,
+                                       internal_batch_size=2, objective="poster")
+
+    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS]  # one pass, the one distinct scan filling it
+    assert out["many"].shape == (3, 1, 2, 2, 3)
+    one = smocam.attribute(x, target=2, n_steps=10, output_std=1e-3, objective="poster")
+    torch.testing.assert_close(out["many"][2:], one, rtol=1e-4, atol=1e-6)
 
 
 def test_forward_function_that_is_not_a_module_uses_hooks():
