@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from captum_smocam import benchmarking
-from captum_smocam.benchmarking import PeakMemory, shipped_model_available, write_json, write_text
+from captum_smocam.benchmarking import PeakMemory, cpu_model, shipped_model_available, write_json, write_text
 from captum_smocam.smocam import (
     DEFAULT_L2_WEIGHT,
     DEFAULT_LR,
@@ -303,7 +303,7 @@ def main(argv=None):
     model, default_layer, source = load_model(device, not args.random)
     layers = args.layers or [n for n in ("features.block2", default_layer) if n != default_layer] + [default_layer]
     k_out = args.k or model.n_outputs
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_model()
     info = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + (argv or sys.argv[1:])),
         "device": device, "cuda_name": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else None,

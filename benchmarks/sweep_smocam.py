@@ -1,29 +1,45 @@
-"""Tune SMOCAM's defaults on VALIDATION subjects (never test): a one-at-a-time sweep.
+"""Choose SMOCAM's default objective and settings on VALIDATION subjects (never test).
 
-Around the provisional defaults of :mod:`captum_smocam.smocam` (``l2_weight``,
-``smooth_weight``, ``n_steps``, ``lr``) and the default layer, each parameter is
-moved alone to the values in :data:`GRID`; every configuration explains every
-(subject, target) pair of the first ``--n-subjects`` validation subjects in one
-SMOCAM batch (the prefix is shared per subject), and each map is scored on
+Configurations (``--model``'s validation subjects, first ``--n-subjects``; every
+(subject, target) pair of a configuration runs as one SMOCAM batch):
 
-* localisation: share of mass inside the structure dilated by ``--margin-mm``
-  (``mass_dilated``) and AUROC;
-* faithfulness: deletion AUC (baseline = background value, the coarse fractions
-  :data:`SWEEP_FRACTIONS`; higher is better).
+* ``poster``: the poster's objective with the package's poster defaults, in
+  float32 as the package ran it before (the reference the new objective is
+  measured against, and the unit of the cost constraint);
+* ``base``: the reference-conditioned preservation objective (ours) at
+  :data:`BASE` — the settings of the prototype of issue 12 — and then each
+  parameter of :data:`GRID` moved alone to each of its other values; then the
+  best value of each parameter combined into one more configuration.
 
-Selection rule (fixed before looking at the numbers): for each score, rank the
-configurations by their mean over maps (1 = best); the chosen configuration has
-the smallest mean of its three ranks; ties are broken by the lower wall time.
-Then the best value of each parameter is combined into one more configuration,
-which is scored and enters the same ranking.
+Parameters: ``area_weight``, ``smooth_weight``, ``lr``, ``n_steps`` (of
+:meth:`captum_smocam.SMOCAM.attribute`), ``layer``, ``reference`` (``train``:
+the first ``n_refs`` training scans of the model's cohort, what the shipped
+models carry as ``reference_inputs``; ``shift``: the fallback for models without
+references, shifted copies of the scan) and ``n_refs``.
+
+Each map is scored on localisation — share of the mass inside the structure
+dilated by ``--margin-mm`` (``mass_dilated``) and AUROC — and faithfulness —
+deletion AUC (baseline = background value, :data:`SWEEP_FRACTIONS`; higher is
+better).
+
+Selection rule (fixed before any of these configurations was run, in the
+issue-12 session; printed in the summary):
+
+1. a configuration is *eligible* when its time per map is at most
+   ``--max-cost`` (2) times the poster configuration's, measured in the same
+   run (a default mask may cost at most 2 x the poster's);
+2. among eligible configurations, rank by the mean over maps of each of the
+   three scores (1 = best) and keep the smallest mean rank; ties go to the
+   lower time (:func:`captum_smocam.benchmarking.sweep.rank_configs`).
 
 Usage::
 
-    python benchmarks/sweep_smocam.py                 # ~4 val subjects x 4 targets
-    python benchmarks/sweep_smocam.py --quick         # 1 subject, 1 target, 2 configs
+    python benchmarks/sweep_smocam.py                    # 10 val subjects x 4 targets, ~15 min
+    python benchmarks/sweep_smocam.py --model alexnet --no-grid   # the chosen defaults on another model
+    python benchmarks/sweep_smocam.py --quick            # 1 subject, 1 target, 2 configs
 
-Writes ``<out-dir>/sweep_smocam.csv`` (one row per configuration x map) and
-``<out-dir>/sweep_summary.md`` (atomically, after every configuration); a
+Writes ``<out-dir>/sweep_smocam<tag>.csv`` (one row per configuration x map) and
+``<out-dir>/sweep_summary<tag>.md`` (atomically, after every configuration); a
 ``--quick`` run writes ``_quick`` names under ``benchmarks/runs/quick/``
 (git-ignored) by default, never over the published results.
 """
@@ -45,6 +61,7 @@ from captum_smocam.benchmarking import (
     faithfulness_scores,
     load_model,
     load_subject,
+    machine_description,
     split_indices,
     structure_mask,
     voxel_spacing,
@@ -59,44 +76,60 @@ REPO = Path(__file__).resolve().parents[1]
 #: Where the full run's results go (committed), and a quick run's (git-ignored scratch).
 RESULTS, QUICK = REPO / "benchmarks" / "results", REPO / "benchmarks" / "runs" / "quick"
 
-#: Values tried for each parameter, one at a time around the base configuration.
+#: The preservation objective's starting point: the issue-12 prototype's settings.
+BASE = {"area_weight": 20.0, "smooth_weight": 0.01, "lr": 0.2, "n_steps": 100, "layer": "features.block3",
+        "reference": "train", "n_refs": 8}
+#: Values tried for each parameter, one at a time around :data:`BASE`.
 GRID = {
-    "l2_weight": (0.3, 1.0, 3.0),
-    "smooth_weight": (0.01, 0.05, 0.2),
-    "n_steps": (50, 100, 200),
-    "lr": (0.2, 0.5, 1.0),
+    "area_weight": (10.0, 20.0, 40.0),
+    "smooth_weight": (0.003, 0.01, 0.03),
+    "lr": (0.1, 0.2, 0.4),
+    "n_steps": (50, 100, 150),
     "layer": ("features.block2", "features.block3"),
+    "reference": ("train", "shift"),
+    "n_refs": (4, 8, 16),
 }
 #: Deletion fractions of the sweep (coarser than the comparison's, to save forwards).
 SWEEP_FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+RULE = ("Selection rule (fixed before the run): eligible = time per map <= {max_cost:g} x the poster "
+        "configuration's in this run; among eligible configurations, the smallest mean of the ranks of "
+        "mean mass_dilated, AUROC and deletion AUC; ties to the lower time.")
 
 
-def base_config(default_layer: str) -> dict:
-    """The provisional library defaults (read from captum_smocam.smocam at run time)."""
-    return {
-        "l2_weight": smocam_module.DEFAULT_L2_WEIGHT,
-        "smooth_weight": smocam_module.DEFAULT_SMOOTH_WEIGHT,
-        "n_steps": smocam_module.DEFAULT_N_STEPS,
-        "lr": smocam_module.DEFAULT_LR,
-        "layer": default_layer,
-    }
+def reference_scans(meta: dict, n: int) -> torch.Tensor:
+    """The first ``n`` training scans of the model's cohort, normalised: ``n x 1 x X x Y x Z``."""
+    return torch.cat([load_subject(i, meta)[0] for i in split_indices(meta, "train", n)])
 
 
-def run_config(cfg, model, data, sigma, args):
+def smocam_kwargs(cfg: dict, refs: dict) -> dict:
+    """:meth:`SMOCAM.attribute` arguments of one configuration."""
+    if cfg["objective"] == "poster":
+        # float32, as the poster's SMOCAM ran before issue 12: the cost unit of the eligibility rule
+        return {"objective": "poster", "dtype": torch.float32}
+    kw = {k: cfg[k] for k in ("area_weight", "smooth_weight", "lr", "n_steps")}
+    kw["n_steps"] = int(kw["n_steps"])
+    kw["objective"] = "preserve"
+    if cfg["reference"] == "train":
+        kw["baselines"] = refs[int(cfg["n_refs"])]
+    return kw
+
+
+def run_config(cfg, model, data, sigma, refs, args):
     """Maps of every (subject, target) for one configuration, scored; returns rows."""
     layer = model.get_submodule(cfg["layer"])
     xs = torch.cat([x for x, *_ in data], dim=0)
     targets = [t for _, t, *_ in data]
-    kwargs = {k: cfg[k] for k in ("l2_weight", "smooth_weight", "n_steps", "lr")}
     t0 = time.perf_counter()
-    maps = attribute_map("smocam", model, xs, targets, layer=layer, output_std=sigma, smocam_kwargs=kwargs)
+    maps = attribute_map("smocam", model, xs, targets, layer=layer, output_std=sigma,
+                         smocam_kwargs=smocam_kwargs(cfg, refs))
     seconds = (time.perf_counter() - t0) / len(targets)
     rows = []
     for k, (x, tidx, tname, index, mask, spacing) in enumerate(data):
         a = maps[k, 0].numpy()
         r = faithfulness_scores(model, x, a, tidx, sigma[tidx], fractions=SWEEP_FRACTIONS)
         rows.append({
-            "config": cfg["name"], **{p: cfg[p] for p in GRID}, "subject": index, "target": tname,
+            "config": cfg["name"], "objective": cfg["objective"], **{p: cfg.get(p) for p in GRID},
+            "subject": index, "target": tname,
             "mass_dilated": metrics.mass_inside_dilated(a, mask, args.margin_mm, spacing),
             "auroc": metrics.auroc(a, mask),
             "deletion_auc": r["deletion_auc"],
@@ -106,42 +139,63 @@ def run_config(cfg, model, data, sigma, args):
     return rows
 
 
-def summary_table(df) -> "object":
+def summary_table(df, max_cost: float):
+    """One row per configuration (means over maps), eligibility and ranks among the eligible."""
+    import pandas as pd
+
     cols = list(SWEEP_SCORES) + ["seconds_per_map"]
     g = df.groupby("config", sort=False)
     summary = g[cols].mean()
     summary["uniform_maps"] = g["uniform"].sum().astype(int)
-    for p in GRID:
+    for p in ["objective", *GRID]:
         summary[p] = g[p].first()
-    return rank_configs(summary.reset_index())
+    summary = summary.reset_index()
+    poster = summary.loc[summary["objective"] == "poster", "seconds_per_map"]
+    limit = max_cost * float(poster.iloc[0]) if len(poster) else np.inf
+    summary["eligible"] = summary["seconds_per_map"] <= limit
+    ranked = rank_configs(summary[summary["eligible"]])
+    return pd.concat([ranked, summary[~summary["eligible"]]], ignore_index=True)
 
 
-def to_markdown(ranked, command: str, elapsed: float, n_maps: int) -> str:
-    lines = [f"Command: `{command}`  ",
-             f"Wall time: {elapsed / 60:.1f} min; {n_maps} maps per configuration (validation subjects only).\n",
-             "| rank | config | l2_weight | smooth_weight | n_steps | lr | layer | mass_dilated | AUROC | "
-             "deletion AUC | s/map | uniform maps | mean rank |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def to_markdown(ranked, command: str, elapsed: float, n_maps: int, max_cost: float, header: str) -> str:
+    lines = [f"Command: `{command}`  ", header + "  ",
+             f"Wall time: {elapsed / 60:.1f} min; {n_maps} maps per configuration (validation subjects only).  ",
+             RULE.format(max_cost=max_cost) + "\n",
+             "| rank | config | area_weight | smooth_weight | lr | n_steps | layer | reference | n_refs | "
+             "mass_dilated | AUROC | deletion AUC | s/map | uniform maps | mean rank |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v, f="{:g}"):
+        return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f.format(v)
+
     for i, r in enumerate(ranked.itertuples(), start=1):
-        lines.append(f"| {i} | {r.config} | {r.l2_weight:g} | {r.smooth_weight:g} | {int(r.n_steps)} | {r.lr:g} | "
-                     f"{r.layer} | {r.mass_dilated:.3f} | {r.auroc:.3f} | {r.deletion_auc:.3f} | "
-                     f"{r.seconds_per_map:.2f} | {int(r.uniform_maps)} | {r.mean_rank:.2f} |")
+        rank = str(i) if r.eligible else "not eligible (cost)"
+        poster = r.objective == "poster"
+        cells = ["poster defaults"] + [""] * 6 if poster else [
+            fmt(r.area_weight), fmt(r.smooth_weight), fmt(r.lr), fmt(int(r.n_steps), "{}"), str(r.layer),
+            str(r.reference), fmt(int(r.n_refs), "{}") if r.reference == "train" else "—"]
+        mean_rank = getattr(r, "mean_rank", float("nan"))
+        lines.append(f"| {rank} | {r.config} | " + " | ".join(cells) +
+                     f" | {r.mass_dilated:.3f} | {r.auroc:.3f} | {r.deletion_auc:.3f} | {r.seconds_per_map:.2f} | "
+                     f"{int(r.uniform_maps)} | {fmt(mean_rank, '{:.2f}')} |")
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg", help="shipped model name, checkpoint path, or 'untrained' (dev only)")
-    p.add_argument("--n-subjects", type=int, default=4, help="validation subjects")
+    p.add_argument("--n-subjects", type=int, default=10, help="validation subjects")
     p.add_argument("--targets", nargs="+", default=list(POSTER_TARGETS))
     p.add_argument("--margin-mm", type=float, default=6.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-cost", type=float, default=2.0, help="eligible: time per map <= this x the poster's")
+    p.add_argument("--no-grid", action="store_true", help="only the poster and the base configuration")
     p.add_argument("--no-combined", action="store_true", help="skip the combined best-per-parameter configuration")
     p.add_argument("--out-dir", default=None,
                    help=f"results folder (default: {RESULTS.relative_to(REPO)}; with --quick {QUICK.relative_to(REPO)})")
-    p.add_argument("--quick", action="store_true", help="1 subject, 1 target, base + one config with 5 steps")
+    p.add_argument("--quick", action="store_true", help="1 subject, 1 target, poster + base with 5 steps")
     p.add_argument("--base", nargs="+", metavar="KEY=VALUE", default=None,
-                   help="start from these values instead of the library defaults (a second round)")
+                   help="start from these values instead of BASE (a second round)")
     p.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", default=None,
                    help="replace the values tried for KEY (the other parameters keep GRID's)")
     p.add_argument("--tag", default="", help="suffix of the output file names, e.g. _round2")
@@ -162,12 +216,14 @@ def main(argv=None) -> int:
         if t not in names:
             raise SystemExit(f"error: unknown target {t!r}; the model predicts {names}")
     sigma = [float(s) for s in np.atleast_1d(meta["output_std"])]
-    base = dict(base_config(meta["default_layer"]), **parse_overrides(args.base, GRID, multi=False))
+    base = dict(BASE, objective="preserve", **parse_overrides(args.base, GRID, multi=False))
     grid = dict(GRID, **parse_overrides(args.grid, GRID, multi=True))
-    configs = one_at_a_time(base, grid)
+    poster = dict(base, objective="poster", layer=meta["default_layer"], name="poster")
+    configs = [poster] + (one_at_a_time(base, {} if args.no_grid else grid))
     if args.quick:
         args.n_subjects, args.targets, args.no_combined = 1, args.targets[:1], True
-        configs = [dict(base, n_steps=5, name="base(5 steps)"), dict(base, n_steps=5, lr=1.0, name="lr=1(5 steps)")]
+        configs = [dict(poster, name="poster"), dict(base, n_steps=5, name="base(5 steps)")]
+    refs = {k: reference_scans(meta, k) for k in sorted({int(c["n_refs"]) for c in configs} | set(grid["n_refs"]))}
     data = []
     for index in split_indices(meta, "val", args.n_subjects):
         x, subject = load_subject(index, meta)
@@ -178,38 +234,40 @@ def main(argv=None) -> int:
     csv_path = Path(args.out_dir) / f"sweep_smocam{suffix}.csv"
     md_path = Path(args.out_dir) / f"sweep_summary{suffix}.md"
     command = "python benchmarks/sweep_smocam.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    warm_up(model, data[0][0], data[0][1], ["smocam"], layer=model.get_submodule(base["layer"]),
-               output_std=sigma)  # so the first configuration's time carries no start-up cost (ties go by time)
+    header = f"Model {args.model}; {machine_description()}"
+    # so the first configuration's time carries no start-up cost (eligibility and ties go by time)
+    for cfg in (poster, base):
+        warm_up(model, data[0][0], data[0][1], ["smocam"], layer=model.get_submodule(cfg["layer"]),
+                output_std=sigma, smocam_kwargs=smocam_kwargs(cfg, refs))
     rows = []
-    for cfg in tqdm(configs, desc="configurations", file=sys.stdout):
-        rows += run_config(cfg, model, data, sigma, args)
+
+    def write(rows):
         df = pd.DataFrame(rows)
+        table = summary_table(df, args.max_cost)
         write_csv(df, csv_path)
-        write_text(to_markdown(summary_table(df), command, time.perf_counter() - t_start, len(data)),
-                             md_path)
-    if not args.no_combined:
-        ranked = summary_table(pd.DataFrame(rows))
+        write_text(to_markdown(table, command, time.perf_counter() - t_start, len(data), args.max_cost, header),
+                   md_path)
+        return table
+
+    for cfg in tqdm(configs, desc="configurations", file=sys.stdout):
+        rows += run_config(cfg, model, data, sigma, refs, args)
+        write(rows)
+    if not args.no_combined and not args.no_grid:
+        table = write(rows)
+        ranked = table[table["eligible"] & (table["objective"] == "preserve")]
         combined = dict(base, name="combined")
         for p in GRID:
             # the value of p whose one-at-a-time configuration ranks best (base counts for its own value)
             cand = ranked[(ranked["config"] == "base") | ranked["config"].str.startswith(f"{p}=")]
-            combined[p] = cand.iloc[0][p]
-            if isinstance(base[p], int) and not isinstance(base[p], bool):
-                combined[p] = int(combined[p])
-            elif isinstance(base[p], float):
-                combined[p] = float(combined[p])
+            if len(cand):
+                combined[p] = type(base[p])(cand.iloc[0][p])
         if any(combined[p] != base[p] for p in GRID):
             combined["name"] = "combined: " + ", ".join(f"{p}={combined[p]}" for p in GRID if combined[p] != base[p])
-            rows += run_config(combined, model, data, sigma, args)
-    df = pd.DataFrame(rows)
-    ranked = summary_table(df)
-    elapsed = time.perf_counter() - t_start
-    md = to_markdown(ranked, command, elapsed, len(data))
-    write_csv(df, csv_path)
-    write_text(md, md_path)
-    print(md, flush=True)
-    best = ranked.iloc[0]
-    print("chosen: " + ", ".join(f"{p}={best[p]}" for p in GRID), flush=True)
+            rows += run_config(combined, model, data, sigma, refs, args)
+    table = write(rows)
+    print(md_path.read_text(), flush=True)
+    best = table.iloc[0]
+    print("chosen: " + best["config"] + " — " + ", ".join(f"{p}={best[p]}" for p in GRID), flush=True)
     return 0
 
 

@@ -11,6 +11,7 @@ used.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from typing import Optional
 
@@ -18,7 +19,7 @@ import torch
 
 from ..methods import attribute_map
 
-__all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up"]
+__all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up", "cpu_model", "machine_description"]
 
 #: How :class:`PeakMemory` measures: ``"auto"`` picks ``"cuda"`` for a CUDA
 #: device, else ``"vmhwm"`` where the kernel allows the reset, else ``"sampled"``.
@@ -185,3 +186,36 @@ def warm_up(model, x, target: int, methods, **method_kwargs) -> None:
     for m in methods:
         if m != "occlusion":
             attribute_map(m, model, x, int(target), **kw)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``"unknown CPU"`` where it cannot be read).
+
+    Examples::
+
+        >>> isinstance(cpu_model(), str)
+        True
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def machine_description(device: str = "cpu") -> str:
+    """What every timing in docs/ names: CPU model, cores, torch build, threads, and the GPU if one is used.
+
+    Examples::
+
+        >>> "threads" in machine_description()
+        True
+    """
+    text = (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+    if torch.device(device).type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
