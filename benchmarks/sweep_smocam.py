@@ -62,6 +62,7 @@ from captum_smocam.benchmarking import (
     load_model,
     load_subject,
     machine_description,
+    reference_scans,
     split_indices,
     structure_mask,
     voxel_spacing,
@@ -94,11 +95,6 @@ SWEEP_FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 RULE = ("Selection rule (fixed before the run): eligible = time per map <= {max_cost:g} x the poster "
         "configuration's in this run; among eligible configurations, the smallest mean of the ranks of "
         "mean mass_dilated, AUROC and deletion AUC; ties to the lower time.")
-
-
-def reference_scans(meta: dict, n: int) -> torch.Tensor:
-    """The first ``n`` training scans of the model's cohort, normalised: ``n x 1 x X x Y x Z``."""
-    return torch.cat([load_subject(i, meta)[0] for i in split_indices(meta, "train", n)])
 
 
 def smocam_kwargs(cfg: dict, refs: dict) -> dict:

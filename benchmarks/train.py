@@ -41,7 +41,7 @@ from captum_smocam.benchmarking import (
     chunk_ranges,
     synth_sha1,
 )
-from captum_smocam.models import AlexNet3D, VGG3D, load_checkpoint, save_checkpoint
+from captum_smocam.models import AlexNet3D, VGG3D, load_checkpoint, save_checkpoint, set_reference_inputs
 from captum_smocam.preprocessing import normalize_intensity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--n-val", type=int, default=80)
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--n-reference-inputs", type=int, default=8,
+                   help="training subjects stored as SMOCAM's reference inputs (default 8)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3, help="OneCycle peak learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -330,6 +332,8 @@ def main(argv=None):
         "synth_sha1": ",".join(data_sha),
         "test_synth_sha1": data["test"][2],
     }
+    # The first training subjects: SMOCAM's default references (benchmarks/reference_inputs.py).
+    set_reference_inputs(model, torch.from_numpy(np.asarray(x_tr[:args.n_reference_inputs], np.float32))[:, None])
     save_checkpoint(args.out, model, meta)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)", flush=True)
 

@@ -49,11 +49,15 @@ __all__ = [
     "check_metadata",
     "save_checkpoint",
     "load_checkpoint",
+    "set_reference_inputs",
     "load_default_model",
 ]
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT_VERSION = 1
+
+#: Most reference inputs a checkpoint may carry (:func:`set_reference_inputs`).
+MAX_REFERENCE_INPUTS = 64
 
 #: :func:`load_checkpoint` refuses an architecture with more parameters and buffers than this
 #: (the shipped models have about 0.5 million; 200 million float32 values are 800 MB).
@@ -476,11 +480,58 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def set_reference_inputs(model: nn.Module, inputs: Optional[torch.Tensor]) -> nn.Module:
+    """Attach reference inputs to a model: the default ``baselines`` of SMOCAM's ``"preserve"`` objective.
+
+    The inputs (a few normalised training scans of the model's population,
+    ``K x in_channels x X x Y x Z``) are kept as the non-persistent buffer
+    ``model.reference_inputs``: they move with ``model.to(...)``, are not part
+    of ``state_dict()``, and :func:`save_checkpoint` stores them (as float16)
+    beside the weights. ``None`` removes them.
+
+    Args:
+        model (torch.nn.Module): the model (``in_channels`` is checked when it has one).
+        inputs (Tensor or None): ``K x C x X x Y x Z`` with ``1 <= K <= MAX_REFERENCE_INPUTS``.
+
+    Returns:
+        torch.nn.Module: the same model.
+
+    Examples::
+
+        >>> m = VGG3D(2, channels=(4, 8))
+        >>> set_reference_inputs(m, torch.zeros(3, 1, 8, 10, 9)).reference_inputs.shape
+        torch.Size([3, 1, 8, 10, 9])
+        >>> "reference_inputs" in m.state_dict()
+        False
+    """
+    model = _unwrap(model)
+    if inputs is None:
+        if hasattr(model, "reference_inputs"):
+            del model.reference_inputs
+        return model
+    if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+        raise TypeError(f"reference inputs must be a floating-point tensor, got {type(inputs).__name__}")
+    channels = getattr(model, "in_channels", inputs.shape[1] if inputs.dim() > 1 else None)
+    if inputs.dim() != 5 or inputs.shape[1] != channels or not 1 <= inputs.shape[0] <= MAX_REFERENCE_INPUTS:
+        raise ValueError(
+            f"reference inputs must have shape K x {channels} x X x Y x Z with 1 <= K <= {MAX_REFERENCE_INPUTS}, "
+            f"got {tuple(inputs.shape)}"
+        )
+    if not bool(torch.isfinite(inputs).all()):
+        raise ValueError("reference inputs contain NaN or Inf values")
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else inputs.device
+    model.register_buffer("reference_inputs", inputs.detach().to(device=device, dtype=torch.float32).clone(),
+                          persistent=False)
+    return model
+
+
 def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> dict:
     """Write a model and its metadata to a file that :func:`load_checkpoint` reads.
 
     The file holds ``{"state_dict": ..., "metadata": ...}`` made of tensors and
-    plain values only. ``metadata`` is completed with ``format_version``,
+    plain values only, and ``"reference_inputs"`` (float16) when the model has
+    reference inputs (:func:`set_reference_inputs`); ``metadata`` then records
+    their number as ``n_reference_inputs``. ``metadata`` is completed with ``format_version``,
     ``arch``, ``arch_kwargs``, ``output_mean``, ``output_std`` and
     ``default_layer`` taken from the model (values given in ``metadata`` for
     the last three must agree with the model and are overwritten otherwise).
@@ -531,12 +582,19 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
             f"{model.n_outputs} outputs"
         )
     state = OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
+    blob = {"state_dict": state, "metadata": meta}
+    reference = getattr(model, "reference_inputs", None)
+    if isinstance(reference, torch.Tensor):
+        blob["reference_inputs"] = reference.detach().cpu().to(torch.float16)
+        meta["n_reference_inputs"] = int(reference.shape[0])
+    else:
+        meta.pop("n_reference_inputs", None)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.part")
     try:
-        torch.save({"state_dict": state, "metadata": meta}, tmp)
+        torch.save(blob, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -615,7 +673,9 @@ def load_checkpoint(path, map_location="cpu"):
     object (for example one whose ``__reduce__`` would call a function) is
     refused with a ValueError. The model is rebuilt from the metadata's
     ``arch`` and ``arch_kwargs`` and its weights and output statistics loaded
-    strictly.
+    strictly. Reference inputs stored in the file become the model's
+    ``reference_inputs`` buffer (:func:`set_reference_inputs`), which SMOCAM's
+    ``"preserve"`` objective uses when it is given no ``baselines``.
 
     Args:
         path (str or os.PathLike): the checkpoint file.
@@ -645,11 +705,13 @@ def load_checkpoint(path, map_location="cpu"):
     """
     path = os.fspath(path)
     blob = _read_checkpoint_file(path, map_location)
-    if not isinstance(blob, dict) or set(blob) != {"state_dict", "metadata"}:
+    if not isinstance(blob, dict) or not {"state_dict", "metadata"} <= set(blob) <= {
+        "state_dict", "metadata", "reference_inputs"
+    }:
         keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
         raise ValueError(
             f"{path!r} is not a captum_smocam checkpoint: expected a dict with keys "
-            f"['metadata', 'state_dict'], got {keys}"
+            f"['metadata', 'state_dict'] (and optionally 'reference_inputs'), got {keys}"
         )
     meta = blob["metadata"]
     if not isinstance(meta, dict):
@@ -675,6 +737,16 @@ def load_checkpoint(path, map_location="cpu"):
                 f"the model would predict NaN"
             )
     check_metadata(meta, model, where=repr(path))
+    if "reference_inputs" in blob:
+        reference = blob["reference_inputs"]
+        try:
+            set_reference_inputs(model, reference.float() if isinstance(reference, torch.Tensor) else reference)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path!r}: {err}") from None
+        shape = meta.get("input_shape")
+        if shape is not None and list(reference.shape[2:]) != list(shape):
+            raise ValueError(f"{path!r}: reference inputs have spatial shape {tuple(reference.shape[2:])}, "
+                             f"the model's input_shape is {tuple(shape)}")
     model.to(map_location)
     return model.eval(), meta
 

@@ -371,3 +371,26 @@ def test_save_checkpoint_looks_through_dataparallel(tmp_path):
     loaded, meta = load_checkpoint(tmp_path / "dp.pt")
     x = torch.randn(1, 1, *SHAPE)
     assert meta["arch"] == "VGG3D" and torch.equal(model(x), loaded(x))
+
+
+def test_reference_inputs_round_trip_and_are_validated(tmp_path):
+    from captum_smocam.models import set_reference_inputs
+
+    model = VGG3D(2, channels=(4, 8)).eval()
+    refs = torch.randn(3, 1, 8, 10, 9)
+    set_reference_inputs(model, refs)
+    assert "reference_inputs" not in model.state_dict()  # the weights stay the weights
+    path = tmp_path / "m.pt"
+    meta = save_checkpoint(path, model, {"output_names": ["a", "b"]})
+    assert meta["n_reference_inputs"] == 3
+    loaded, meta2 = load_checkpoint(path)
+    torch.testing.assert_close(loaded.reference_inputs, refs.half().float())  # stored as float16
+    assert meta2["n_reference_inputs"] == 3
+    set_reference_inputs(loaded, None)
+    assert not hasattr(loaded, "reference_inputs")
+    save_checkpoint(path, loaded)
+    assert not hasattr(load_checkpoint(path)[0], "reference_inputs")
+    for bad, match in ((torch.randn(3, 2, 8, 10, 9), "K x 1"), (torch.randn(0, 1, 4, 4, 4), "K x 1"),
+                       (torch.full((1, 1, 4, 4, 4), float("nan")), "NaN"), (torch.ones(1, 1, 4, 4, 4).long(), "float")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            set_reference_inputs(model, bad)

@@ -35,6 +35,7 @@ __all__ = [
     "contralateral",
     "voxel_spacing",
     "split_indices",
+    "reference_scans",
     "cohort_volumes",
     "synth_sha1",
     "chunk_ranges",
@@ -236,6 +237,30 @@ def split_indices(meta: dict, split: str, n: Optional[int] = None) -> List[int]:
             raise ValueError(f"asked for {n} {split} subjects; the split has {len(idx)}")
         idx = idx[:n]
     return idx
+
+
+def reference_scans(meta: dict, n: int) -> torch.Tensor:
+    """The first ``n`` training subjects of a model's cohort, normalised as the model saw them.
+
+    What the shipped checkpoints carry as ``reference_inputs``
+    (:func:`captum_smocam.models.set_reference_inputs`): SMOCAM's
+    ``"preserve"`` objective blends the subject's features with theirs.
+
+    Args:
+        meta (dict): checkpoint metadata with ``splits``, ``lr_correlation``
+            and ``intensity_normalization``.
+        n (int): how many.
+
+    Returns:
+        Tensor: ``n x 1 x X x Y x Z`` float32.
+
+    Examples::
+
+        >>> _, meta = untrained_model()
+        >>> reference_scans(meta, 2).shape  # doctest: +SKIP
+        torch.Size([2, 1, 56, 68, 60])
+    """
+    return torch.cat([load_subject(i, meta)[0] for i in split_indices(meta, "train", n)])
 
 
 def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int = 0) -> Dict[str, float]:
