@@ -74,7 +74,7 @@ from ._outputs import OutputSet, prepare_out
 from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
 from .regions import aggregate_region_tables, get_region_table, read_lut
-from .smocam import DEFAULT_N_STEPS, DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
+from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
 
 __all__ = [
     "run_cohort",
@@ -705,7 +705,7 @@ def run_cohort(
     lut: Optional[Union[str, os.PathLike]] = None,
     out: Union[str, os.PathLike] = DEFAULT_OUT,
     layer: Optional[str] = None,
-    n_steps: int = DEFAULT_N_STEPS,
+    n_steps: Optional[int] = None,
     internal_batch_size: Optional[int] = None,
     device: str = "auto",
     force: bool = False,
@@ -739,7 +739,8 @@ def run_cohort(
             map, that is used. Default: None
         out (str or Path, optional): output folder. Default: ``"smocam_cohort"``
         layer (str, optional): layer name; default the checkpoint's. Default: None
-        n_steps (int, optional): SMOCAM optimisation steps. Default: ``DEFAULT_N_STEPS``
+        n_steps (int, optional): SMOCAM optimisation steps. Default: the objective's
+            (``captum_smocam.smocam.OBJECTIVE_DEFAULTS``)
         internal_batch_size (int, optional): at most this many masks optimised
             at once (memory bound; results do not depend on it). Default: None
         device (str, optional): ``"auto"`` (``cuda:LOCAL_RANK`` if available),
@@ -763,8 +764,9 @@ def run_cohort(
     """
     from tqdm.auto import tqdm
 
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer))
+                                or n_steps < 1):
+        raise ValueError(f"n_steps must be an integer >= 1 or None, got {n_steps!r}")
     if internal_batch_size is not None and (not isinstance(internal_batch_size, (int, np.integer))
                                             or internal_batch_size < 1):
         raise ValueError(f"internal_batch_size must be a positive int or None, got {internal_batch_size!r}")
@@ -791,7 +793,9 @@ def run_cohort(
         raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
                          f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
     model_file = _model_file(model)
-    smocam_kwargs = dict(OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE], objective=DEFAULT_OBJECTIVE, n_steps=int(n_steps))
+    smocam_kwargs = dict(OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE], objective=DEFAULT_OBJECTIVE)
+    if n_steps is not None:
+        smocam_kwargs["n_steps"] = int(n_steps)
     settings = {
         "method": "smocam",
         "model": str(model or "vgg"),
@@ -903,7 +907,9 @@ def _add_cohort(sub) -> None:
                    help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--layer", default=None, metavar="NAME", help="layer to explain (default: the checkpoint's)")
-    p.add_argument("--n-steps", type=int, default=DEFAULT_N_STEPS, metavar="N", help=f"SMOCAM optimisation steps (default: {DEFAULT_N_STEPS})")
+    default_steps = OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE]["n_steps"]
+    p.add_argument("--n-steps", type=int, default=None, metavar="N",
+                   help=f"SMOCAM optimisation steps (default: the objective's, {default_steps})")
     p.add_argument("--internal-batch-size", type=int, default=None, metavar="B",
                    help="at most B masks optimised at once (bounds memory; default: all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
