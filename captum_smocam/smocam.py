@@ -33,6 +33,8 @@ import logging
 import math
 import numbers
 import warnings
+import weakref
+from collections import OrderedDict
 from copy import deepcopy
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -601,14 +603,48 @@ def _training_module(model: Optional[Module]) -> Optional[Module]:
     return model
 
 
+#: Copies of models in another dtype, per process (``dtype=``, the poster's float64): the latest few,
+#: keyed on the model's identity and :func:`~captum_smocam._fastpath.module_fingerprint`.
+_DTYPE_COPIES: "OrderedDict[Tuple, Tuple[Any, Module, Tuple[Tensor, ...]]]" = OrderedDict()
+#: Layer features of reference inputs, per process: the latest few (model, layer, references).
+_REFERENCE_FEATURES: "OrderedDict[Tuple, Tuple[Any, Tuple[Tensor, ...], Tensor, Tuple[Tensor, ...]]]" = OrderedDict()
+#: How many entries each of the two caches above keeps.
+CACHE_SIZE = 2
+
+
+def _remember(cache: "OrderedDict", key: Tuple, value: Tuple) -> None:
+    cache[key] = value
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
 def _model_in_dtype(model: Module, layer: Module, dtype: torch.dtype) -> Tuple[Module, Module]:
-    """A copy of ``model`` in ``dtype`` and the copy of ``layer`` inside it (the user's model is untouched)."""
+    """A copy of ``model`` in ``dtype`` and the copy of ``layer`` inside it (the user's model is untouched).
+
+    The copy is made once and reused while the model's state is unchanged
+    (:func:`~captum_smocam._fastpath.module_fingerprint`), so its traced
+    split is reused too.
+    """
+    from ._fastpath import REUSE_SPLITS, module_fingerprint
+
     name = next((n for n, m in model.named_modules() if m is layer), None)
     if name is None:
         logger.info("SMOCAM: the layer is not a submodule of the model; the optimisation stays in the model's dtype")
         return model, layer
-    copy = deepcopy(model).to(dtype)
+    key = (id(model), name, dtype, module_fingerprint(model))
+    hit = _DTYPE_COPIES.get(key) if REUSE_SPLITS else None
+    if hit is not None and hit[0]() is model:
+        _DTYPE_COPIES.move_to_end(key)
+        copy = hit[1]
+    else:
+        copy = deepcopy(model).to(dtype)
+        # The entry holds the original tensors, so that no other tensor can take their identity.
+        _remember(_DTYPE_COPIES, key, (weakref.ref(model), copy, _held_tensors(model)))
     return copy, copy.get_submodule(name)
+
+
+def _held_tensors(module: Optional[Module]) -> Tuple[Tensor, ...]:
+    return () if module is None else (*module.parameters(), *module.buffers())
 
 
 def _cast_floating(args: Any, dtype: torch.dtype) -> Any:
@@ -776,7 +812,6 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         GradientAttribution.__init__(self, forward_func)
         self.history: Optional[Dict[str, Tensor]] = None
         self.path: Optional[str] = None
-        self._reference_cache: Optional[Tuple[Any, Tuple[Tensor, ...], Tensor]] = None
 
     @log_usage()
     def attribute(
@@ -1178,14 +1213,22 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 feats.append(_HookRunner(forward_func, layer, baselines, ref_args, to_input).layer_tensor())
             return self._checked_reference(torch.stack(feats), feature, source)
         module = forward_func if isinstance(forward_func, Module) else None
-        key = (id(forward_func), id(layer), to_input, _state_key(module), _state_key(layer),
+        from ._fastpath import module_fingerprint
+
+        key = (id(forward_func), id(layer), to_input, module_fingerprint(module) if module is not None else (),
+               _state_key(layer),
                tuple((b.shape, b.dtype, b.device) for b in baselines), tuple(a for a in args if not isinstance(a, Tensor)))
-        cached = self._reference_cache
-        if cached is not None and cached[0] == key and all(torch.equal(a, b) for a, b in zip(cached[1], baselines)):
-            return cached[2]
+        hit = _REFERENCE_FEATURES.get(key)
+        if hit is not None and hit[0]() is forward_func and all(torch.equal(a, b) for a, b in zip(hit[1], baselines)):
+            _REFERENCE_FEATURES.move_to_end(key)
+            return hit[2]
         feats = _HookRunner(forward_func, layer, baselines, args, to_input).layer_tensor()
         feats = self._checked_reference(feats.unsqueeze(0), feature, source)
-        self._reference_cache = (key, tuple(b.clone() for b in baselines), feats)
+        try:
+            _remember(_REFERENCE_FEATURES, key, (weakref.ref(forward_func), tuple(b.clone() for b in baselines), feats,
+                                                 _held_tensors(module) + _held_tensors(layer)))
+        except TypeError:  # a forward function that takes no weak reference: not cached
+            pass
         return feats
 
     @staticmethod
