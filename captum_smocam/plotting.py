@@ -41,7 +41,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .regions import as_spatial_array, upsample_to
+from .spatial import as_spatial_array, upsample_to
 
 __all__ = [
     "plot_attribution",
