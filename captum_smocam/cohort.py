@@ -69,7 +69,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from ._io import child_path, nifti_stem
+from ._io import child_path, nifti_stem, save_figure, write_csv, write_json
 from ._outputs import OutputSet, prepare_out
 from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
 from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
@@ -94,6 +94,8 @@ DEFAULT_OUT = "smocam_cohort"
 SUMMARY_TARGETS = 4
 #: Regions per panel of the summary figure.
 SUMMARY_TOP = 10
+#: Significant digits of the numbers in the CSV files.
+CSV_FLOAT_FORMAT = "%.8g"
 #: Process-group timeout: ranks wait this long for each other at the final barrier.
 DIST_TIMEOUT = datetime.timedelta(hours=24)
 
@@ -354,22 +356,8 @@ def dist_context(device: str = "auto") -> DistContext:
 # --------------------------------------------------------------------------
 
 
-def _atomic_write(path, suffix: str = ""):
-    from ._io import atomic_write
-
-    return atomic_write(path, suffix)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with _atomic_write(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-
-
 def _write_csv(path: Path, table: pd.DataFrame) -> None:
-    with _atomic_write(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.8g")
+    write_csv(table, path, float_format=CSV_FLOAT_FORMAT)
 
 
 def _safe(name: str) -> str:
@@ -617,9 +605,7 @@ def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n
     for ax, t in zip(axes, shown):
         plot_region_attention(cohort[cohort["target"] == t], column="share_mean", top=SUMMARY_TOP,
                               title=f"{t} (n={n_scans})", ax=ax)
-    with _atomic_write(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _job_id(ctx: DistContext) -> str:
@@ -816,7 +802,7 @@ def run_cohort(
                     "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size}
         job = _job_id(ctx)
         records: List[dict] = []
-        _write_json(_rank_manifest(out, job, ctx.rank), records)
+        write_json(records, _rank_manifest(out, job, ctx.rank))
         desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
         bar = tqdm(total=len(mine), desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
         # First pass: the scans no other run is working on. Second pass: wait for the others' scans, then
@@ -839,7 +825,7 @@ def run_cohort(
                 finally:
                     oset.release()
                 records.append(record)
-                _write_json(_rank_manifest(out, job, ctx.rank), records)
+                write_json(records, _rank_manifest(out, job, ctx.rank))
                 bar.update(1)
         bar.close()
 
@@ -854,7 +840,7 @@ def run_cohort(
             records = merged
             result["files"] = _merge_cohort(out, records, target_names, bool(label_map), show_progress)
             counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
-            _write_json(out / "manifest.json", {
+            write_json({
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "versions": _versions(),
                 "settings": settings,
@@ -864,7 +850,7 @@ def run_cohort(
                 **{f"n_{k}": v for k, v in counts.items()},
                 "cohort_files": {k: p.name for k, p in result["files"].items()},
                 "scans": records,
-            })
+            }, out / "manifest.json")
             for r in range(ctx.world_size):
                 _rank_manifest(out, job, r).unlink(missing_ok=True)
             _clean_old_rank_manifests(out)

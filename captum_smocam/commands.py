@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._io import child_path, nifti_stem, safe_name
+from ._io import child_path, nifti_stem, safe_name, write_csv
 from ._outputs import OutputSet, prepare_out
 
 #: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
@@ -201,7 +201,7 @@ def _run_explain(args) -> int:
                    show_progress=not args.quiet)
     seconds = time.perf_counter() - t0
     with staged_output(oset, source, args.force, command="explain", model=str(args.model or "vgg")) as stage:
-        preds.to_csv(child_path(stage, f"{stem}_predictions.csv"), index=False)
+        write_csv(preds, child_path(stage, f"{stem}_predictions.csv"))
         rows = []
         for k, t in enumerate(targets):
             name = meta["output_names"][t]
@@ -211,7 +211,7 @@ def _run_explain(args) -> int:
                              output_file=child_path(stage, f"{base}.png"))
             if labels is not None:
                 table = get_region_table(_map_on_label_grid(maps[k], info, labels), labels[0], names)
-                table.to_csv(child_path(stage, f"{base}_regions.csv"), index=False)
+                write_csv(table, child_path(stage, f"{base}_regions.csv"))
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
     for name, top in rows:
@@ -283,9 +283,9 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
     plot_comparison(maps, x[0, 0], outline=outline, cut_coords=cuts, title=f"{name}: where each method looks",
                     output_file=child_path(stage, f"comparison_{fname}.png"))
     if tables:
-        pd.concat(tables, ignore_index=True).to_csv(child_path(stage, f"regions_{fname}.csv"), index=False)
+        write_csv(pd.concat(tables, ignore_index=True), child_path(stage, f"regions_{fname}.csv"))
     summary = pd.DataFrame(rows)
-    summary.to_csv(child_path(stage, f"methods_{fname}.csv"), index=False)
+    write_csv(summary, child_path(stage, f"methods_{fname}.csv"))
     return summary
 
 
@@ -299,7 +299,7 @@ def _run_compare(args) -> int:
     source = os.path.abspath(args.image)
     oset = output_set(args.out, "compare_outputs.json", source, args.force)
     with staged_output(oset, source, args.force, command="compare", model=str(args.model or "vgg")) as stage:
-        preds.to_csv(stage / "predictions.csv", index=False)
+        write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
                            smocam_kwargs=kwargs, show_progress=not args.quiet)
     print(summary.to_string(index=False))
@@ -338,7 +338,7 @@ def _run_demo(args) -> int:
         labels = _load_labels(lab_path, info)
         outline = torch.from_numpy(structure_mask(subject, DEMO_TARGET))
         preds = _predictions_table(model, meta, x, truth=subject.volumes)
-        preds.to_csv(stage / "predictions.csv", index=False)
+        write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, target, COMPARE_METHODS, stage, labels=labels,
                            names=_label_names(None), outline=outline, smocam_kwargs=smocam_kwargs,
                            show_progress=not args.quiet, occlusion_kwargs=occlusion)

@@ -37,6 +37,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from ._io import atomic_write
+
 __all__ = [
     "VGG3D",
     "AlexNet3D",
@@ -535,7 +537,7 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     ``arch``, ``arch_kwargs``, ``output_mean``, ``output_std`` and
     ``default_layer`` taken from the model (values given in ``metadata`` for
     the last three must agree with the model and are overwritten otherwise).
-    The write goes to a temporary name that is renamed at the end.
+    The file is written atomically (:func:`captum_smocam._io.atomic_write`).
 
     Args:
         path (str or os.PathLike): destination file (``.pt``).
@@ -589,16 +591,8 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
         meta["n_reference_inputs"] = int(reference.shape[0])
     else:
         meta.pop("n_reference_inputs", None)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.part")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return meta
 
 
