@@ -17,9 +17,10 @@ and, for the whole cohort (rank 0, at the end)::
     cohort_summary.png       cohort mean share of attention for the first targets
 
 Resumption: a scan is *complete* when its done-marker exists, was written with
-the same settings (model file hash, layer, targets, steps, weights, LUT
-content hash), from the same input files (the marker records path, size,
-mtime and SHA-256 of the scan and of its label map; the content hash decides)
+the same settings (model file hash, layer, targets, SMOCAM's objective and its
+effective settings, LUT content hash), from the same input files (the marker
+records path, size, mtime and SHA-256 of the scan and of its label map; the
+content hash decides)
 and every file it lists exists; complete scans are skipped on a rerun, and a
 scan or label map replaced under the same name is recomputed. A scan's
 files are written in a private staging folder and published as one output set
@@ -72,9 +73,11 @@ from . import __version__
 from ._io import child_path, nifti_stem, save_figure, write_csv, write_json
 from ._outputs import OutputSet, prepare_out
 from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
-from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
+from .pipeline import (  # noqa: F401  (load_model: importable from here as before)
+    DEFAULT_MODEL, check_finite_outputs, explain, load_model, resolve_device, resolve_layer, resolve_model, resolve_targets,
+    smocam_settings,
+)
 from .regions import aggregate_region_tables, get_region_table, read_lut
-from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
 
 __all__ = [
     "run_cohort",
@@ -89,7 +92,7 @@ __all__ = [
 ]
 
 #: Output folder used when ``--out`` is not given.
-DEFAULT_OUT = "smocam_cohort"
+DEFAULT_OUT = "smocam-cohort"
 #: The summary figure shows the cohort means of at most this many targets.
 SUMMARY_TARGETS = 4
 #: Regions per panel of the summary figure.
@@ -316,22 +319,16 @@ def dist_context(device: str = "auto") -> DistContext:
     Returns:
         DistContext: rank, world size, device, whether a group was initialised.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
     rank = _env_int("RANK", 0)
     world = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", world)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}")
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    if device == "cuda" and not use_cuda:
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    dev = resolve_device(device, local_rank)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -370,16 +367,6 @@ def _file_sha256(path: Union[str, os.PathLike]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def _model_file(spec: Optional[str]) -> Optional[Path]:
-    from .models import DEFAULT_MODELS
-
-    spec = spec or "vgg"
-    if spec in DEFAULT_MODELS:
-        res = importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[spec]
-        return Path(str(res)) if res.is_file() else None
-    return Path(spec) if os.path.isfile(spec) else None
 
 
 def _versions() -> Dict[str, str]:
@@ -663,23 +650,6 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
         if stage is not None:
             oset.discard(stage)
     return record
-    t0 = time.perf_counter()
-    stage = oset.new_stage()
-    try:
-        timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
-        timings["total_s"] = time.perf_counter() - t0
-        record.update(status="done", timings=timings,
-                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
-        oset.commit(stage, {**record, "settings": settings, "versions": _versions()}, merge=False, overwrite=True)
-    except Exception as exc:  # one bad scan never stops the cohort
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
-                      timings={"total_s": time.perf_counter() - t0})
-        record.pop("finished", None)
-        bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}", file=sys.stderr)
-    finally:
-        oset.discard(stage)
-    return record
 
 
 def run_cohort(
@@ -691,6 +661,7 @@ def run_cohort(
     lut: Optional[Union[str, os.PathLike]] = None,
     out: Union[str, os.PathLike] = DEFAULT_OUT,
     layer: Optional[str] = None,
+    objective: Optional[str] = None,
     n_steps: Optional[int] = None,
     internal_batch_size: Optional[int] = None,
     device: str = "auto",
@@ -723,8 +694,10 @@ def run_cohort(
         lut (str or Path, optional): ``FreeSurferColorLUT.txt``-format names of
             the labels; if None and a ``labels.txt`` lies beside the first label
             map, that is used. Default: None
-        out (str or Path, optional): output folder. Default: ``"smocam_cohort"``
+        out (str or Path, optional): output folder. Default: ``"smocam-cohort"``
         layer (str, optional): layer name; default the checkpoint's. Default: None
+        objective (str, optional): SMOCAM's objective, ``"preserve"`` or ``"poster"``.
+            Default: :data:`captum_smocam.smocam.DEFAULT_OBJECTIVE`
         n_steps (int, optional): SMOCAM optimisation steps. Default: the objective's
             (``captum_smocam.smocam.OBJECTIVE_DEFAULTS``)
         internal_batch_size (int, optional): at most this many masks optimised
@@ -739,7 +712,8 @@ def run_cohort(
     Returns:
         dict: ``"records"`` (per-scan dicts as in the manifest; on rank 0 all
         scans, on other ranks their own), ``"n_done"``, ``"n_skipped"``,
-        ``"n_failed"``, ``"files"`` (cohort files written, rank 0) and ``"out"``.
+        ``"n_failed"``, ``"files"`` (cohort files written, rank 0), ``"out"`` and
+        ``"rank"`` (this process's rank).
 
     Examples::
 
@@ -750,9 +724,7 @@ def run_cohort(
     """
     from tqdm.auto import tqdm
 
-    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer))
-                                or n_steps < 1):
-        raise ValueError(f"n_steps must be an integer >= 1 or None, got {n_steps!r}")
+    smocam_kwargs, effective = smocam_settings(objective, n_steps=n_steps)
     if internal_batch_size is not None and (not isinstance(internal_batch_size, (int, np.integer))
                                             or internal_batch_size < 1):
         raise ValueError(f"internal_batch_size must be a positive int or None, got {internal_batch_size!r}")
@@ -769,7 +741,7 @@ def run_cohort(
         lut = beside if beside.is_file() else None
     lut_names = read_lut(lut) if lut is not None else None
 
-    net, metadata = load_model(model)
+    net, metadata, model_file = resolve_model(model)
     layer_name, layer_module = resolve_layer(net, metadata, layer)
     target_idx = resolve_targets(metadata, targets)
     target_names = [str(metadata["output_names"][i]) for i in target_idx]
@@ -778,17 +750,13 @@ def run_cohort(
     if clash:
         raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
                          f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
-    model_file = _model_file(model)
-    smocam_kwargs = dict(OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE], objective=DEFAULT_OBJECTIVE)
-    if n_steps is not None:
-        smocam_kwargs["n_steps"] = int(n_steps)
     settings = {
         "method": "smocam",
-        "model": str(model or "vgg"),
-        "model_sha256": _file_sha256(model_file) if model_file else None,
+        "model": str(model or DEFAULT_MODEL),
+        "model_sha256": _file_sha256(model_file),
         "layer": layer_name,
         "targets": target_names,
-        **smocam_kwargs,
+        **effective,
         "lut_sha256": _file_sha256(lut) if lut is not None else None,
         "preprocessing_version": PREPROCESSING_VERSION,
     }
@@ -858,62 +826,7 @@ def run_cohort(
     finally:
         ctx.close()
     result["records"] = records
+    result["rank"] = ctx.rank
     for s in ("done", "skipped", "failed"):
         result[f"n_{s}"] = sum(r["status"] == s for r in records)
     return result
-
-
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-
-
-def _add_cohort(sub) -> None:
-    p = sub.add_parser(
-        "cohort",
-        help="SMOCAM maps, region tables and predictions for every scan of a cohort (resumable; torchrun shards)",
-        description=(
-            "Explain every scan of a cohort: per scan, maps (one NIfTI per target on the scan's grid), a region "
-            "table and predictions; then cohort tables (mean and sd per region) and a summary figure. Complete "
-            "scans are skipped on a rerun. Under torchrun --nproc_per_node=N the scans are sharded across ranks."
-        ),
-    )
-    p.add_argument("--images", nargs="+", required=True, metavar="GLOB_OR_LIST",
-                   help="T1 scans: globs (quote them), .txt list files or paths")
-    p.add_argument("--model", default="vgg", metavar="CKPT_OR_NAME", help="checkpoint path or shipped model name (default: vgg)")
-    p.add_argument("--targets", default="all", metavar="all|NAMES",
-                   help="outputs to explain: 'all' or comma-separated names/indices (default: all)")
-    p.add_argument("--labels", nargs="+", default=None, metavar="GLOB",
-                   help="label maps on the scans' grids, paired by subject id (sub-XX[_ses-YY] or file stem); "
-                        "a scan without one gets no region table")
-    p.add_argument("--pair-labels", choices=PAIRINGS, default="id",
-                   help="id (default): pair label maps with scans by subject id and refuse ambiguous pairings; "
-                        "sorted: pair the i-th scan with the i-th label map in sorted order")
-    p.add_argument("--lut", default=None, metavar="FILE",
-                   help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--layer", default=None, metavar="NAME", help="layer to explain (default: the checkpoint's)")
-    default_steps = OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE]["n_steps"]
-    p.add_argument("--n-steps", type=int, default=None, metavar="N",
-                   help=f"SMOCAM optimisation steps (default: the objective's, {default_steps})")
-    p.add_argument("--internal-batch-size", type=int, default=None, metavar="B",
-                   help="at most B masks optimised at once (bounds memory; default: all)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto (default): cuda:LOCAL_RANK when CUDA is available, else cpu")
-    p.add_argument("--force", action="store_true", help="redo scans that are already complete")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_cohort)
-
-
-def _run_cohort(args) -> int:
-    """Run ``smocam cohort``; exit status 1 if any scan failed (rank 0), else 0."""
-    res = run_cohort(
-        args.images, args.model, args.targets, labels=args.labels, lut=args.lut, out=args.out,
-        layer=args.layer, n_steps=args.n_steps, internal_batch_size=args.internal_batch_size,
-        device=args.device, force=args.force, show_progress=not args.no_progress, pair_labels=args.pair_labels,
-    )
-    if _env_int("RANK", 0) != 0:
-        return 0
-    print(f"smocam cohort: {res['n_done']} done, {res['n_skipped']} skipped (complete), "
-          f"{res['n_failed']} failed; results in {res['out']}", file=sys.stderr)
-    return 1 if res["n_failed"] else 0

@@ -53,6 +53,7 @@ __all__ = [
     "load_checkpoint",
     "set_reference_inputs",
     "load_default_model",
+    "default_model_file",
 ]
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
@@ -886,6 +887,28 @@ def load_default_model(name: str = "vgg"):
         >>> meta["output_names"][:2]  # doctest: +SKIP
         ['left_lateral_ventricle', 'right_lateral_ventricle']
     """
+    with importlib.resources.as_file(default_model_file(name)) as path:
+        return load_checkpoint(path)
+
+
+def default_model_file(name: str = "vgg"):
+    """Where the shipped model ``name`` is installed: the file :func:`load_default_model` reads.
+
+    Args:
+        name (str, optional): a key of :data:`DEFAULT_MODELS`. Default: ``"vgg"``
+
+    Returns:
+        importlib.resources.abc.Traversable: the file inside the package (a plain path in a normal install).
+
+    Raises:
+        ValueError: ``name`` is not a shipped model.
+        FileNotFoundError: the model's file is not installed.
+
+    Examples::
+
+        >>> default_model_file("vgg").name
+        'vgg3d_default.pt'
+    """
     if name not in DEFAULT_MODELS:
         raise ValueError(f"unknown default model {name!r}; expected one of {sorted(DEFAULT_MODELS)}")
     resource = importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]
@@ -894,5 +917,4 @@ def load_default_model(name: str = "vgg"):
             f"the shipped model {name!r} ({DEFAULT_MODELS[name]}) is not installed in "
             f"{resource}; train it with benchmarks/train.py (see docs/models.md)"
         )
-    with importlib.resources.as_file(resource) as path:
-        return load_checkpoint(path)
+    return resource
