@@ -42,7 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Optional, Union
 
-from ._io import atomic_write, child_path
+from ._io import child_path, write_json
 
 try:  # pragma: no cover - always there on Linux and macOS
     import fcntl
@@ -63,13 +63,6 @@ LEGACY_STALE_S = 600.0
 
 class OutputExistsError(FileExistsError):
     """The folder holds files of another input (or files smocam did not write) under the new names."""
-
-
-def _write_json(path: Path, obj) -> None:
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, default=str)
-            fh.write("\n")
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -203,8 +196,8 @@ class OutputSet:
         return stage
 
     def _own(self, tmp_dir: Path) -> None:
-        _write_json(tmp_dir / OWNER_FILE, {"manifest": self.manifest, "pid": os.getpid(),
-                                           "host": socket.gethostname(), "created": time.time()})
+        write_json({"manifest": self.manifest, "pid": os.getpid(), "host": socket.gethostname(),
+                    "created": time.time()}, tmp_dir / OWNER_FILE)
 
     def commit(self, stage: Path, manifest: dict, *, merge: bool = True, overwrite: bool = False) -> dict:
         """Publish the files of ``stage`` as the set, atomically; return the manifest written.
@@ -247,11 +240,11 @@ class OutputSet:
         retire = sorted(f for f in retire if os.path.lexists(child_path(self.folder, f)))
         txn = uuid.uuid4().hex
         written = {**manifest, "files": files, "txn": txn}
-        _write_json(child_path(stage, self.manifest), written)
+        write_json(written, child_path(stage, self.manifest))
         backup = Path(tempfile.mkdtemp(prefix=BACKUP_PREFIX, dir=self.folder))
         self._own(backup)
         journal = {"txn": txn, "stage": stage.name, "backup": backup.name, "new": staged + [self.manifest]}
-        _write_json(self.journal_path, journal)
+        write_json(journal, self.journal_path)
         committed = False
         try:
             if os.path.lexists(self.manifest_path):  # first: while files move, the set has no manifest

@@ -17,9 +17,10 @@ and, for the whole cohort (rank 0, at the end)::
     cohort_summary.png       cohort mean share of attention for the first targets
 
 Resumption: a scan is *complete* when its done-marker exists, was written with
-the same settings (model file hash, layer, targets, steps, weights, LUT
-content hash), from the same input files (the marker records path, size,
-mtime and SHA-256 of the scan and of its label map; the content hash decides)
+the same settings (model file hash, layer, targets, SMOCAM's objective and its
+effective settings, LUT content hash), from the same input files (the marker
+records path, size, mtime and SHA-256 of the scan and of its label map; the
+content hash decides)
 and every file it lists exists; complete scans are skipped on a rerun, and a
 scan or label map replaced under the same name is recomputed. A scan's
 files are written in a private staging folder and published as one output set
@@ -69,12 +70,14 @@ import pandas as pd
 import torch
 
 from . import __version__
-from ._io import child_path, nifti_stem
+from ._io import child_path, nifti_stem, save_figure, write_csv, write_json
 from ._outputs import OutputSet, prepare_out
 from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
-from .pipeline import check_finite_outputs, explain, load_model, resolve_layer, resolve_targets
+from .pipeline import (  # noqa: F401  (load_model: importable from here as before)
+    DEFAULT_MODEL, check_finite_outputs, explain, load_model, resolve_device, resolve_layer, resolve_model, resolve_targets,
+    smocam_settings,
+)
 from .regions import aggregate_region_tables, get_region_table, read_lut
-from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
 
 __all__ = [
     "run_cohort",
@@ -89,11 +92,13 @@ __all__ = [
 ]
 
 #: Output folder used when ``--out`` is not given.
-DEFAULT_OUT = "smocam_cohort"
+DEFAULT_OUT = "smocam-cohort"
 #: The summary figure shows the cohort means of at most this many targets.
 SUMMARY_TARGETS = 4
 #: Regions per panel of the summary figure.
 SUMMARY_TOP = 10
+#: Significant digits of the numbers in the CSV files.
+CSV_FLOAT_FORMAT = "%.8g"
 #: Process-group timeout: ranks wait this long for each other at the final barrier.
 DIST_TIMEOUT = datetime.timedelta(hours=24)
 
@@ -314,22 +319,16 @@ def dist_context(device: str = "auto") -> DistContext:
     Returns:
         DistContext: rank, world size, device, whether a group was initialised.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
     rank = _env_int("RANK", 0)
     world = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", world)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}")
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    if device == "cuda" and not use_cuda:
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    dev = resolve_device(device, local_rank)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -354,22 +353,8 @@ def dist_context(device: str = "auto") -> DistContext:
 # --------------------------------------------------------------------------
 
 
-def _atomic_write(path, suffix: str = ""):
-    from ._io import atomic_write
-
-    return atomic_write(path, suffix)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with _atomic_write(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-
-
 def _write_csv(path: Path, table: pd.DataFrame) -> None:
-    with _atomic_write(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.8g")
+    write_csv(table, path, float_format=CSV_FLOAT_FORMAT)
 
 
 def _safe(name: str) -> str:
@@ -382,16 +367,6 @@ def _file_sha256(path: Union[str, os.PathLike]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def _model_file(spec: Optional[str]) -> Optional[Path]:
-    from .models import DEFAULT_MODELS
-
-    spec = spec or "vgg"
-    if spec in DEFAULT_MODELS:
-        res = importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[spec]
-        return Path(str(res)) if res.is_file() else None
-    return Path(spec) if os.path.isfile(spec) else None
 
 
 def _versions() -> Dict[str, str]:
@@ -617,9 +592,7 @@ def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n
     for ax, t in zip(axes, shown):
         plot_region_attention(cohort[cohort["target"] == t], column="share_mean", top=SUMMARY_TOP,
                               title=f"{t} (n={n_scans})", ax=ax)
-    with _atomic_write(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _job_id(ctx: DistContext) -> str:
@@ -677,23 +650,6 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
         if stage is not None:
             oset.discard(stage)
     return record
-    t0 = time.perf_counter()
-    stage = oset.new_stage()
-    try:
-        timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
-        timings["total_s"] = time.perf_counter() - t0
-        record.update(status="done", timings=timings,
-                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
-        oset.commit(stage, {**record, "settings": settings, "versions": _versions()}, merge=False, overwrite=True)
-    except Exception as exc:  # one bad scan never stops the cohort
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
-                      timings={"total_s": time.perf_counter() - t0})
-        record.pop("finished", None)
-        bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}", file=sys.stderr)
-    finally:
-        oset.discard(stage)
-    return record
 
 
 def run_cohort(
@@ -705,6 +661,7 @@ def run_cohort(
     lut: Optional[Union[str, os.PathLike]] = None,
     out: Union[str, os.PathLike] = DEFAULT_OUT,
     layer: Optional[str] = None,
+    objective: Optional[str] = None,
     n_steps: Optional[int] = None,
     internal_batch_size: Optional[int] = None,
     device: str = "auto",
@@ -737,8 +694,10 @@ def run_cohort(
         lut (str or Path, optional): ``FreeSurferColorLUT.txt``-format names of
             the labels; if None and a ``labels.txt`` lies beside the first label
             map, that is used. Default: None
-        out (str or Path, optional): output folder. Default: ``"smocam_cohort"``
+        out (str or Path, optional): output folder. Default: ``"smocam-cohort"``
         layer (str, optional): layer name; default the checkpoint's. Default: None
+        objective (str, optional): SMOCAM's objective, ``"preserve"`` or ``"poster"``.
+            Default: :data:`captum_smocam.smocam.DEFAULT_OBJECTIVE`
         n_steps (int, optional): SMOCAM optimisation steps. Default: the objective's
             (``captum_smocam.smocam.OBJECTIVE_DEFAULTS``)
         internal_batch_size (int, optional): at most this many masks optimised
@@ -753,7 +712,8 @@ def run_cohort(
     Returns:
         dict: ``"records"`` (per-scan dicts as in the manifest; on rank 0 all
         scans, on other ranks their own), ``"n_done"``, ``"n_skipped"``,
-        ``"n_failed"``, ``"files"`` (cohort files written, rank 0) and ``"out"``.
+        ``"n_failed"``, ``"files"`` (cohort files written, rank 0), ``"out"`` and
+        ``"rank"`` (this process's rank).
 
     Examples::
 
@@ -764,9 +724,7 @@ def run_cohort(
     """
     from tqdm.auto import tqdm
 
-    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer))
-                                or n_steps < 1):
-        raise ValueError(f"n_steps must be an integer >= 1 or None, got {n_steps!r}")
+    smocam_kwargs, effective = smocam_settings(objective, n_steps=n_steps)
     if internal_batch_size is not None and (not isinstance(internal_batch_size, (int, np.integer))
                                             or internal_batch_size < 1):
         raise ValueError(f"internal_batch_size must be a positive int or None, got {internal_batch_size!r}")
@@ -783,7 +741,7 @@ def run_cohort(
         lut = beside if beside.is_file() else None
     lut_names = read_lut(lut) if lut is not None else None
 
-    net, metadata = load_model(model)
+    net, metadata, model_file = resolve_model(model)
     layer_name, layer_module = resolve_layer(net, metadata, layer)
     target_idx = resolve_targets(metadata, targets)
     target_names = [str(metadata["output_names"][i]) for i in target_idx]
@@ -792,17 +750,13 @@ def run_cohort(
     if clash:
         raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
                          f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
-    model_file = _model_file(model)
-    smocam_kwargs = dict(OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE], objective=DEFAULT_OBJECTIVE)
-    if n_steps is not None:
-        smocam_kwargs["n_steps"] = int(n_steps)
     settings = {
         "method": "smocam",
-        "model": str(model or "vgg"),
-        "model_sha256": _file_sha256(model_file) if model_file else None,
+        "model": str(model or DEFAULT_MODEL),
+        "model_sha256": _file_sha256(model_file),
         "layer": layer_name,
         "targets": target_names,
-        **smocam_kwargs,
+        **effective,
         "lut_sha256": _file_sha256(lut) if lut is not None else None,
         "preprocessing_version": PREPROCESSING_VERSION,
     }
@@ -816,7 +770,7 @@ def run_cohort(
                     "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size}
         job = _job_id(ctx)
         records: List[dict] = []
-        _write_json(_rank_manifest(out, job, ctx.rank), records)
+        write_json(records, _rank_manifest(out, job, ctx.rank))
         desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
         bar = tqdm(total=len(mine), desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
         # First pass: the scans no other run is working on. Second pass: wait for the others' scans, then
@@ -839,7 +793,7 @@ def run_cohort(
                 finally:
                     oset.release()
                 records.append(record)
-                _write_json(_rank_manifest(out, job, ctx.rank), records)
+                write_json(records, _rank_manifest(out, job, ctx.rank))
                 bar.update(1)
         bar.close()
 
@@ -854,7 +808,7 @@ def run_cohort(
             records = merged
             result["files"] = _merge_cohort(out, records, target_names, bool(label_map), show_progress)
             counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
-            _write_json(out / "manifest.json", {
+            write_json({
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "versions": _versions(),
                 "settings": settings,
@@ -864,7 +818,7 @@ def run_cohort(
                 **{f"n_{k}": v for k, v in counts.items()},
                 "cohort_files": {k: p.name for k, p in result["files"].items()},
                 "scans": records,
-            })
+            }, out / "manifest.json")
             for r in range(ctx.world_size):
                 _rank_manifest(out, job, r).unlink(missing_ok=True)
             _clean_old_rank_manifests(out)
@@ -872,62 +826,7 @@ def run_cohort(
     finally:
         ctx.close()
     result["records"] = records
+    result["rank"] = ctx.rank
     for s in ("done", "skipped", "failed"):
         result[f"n_{s}"] = sum(r["status"] == s for r in records)
     return result
-
-
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-
-
-def _add_cohort(sub) -> None:
-    p = sub.add_parser(
-        "cohort",
-        help="SMOCAM maps, region tables and predictions for every scan of a cohort (resumable; torchrun shards)",
-        description=(
-            "Explain every scan of a cohort: per scan, maps (one NIfTI per target on the scan's grid), a region "
-            "table and predictions; then cohort tables (mean and sd per region) and a summary figure. Complete "
-            "scans are skipped on a rerun. Under torchrun --nproc_per_node=N the scans are sharded across ranks."
-        ),
-    )
-    p.add_argument("--images", nargs="+", required=True, metavar="GLOB_OR_LIST",
-                   help="T1 scans: globs (quote them), .txt list files or paths")
-    p.add_argument("--model", default="vgg", metavar="CKPT_OR_NAME", help="checkpoint path or shipped model name (default: vgg)")
-    p.add_argument("--targets", default="all", metavar="all|NAMES",
-                   help="outputs to explain: 'all' or comma-separated names/indices (default: all)")
-    p.add_argument("--labels", nargs="+", default=None, metavar="GLOB",
-                   help="label maps on the scans' grids, paired by subject id (sub-XX[_ses-YY] or file stem); "
-                        "a scan without one gets no region table")
-    p.add_argument("--pair-labels", choices=PAIRINGS, default="id",
-                   help="id (default): pair label maps with scans by subject id and refuse ambiguous pairings; "
-                        "sorted: pair the i-th scan with the i-th label map in sorted order")
-    p.add_argument("--lut", default=None, metavar="FILE",
-                   help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--layer", default=None, metavar="NAME", help="layer to explain (default: the checkpoint's)")
-    default_steps = OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE]["n_steps"]
-    p.add_argument("--n-steps", type=int, default=None, metavar="N",
-                   help=f"SMOCAM optimisation steps (default: the objective's, {default_steps})")
-    p.add_argument("--internal-batch-size", type=int, default=None, metavar="B",
-                   help="at most B masks optimised at once (bounds memory; default: all)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto (default): cuda:LOCAL_RANK when CUDA is available, else cpu")
-    p.add_argument("--force", action="store_true", help="redo scans that are already complete")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_cohort)
-
-
-def _run_cohort(args) -> int:
-    """Run ``smocam cohort``; exit status 1 if any scan failed (rank 0), else 0."""
-    res = run_cohort(
-        args.images, args.model, args.targets, labels=args.labels, lut=args.lut, out=args.out,
-        layer=args.layer, n_steps=args.n_steps, internal_batch_size=args.internal_batch_size,
-        device=args.device, force=args.force, show_progress=not args.no_progress, pair_labels=args.pair_labels,
-    )
-    if _env_int("RANK", 0) != 0:
-        return 0
-    print(f"smocam cohort: {res['n_done']} done, {res['n_skipped']} skipped (complete), "
-          f"{res['n_failed']} failed; results in {res['out']}", file=sys.stderr)
-    return 1 if res["n_failed"] else 0

@@ -1,16 +1,29 @@
-"""The ``smocam explain``, ``smocam compare`` and ``smocam demo`` sub-commands.
+"""The sub-commands of ``smocam``: ``demo``, ``explain``, ``compare``, ``cohort`` and ``synth``.
 
-All three write into ``--out`` through :func:`staged_output`: the files are
-written in a private staging folder and published as one *output set*
-(:class:`captum_smocam._outputs.OutputSet`): all of them or none, with a
-manifest naming the set (``<stem>_outputs.json`` for ``explain``,
-``compare_outputs.json``, ``demo_outputs.json``) moved in last, so a failed or
-killed run leaves ``--out`` as it was. A set records the input it was computed
-from; outputs of another input under the same names, or files no smocam
-manifest lists, are not overwritten unless ``--force`` is given. Everything a
-user can get wrong (a missing or unreadable scan, an unknown target or layer, a
-scan that does not cover the model grid, an unusable ``--out``) is checked
-before the expensive part.
+Each is a pair of functions: ``_add_<name>(subparsers)`` declares its
+arguments and ``_run_<name>(args)`` does the work; :data:`captum_smocam.cli.SUBCOMMANDS`
+lists them. A flag means one thing everywhere, declared once by the
+``_add_*_args`` helpers below: ``--model``, ``--layer``, ``--target``,
+``--objective``, ``--n-steps``, ``--labels``, ``--lut``, and ``--out``,
+``--force``, ``--device`` and ``--no-progress`` on every command that
+computes. Renamed flags keep their old spelling for one release, with a
+warning on use (:data:`DEPRECATED_FLAGS`). SMOCAM gets only the settings the
+user gave (:func:`captum_smocam.pipeline.smocam_settings`); the others are the
+objective's defaults.
+
+``explain``, ``compare`` and ``demo`` write into ``--out`` through
+:func:`staged_output`: the files are written in a private staging folder and
+published as one *output set* (:class:`captum_smocam._outputs.OutputSet`): all
+of them or none, with a manifest naming the set (``<stem>_outputs.json`` for
+``explain``, ``compare_outputs.json``, ``demo_outputs.json``) moved in last, so
+a failed or killed run leaves ``--out`` as it was. A set records the input it
+was computed from; outputs of another input under the same names, or files no
+smocam manifest lists, are not overwritten unless ``--force`` is given.
+Everything a user can get wrong (a missing or unreadable scan, an unknown
+target or layer, a scan that does not cover the model grid, an unusable
+``--out``) is checked before the expensive part. ``cohort`` runs
+:func:`captum_smocam.cohort.run_cohort`; ``synth`` writes a synthetic cohort
+(:func:`captum_smocam.synth.write_cohort`).
 """
 from __future__ import annotations
 
@@ -18,6 +31,7 @@ import argparse
 import contextlib
 import datetime
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -26,13 +40,94 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._io import child_path, nifti_stem, safe_name
+from ._io import child_path, nifti_stem, safe_name, write_csv
 from ._outputs import OutputSet, prepare_out
+from .cohort import DEFAULT_OUT as COHORT_OUT
+from .pipeline import DEFAULT_MODEL, DEVICES
+from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS, OBJECTIVES
 
 #: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
 COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
 #: The structure the demo explains (the poster's figure).
 DEMO_TARGET = "right_lateral_ventricle"
+#: ``--out`` when it is not given, per command.
+DEFAULT_OUT = {"explain": "smocam-out", "compare": "smocam-out", "demo": "smocam-demo", "cohort": COHORT_OUT}
+#: Old spelling -> new spelling of the renamed flags (``--quiet`` of explain, compare and demo; ``--targets``
+#: of cohort): the old one still works for one release, with a warning.
+DEPRECATED_FLAGS = {"--quiet": "--no-progress", "--targets": "--target"}
+
+
+class CLIError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+# --------------------------------------------------------------------------- #
+# Shared arguments
+# --------------------------------------------------------------------------- #
+class _DeprecatedFlag(argparse.Action):
+    """The old spelling of a renamed flag: does what the new one does, and says so on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"smocam: warning: {option_string} is deprecated and goes in the next release; use "
+              f"{DEPRECATED_FLAGS[option_string]}", file=sys.stderr)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def _add_flag(p: argparse.ArgumentParser, flag: str, *, old: Optional[str] = None, **kwargs) -> None:
+    """``p.add_argument(flag, ...)``, and its old spelling ``old`` (see :data:`DEPRECATED_FLAGS`), hidden from --help."""
+    p.add_argument(flag, **kwargs)
+    if old is not None:
+        store_true = kwargs.get("action") == "store_true"
+        p.add_argument(old, dest=flag.lstrip("-").replace("-", "_"), action=_DeprecatedFlag,
+                       nargs=0 if store_true else None, const=True if store_true else None, help=argparse.SUPPRESS)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="CKPT_OR_NAME",
+                   help=f"checkpoint file or shipped model name (default: {DEFAULT_MODEL})")
+    p.add_argument("--layer", default=None, metavar="NAME",
+                   help="layer to explain at (default: the checkpoint's default_layer)")
+
+
+def _add_target_arg(p: argparse.ArgumentParser, what: str, default: Optional[str] = None,
+                    old: Optional[str] = None) -> None:
+    _add_flag(p, "--target", old=old, required=default is None, default=default, metavar="TARGET",
+              help=what + (f" ({old} is the old spelling)" if old else ""))
+
+
+def _add_smocam_args(p: argparse.ArgumentParser) -> None:
+    steps = ", ".join(f"{o} {OBJECTIVE_DEFAULTS[o]['n_steps']}" for o in OBJECTIVES)
+    p.add_argument("--objective", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
+                   help=f"SMOCAM's objective (default: {DEFAULT_OBJECTIVE}; see docs/method.md)")
+    p.add_argument("--n-steps", type=int, default=None, metavar="N",
+                   help=f"SMOCAM optimisation steps (default: the objective's: {steps})")
+
+
+def _add_label_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default=None, help="label map (NIfTI) on the scan's grid, for region tables")
+    p.add_argument("--lut", default=None, metavar="FILE",
+                   help="FreeSurferColorLUT-format label names (default: labels.txt beside the label map)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, command: str, force_help: str, old_progress: Optional[str] = None
+                  ) -> None:
+    """``--out``, ``--force``, ``--device`` and ``--no-progress``: every command that computes has them."""
+    p.add_argument("--out", default=DEFAULT_OUT[command], metavar="DIR",
+                   help=f"output folder (default: {DEFAULT_OUT[command]})")
+    p.add_argument("--force", action="store_true", help=force_help)
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto (default): CUDA when available, else cpu")
+    _add_flag(p, "--no-progress", old=old_progress, action="store_true",
+              help="no progress bars" + (f" ({old_progress} is the old spelling)" if old_progress else ""))
+
+
+def _smocam_kwargs(args) -> Dict:
+    """What the user gave of SMOCAM's settings, checked (see :func:`captum_smocam.pipeline.smocam_settings`)."""
+    from .pipeline import smocam_settings
+
+    if args.n_steps is not None and args.n_steps < 1:
+        raise ValueError(f"--n-steps must be >= 1, got {args.n_steps}")
+    return smocam_settings(args.objective, n_steps=args.n_steps)[0]
 
 
 def output_set(out_dir, manifest: str, source: str, overwrite: bool = False) -> OutputSet:
@@ -82,47 +177,20 @@ def staged_output(oset: OutputSet, source: str, overwrite: bool = False, **recor
             oset.discard(stage)
 
 
-def _common_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="checkpoint file or shipped model name (default: vgg)")
-    p.add_argument("--layer", default=None, help="layer to explain at (default: the checkpoint's default_layer)")
-    p.add_argument("--n-steps", type=int, default=None, help="SMOCAM optimisation steps (default: library default)")
-    p.add_argument("--labels", default=None, help="label map (NIfTI) on the scan's grid, for region tables")
-    p.add_argument("--lut", default=None, help="FreeSurferColorLUT-format file naming the labels")
-    p.add_argument("--out", default="smocam-out", help="output folder (default: smocam-out)")
-    p.add_argument("--force", action="store_true",
-                   help="replace outputs in --out that come from another input (or that no smocam run wrote)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _smocam_kwargs(args) -> Dict:
-    if args.n_steps is not None and args.n_steps < 1:
-        raise ValueError(f"--n-steps must be >= 1, got {args.n_steps}")
-    return {} if args.n_steps is None else {"n_steps": args.n_steps}
-
-
-def _load_labels(path, info):
-    """The label map of the scan (see :func:`captum_smocam.nifti.load_label_map`): ``(labels, affine)``."""
-    from .nifti import load_label_map
-
-    if path is None:
-        return None
-    return load_label_map(path, info)
-
-
-def _label_names(lut: Optional[str]):
+def _label_names(lut: Optional[str], label_path: Optional[str]) -> Optional[Dict[int, str]]:
+    """Label names from ``--lut``, else from ``labels.txt`` beside the label map, else None (``label_<k>``)."""
     from .regions import read_lut
 
     if lut is None:
-        from .synth import LABELS
-
-        return dict(LABELS)
+        beside = Path(label_path).parent / "labels.txt" if label_path is not None else None
+        return read_lut(beside) if beside is not None and beside.is_file() else None
     if not os.path.isfile(lut):
         raise FileNotFoundError(f"look-up table not found: {lut}")
     return read_lut(lut)
 
 
 def _map_on_label_grid(map_model_grid: torch.Tensor, info, labels) -> np.ndarray:
-    """A model-grid map resampled onto the label map's grid (``labels`` from :func:`_load_labels`)."""
+    """A model-grid map resampled onto the label map's grid (``labels`` from ``load_label_map``)."""
     from .nifti import map_to_grid
 
     return map_to_grid(map_model_grid, info, labels[1], labels[0].shape)
@@ -130,16 +198,17 @@ def _map_on_label_grid(map_model_grid: torch.Tensor, info, labels) -> np.ndarray
 
 def _setup(args, image):
     """Validate inputs and load everything; raises before any output is written."""
-    from .nifti import load_scan
-    from .pipeline import load_model, resolve_layer, resolve_targets
+    from .nifti import load_label_map, load_scan
+    from .pipeline import load_model, resolve_device, resolve_layer, resolve_targets
 
+    device = resolve_device(args.device)
     model, meta = load_model(args.model)
     layer_name, layer = resolve_layer(model, meta, args.layer)
     targets = resolve_targets(meta, args.target)
     x, info = load_scan(image, meta)
-    labels = _load_labels(args.labels, info) if args.labels else None
-    names = _label_names(args.lut) if args.labels else None
-    return model, meta, layer_name, layer, targets, x, info, labels, names
+    labels = load_label_map(args.labels, info) if args.labels else None
+    names = _label_names(args.lut, args.labels) if args.labels else None
+    return model.to(device), meta, layer_name, layer, targets, x.to(device), info, labels, names
 
 
 def _predictions_table(model, meta, x, truth: Optional[Dict[str, float]] = None) -> pd.DataFrame:
@@ -175,9 +244,14 @@ def _top_regions(table: pd.DataFrame, k: int = 3) -> str:
 def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="explain one or several outputs for one scan")
     p.add_argument("--image", required=True, help="T1 scan (NIfTI), registered to the model's space")
-    p.add_argument("--target", required=True, help="output name or index, a comma-separated list, or 'all'")
-    p.add_argument("--method", default="smocam", help="smocam (default), gradcam, occlusion, saliency, deeplift, integrated_gradients")
-    _common_model_args(p)
+    _add_target_arg(p, "output name or index, a comma-separated list, or 'all'")
+    p.add_argument("--method", default="smocam",
+                   help="smocam (default), gradcam, occlusion, saliency, deeplift, integrated_gradients")
+    _add_model_args(p)
+    _add_smocam_args(p)
+    _add_label_args(p)
+    _add_run_args(p, "explain", "replace outputs in --out that come from another input (or that no smocam run wrote)",
+                  old_progress="--quiet")
     p.set_defaults(func=_run_explain)
 
 
@@ -198,10 +272,10 @@ def _run_explain(args) -> int:
     oset = output_set(args.out, f"{stem}_outputs.json", source, args.force)
     t0 = time.perf_counter()
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
-                   show_progress=not args.quiet)
+                   show_progress=not args.no_progress)
     seconds = time.perf_counter() - t0
-    with staged_output(oset, source, args.force, command="explain", model=str(args.model or "vgg")) as stage:
-        preds.to_csv(child_path(stage, f"{stem}_predictions.csv"), index=False)
+    with staged_output(oset, source, args.force, command="explain", model=str(args.model)) as stage:
+        write_csv(preds, child_path(stage, f"{stem}_predictions.csv"))
         rows = []
         for k, t in enumerate(targets):
             name = meta["output_names"][t]
@@ -211,7 +285,7 @@ def _run_explain(args) -> int:
                              output_file=child_path(stage, f"{base}.png"))
             if labels is not None:
                 table = get_region_table(_map_on_label_grid(maps[k], info, labels), labels[0], names)
-                table.to_csv(child_path(stage, f"{base}_regions.csv"), index=False)
+                write_csv(table, child_path(stage, f"{base}_regions.csv"))
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
     for name, top in rows:
@@ -225,9 +299,13 @@ def _run_explain(args) -> int:
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="all methods side by side for one scan and one output")
     p.add_argument("--image", required=True, help="T1 scan (NIfTI), registered to the model's space")
-    p.add_argument("--target", required=True, help="output name or index")
+    _add_target_arg(p, "output name or index")
     p.add_argument("--methods", default=",".join(COMPARE_METHODS), help="comma-separated methods")
-    _common_model_args(p)
+    _add_model_args(p)
+    _add_smocam_args(p)
+    _add_label_args(p)
+    _add_run_args(p, "compare", "replace outputs in --out that come from another input (or that no smocam run wrote)",
+                  old_progress="--quiet")
     p.set_defaults(func=_run_compare)
 
 
@@ -283,9 +361,9 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
     plot_comparison(maps, x[0, 0], outline=outline, cut_coords=cuts, title=f"{name}: where each method looks",
                     output_file=child_path(stage, f"comparison_{fname}.png"))
     if tables:
-        pd.concat(tables, ignore_index=True).to_csv(child_path(stage, f"regions_{fname}.csv"), index=False)
+        write_csv(pd.concat(tables, ignore_index=True), child_path(stage, f"regions_{fname}.csv"))
     summary = pd.DataFrame(rows)
-    summary.to_csv(child_path(stage, f"methods_{fname}.csv"), index=False)
+    write_csv(summary, child_path(stage, f"methods_{fname}.csv"))
     return summary
 
 
@@ -298,50 +376,55 @@ def _run_compare(args) -> int:
     preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
     source = os.path.abspath(args.image)
     oset = output_set(args.out, "compare_outputs.json", source, args.force)
-    with staged_output(oset, source, args.force, command="compare", model=str(args.model or "vgg")) as stage:
-        preds.to_csv(stage / "predictions.csv", index=False)
+    with staged_output(oset, source, args.force, command="compare", model=str(args.model)) as stage:
+        write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
-                           smocam_kwargs=kwargs, show_progress=not args.quiet)
+                           smocam_kwargs=kwargs, show_progress=not args.no_progress)
     print(summary.to_string(index=False))
     return 0
 
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the shipped model and a built-in subject")
-    p.add_argument("--out", default="smocam-demo", help="output folder (default: smocam-demo)")
-    p.add_argument("--model", default=None, help="checkpoint file or shipped model name (default: vgg)")
-    p.add_argument("--quick", action="store_true", help="fewer SMOCAM steps and a coarser occlusion, for a smoke test")
-    p.add_argument("--force", action="store_true", help="replace files in --out that no smocam demo wrote")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_model_args(p)
+    p.add_argument("--quick", action="store_true",
+                   help="fewer SMOCAM steps (20, unless --n-steps) and a coarser occlusion, for a smoke test")
+    _add_smocam_args(p)
+    _add_run_args(p, "demo", "replace files in --out that no smocam demo wrote", old_progress="--quiet")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
     from .benchmarking.data import structure_mask
-    from .nifti import load_scan
-    from .pipeline import load_model, resolve_layer, resolve_targets
+    from .nifti import load_label_map, load_scan
+    from .pipeline import load_model, resolve_device, resolve_layer, resolve_targets
     from .synth import generate_subject, write_lut, write_subject
 
+    if args.quick and args.n_steps is None:
+        args.n_steps = 20
+    smocam_kwargs = _smocam_kwargs(args)
+    device = resolve_device(args.device)
     model, meta = load_model(args.model)
-    layer_name, layer = resolve_layer(model, meta)
+    model = model.to(device)
+    layer_name, layer = resolve_layer(model, meta, args.layer)
     (target,) = resolve_targets(meta, DEMO_TARGET)
     index = int(meta.get("splits", {}).get("test", [20000])[0])
     subject = generate_subject(index, lr_correlation=float(meta.get("lr_correlation", 0.95)))
-    smocam_kwargs = {"n_steps": 20} if args.quick else None
     occlusion = {"occlusion_window": 12, "occlusion_stride": 12} if args.quick else {}
     oset = output_set(args.out, "demo_outputs.json", "smocam demo", args.force)
-    with staged_output(oset, "smocam demo", args.force, command="demo", model=str(args.model or "vgg"),
+    with staged_output(oset, "smocam demo", args.force, command="demo", model=str(args.model),
                        subject=index) as stage:
         t1_path, lab_path = write_subject(subject, stage)
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)
-        labels = _load_labels(lab_path, info)
+        x = x.to(device)
+        labels = load_label_map(lab_path, info)
         outline = torch.from_numpy(structure_mask(subject, DEMO_TARGET))
         preds = _predictions_table(model, meta, x, truth=subject.volumes)
-        preds.to_csv(stage / "predictions.csv", index=False)
+        write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, target, COMPARE_METHODS, stage, labels=labels,
-                           names=_label_names(None), outline=outline, smocam_kwargs=smocam_kwargs,
-                           show_progress=not args.quiet, occlusion_kwargs=occlusion)
+                           names=_label_names(None, lab_path), outline=outline, smocam_kwargs=smocam_kwargs,
+                           show_progress=not args.no_progress, occlusion_kwargs=occlusion)
     with pd.option_context("display.width", 160, "display.max_colwidth", 80):
         print(f"Built-in subject {Path(t1_path).name.split('_')[0]} (synthetic, seed {index}); "
               f"model {meta['arch']} explained at {layer_name}.\n")
@@ -352,3 +435,99 @@ def _run_demo(args) -> int:
           f"regions_{DEMO_TARGET}.csv, predictions.csv, ...")
     return 0
 
+
+# --------------------------------------------------------------------------- #
+# cohort
+# --------------------------------------------------------------------------- #
+def _add_cohort(sub) -> None:
+    from .cohort import PAIRINGS
+
+    p = sub.add_parser(
+        "cohort",
+        help="SMOCAM maps, region tables and predictions for every scan of a cohort (resumable; torchrun shards)",
+        description=(
+            "Explain every scan of a cohort: per scan, maps (one NIfTI per target on the scan's grid), a region "
+            "table and predictions; then cohort tables (mean and sd per region) and a summary figure. Complete "
+            "scans are skipped on a rerun. Under torchrun --nproc_per_node=N the scans are sharded across ranks."
+        ),
+    )
+    p.add_argument("--images", nargs="+", required=True, metavar="GLOB_OR_LIST",
+                   help="T1 scans: globs (quote them), .txt list files or paths")
+    _add_target_arg(p, "outputs to explain: 'all' or comma-separated names/indices (default: all)", default="all",
+                    old="--targets")
+    _add_model_args(p)
+    _add_smocam_args(p)
+    p.add_argument("--internal-batch-size", type=int, default=None, metavar="B",
+                   help="at most B masks optimised at once (bounds memory; default: all)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="GLOB",
+                   help="label maps on the scans' grids, paired by subject id (sub-XX[_ses-YY] or file stem); "
+                        "a scan without one gets no region table")
+    p.add_argument("--pair-labels", choices=PAIRINGS, default="id",
+                   help="id (default): pair label maps with scans by subject id and refuse ambiguous pairings; "
+                        "sorted: pair the i-th scan with the i-th label map in sorted order")
+    p.add_argument("--lut", default=None, metavar="FILE",
+                   help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
+    _add_run_args(p, "cohort", "redo scans that are already complete")
+    p.set_defaults(func=_run_cohort)
+
+
+def _run_cohort(args) -> int:
+    """Run ``smocam cohort``; exit status 1 if any scan failed (rank 0), else 0."""
+    from .cohort import run_cohort
+
+    if args.n_steps is not None and args.n_steps < 1:
+        raise ValueError(f"--n-steps must be >= 1, got {args.n_steps}")
+    res = run_cohort(
+        args.images, args.model, args.target, labels=args.labels, lut=args.lut, out=args.out,
+        layer=args.layer, objective=args.objective, n_steps=args.n_steps,
+        internal_batch_size=args.internal_batch_size, device=args.device, force=args.force,
+        show_progress=not args.no_progress, pair_labels=args.pair_labels,
+    )
+    if res["rank"] != 0:
+        return 0
+    print(f"smocam cohort: {res['n_done']} done, {res['n_skipped']} skipped (complete), "
+          f"{res['n_failed']} failed; results in {res['out']}", file=sys.stderr)
+    return 1 if res["n_failed"] else 0
+
+
+# --------------------------------------------------------------------------- #
+# synth
+# --------------------------------------------------------------------------- #
+def _add_synth(sub) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic T1 cohort with exact structure volumes",
+        description="Write sub-XXXX_T1w.nii.gz and sub-XXXX_labels.nii.gz per subject, "
+        "labels.txt (FreeSurferColorLUT format) and volumes.csv (cm3).",
+    )
+    p.add_argument("--n", type=int, required=True, help="number of subjects (>= 1)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed (>= 0). Default: 0")
+    p.add_argument(
+        "--lr-correlation",
+        type=float,
+        default=None,
+        help="correlation of left/right volume changes in [-1, 1]. Default: 0.95",
+    )
+    p.add_argument("--spacing", type=float, default=None, help="voxel size in mm. Default: 3.0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from . import synth
+
+    r = synth.DEFAULT_LR_CORRELATION if args.lr_correlation is None else args.lr_correlation
+    spacing = synth.DEFAULT_SPACING if args.spacing is None else args.spacing
+    # Check every value before anything is written.
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    if not -1.0 <= r <= 1.0:
+        raise CLIError(f"--lr-correlation must be in [-1, 1], got {r}")
+    synth.default_grid(spacing)  # raises ValueError on a bad spacing
+    table = synth.write_cohort(args.out, args.n, seed=args.seed, lr_correlation=r, spacing=spacing,
+                               show_progress=not args.no_progress)
+    print(f"wrote {len(table)} subjects, labels.txt and volumes.csv to {args.out}")
+    return 0

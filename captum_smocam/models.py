@@ -37,6 +37,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from ._io import atomic_write
+
 __all__ = [
     "VGG3D",
     "AlexNet3D",
@@ -51,6 +53,7 @@ __all__ = [
     "load_checkpoint",
     "set_reference_inputs",
     "load_default_model",
+    "default_model_file",
 ]
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
@@ -535,7 +538,7 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     ``arch``, ``arch_kwargs``, ``output_mean``, ``output_std`` and
     ``default_layer`` taken from the model (values given in ``metadata`` for
     the last three must agree with the model and are overwritten otherwise).
-    The write goes to a temporary name that is renamed at the end.
+    The file is written atomically (:func:`captum_smocam._io.atomic_write`).
 
     Args:
         path (str or os.PathLike): destination file (``.pt``).
@@ -589,16 +592,8 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
         meta["n_reference_inputs"] = int(reference.shape[0])
     else:
         meta.pop("n_reference_inputs", None)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.part")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return meta
 
 
@@ -892,6 +887,28 @@ def load_default_model(name: str = "vgg"):
         >>> meta["output_names"][:2]  # doctest: +SKIP
         ['left_lateral_ventricle', 'right_lateral_ventricle']
     """
+    with importlib.resources.as_file(default_model_file(name)) as path:
+        return load_checkpoint(path)
+
+
+def default_model_file(name: str = "vgg"):
+    """Where the shipped model ``name`` is installed: the file :func:`load_default_model` reads.
+
+    Args:
+        name (str, optional): a key of :data:`DEFAULT_MODELS`. Default: ``"vgg"``
+
+    Returns:
+        importlib.resources.abc.Traversable: the file inside the package (a plain path in a normal install).
+
+    Raises:
+        ValueError: ``name`` is not a shipped model.
+        FileNotFoundError: the model's file is not installed.
+
+    Examples::
+
+        >>> default_model_file("vgg").name
+        'vgg3d_default.pt'
+    """
     if name not in DEFAULT_MODELS:
         raise ValueError(f"unknown default model {name!r}; expected one of {sorted(DEFAULT_MODELS)}")
     resource = importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]
@@ -900,5 +917,4 @@ def load_default_model(name: str = "vgg"):
             f"the shipped model {name!r} ({DEFAULT_MODELS[name]}) is not installed in "
             f"{resource}; train it with benchmarks/train.py (see docs/models.md)"
         )
-    with importlib.resources.as_file(resource) as path:
-        return load_checkpoint(path)
+    return resource

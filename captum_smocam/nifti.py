@@ -8,10 +8,10 @@ Data flow::
                                |
     map file <--save_map-- resampled onto the ORIGINAL scan grid and affine
 
-Both directions resample in world (scanner/MNI millimetre) coordinates: for
-every target voxel ``v`` the source is sampled at
-``inv(A_source) @ A_target @ v``, with linear (or nearest-neighbour)
-interpolation. A target voxel whose centre lies outside the source's field of
+Both directions resample in world (scanner/MNI millimetre) coordinates with
+:func:`captum_smocam.spatial.resample`: for every target voxel ``v`` the
+source is sampled at ``inv(A_source) @ A_target @ v``, with linear (or
+nearest-neighbour) interpolation. A target voxel whose centre lies outside the source's field of
 view (further than half a voxel beyond its edge voxels) is set to 0. So a map
 written by :func:`save_map` overlays the scan it came from in FSLeyes,
 ITK-SNAP or nilearn, whatever the scan's orientation (LPS, oblique, ...).
@@ -34,13 +34,13 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ._io import atomic_write
 from .preprocessing import normalize_intensity
-from .regions import as_spatial_array, upsample_to
+from .spatial import RESAMPLING_ORDERS, as_spatial_array, resample, upsample_to
 
 __all__ = ["ScanInfo", "DataWarning", "load_scan", "load_label_map", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
+
 
 class DataWarning(UserWarning):
     """Something about an input file that the user should know, although it can be worked around
@@ -59,7 +59,6 @@ PREPROCESSING_VERSION = 2
 #: :func:`load_scan` refuses a scan that covers less than this fraction of the model grid.
 MIN_GRID_COVERAGE = 0.5
 
-_INTERPOLATION_ORDERS = {"linear": 1, "nearest": 0}
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -98,44 +97,6 @@ class ScanInfo:
         return tuple(int(s) for s in self.original_shape[:3])
 
 
-def _resample(
-    data: np.ndarray,
-    src_affine: np.ndarray,
-    dst_affine: np.ndarray,
-    dst_shape: Tuple[int, ...],
-    order: int = 1,
-    max_points: int = 2_000_000,
-) -> Tuple[np.ndarray, float]:
-    """Sample ``data`` (voxel grid ``src_affine``) at the voxel centres of a target grid.
-
-    Returns the resampled ``float32`` array and the fraction of target voxels
-    whose centre lies within the source field of view (``[-0.5, n - 0.5]`` in
-    every source axis); voxels outside it are 0. Works in slabs of the first
-    target axis to bound memory on large scans.
-    """
-    dst_to_src = np.linalg.inv(src_affine) @ dst_affine
-    rot, trans = dst_to_src[:3, :3], dst_to_src[:3, 3]
-    src_shape = np.asarray(data.shape, dtype=np.float64)
-    out = np.zeros(dst_shape, dtype=np.float32)
-    n_inside = 0
-    plane = int(np.prod(dst_shape[1:]))
-    step = max(1, max_points // max(plane, 1))
-    jj, kk = np.meshgrid(np.arange(dst_shape[1]), np.arange(dst_shape[2]), indexing="ij")
-    jk = np.stack([jj.ravel(), kk.ravel()]).astype(np.float64)  # 2 x plane
-    base = rot[:, 1:] @ jk + trans[:, None]  # 3 x plane
-    data = np.asarray(data, dtype=np.float32)
-    for start in range(0, dst_shape[0], step):
-        ii = np.arange(start, min(start + step, dst_shape[0]), dtype=np.float64)
-        coords = base[:, None, :] + rot[:, :1, None] * ii[None, :, None]  # 3 x slab x plane
-        coords = coords.reshape(3, -1)
-        inside = np.all((coords >= -0.5) & (coords <= src_shape[:, None] - 0.5), axis=0)
-        values = ndimage.map_coordinates(data, coords, order=order, mode="nearest", prefilter=False)
-        values[~inside] = 0.0
-        out[start:start + len(ii)] = values.reshape(len(ii), *dst_shape[1:])
-        n_inside += int(inside.sum())
-    return out, n_inside / float(np.prod(dst_shape))
-
-
 def _foreground_on_grid(data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
                         dst_shape: Tuple[int, ...]) -> np.ndarray:
     """The scan's foreground, found on its own grid, as a boolean mask on the model grid.
@@ -151,7 +112,7 @@ def _foreground_on_grid(data: np.ndarray, src_affine: np.ndarray, dst_affine: np
     """
     peak = float(np.abs(data).max()) if data.size else 0.0
     foreground = (data > FOREGROUND_FLOOR * peak).astype(np.float32)
-    on_grid, _ = _resample(foreground, src_affine, dst_affine, dst_shape, order=1)
+    on_grid, _ = resample(foreground, src_affine, dst_affine, dst_shape, order=1)
     return on_grid >= 1.0 - 1e-6
 
 
@@ -276,7 +237,7 @@ def load_scan(
         grid_shape, grid_affine, method, coverage = data.shape, np.asarray(canonical.affine, float), "none", 1.0
     else:
         grid_shape, grid_affine, method = _grid_from_metadata(metadata)
-        resampled, coverage = _resample(data, canonical.affine, grid_affine, grid_shape, order=1)
+        resampled, coverage = resample(data, canonical.affine, grid_affine, grid_shape, order=1)
         if coverage < MIN_GRID_COVERAGE:
             raise ValueError(
                 f"{where}: the scan's field of view covers only {100 * coverage:.1f}% of the model grid "
@@ -363,7 +324,7 @@ def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.nd
         corners = np.array([[i, j, k, 1.0] for i in (0, lab_shape[0] - 1) for j in (0, lab_shape[1] - 1)
                             for k in (0, lab_shape[2] - 1)]).T
         apart = float(np.abs((lab_affine @ corners - scan_affine @ corners)[:3]).max())
-        _, overlap = _resample(np.ones(scan_shape, np.float32), scan_affine, lab_affine, lab_shape, order=0)
+        _, overlap = resample(np.ones(scan_shape, np.float32), scan_affine, lab_affine, lab_shape, order=0)
         where = ("and does not overlap the scan at all" if overlap == 0.0
                  else f"({100 * overlap:.0f}% of it overlaps the scan)")
         raise ValueError(
@@ -382,7 +343,7 @@ def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.nd
     n_labelled = int(labelled.sum())
     if n_labelled == 0:
         raise ValueError(f"label map {path} has no labelled voxel (every value is 0)")
-    inside, _ = _resample(np.ones(info.grid_shape, np.float32), info.grid_affine, lab_affine, lab_shape, order=0)
+    inside, _ = resample(np.ones(info.grid_shape, np.float32), info.grid_affine, lab_affine, lab_shape, order=0)
     share = float(inside[labelled].sum()) / n_labelled
     if share == 0.0:
         raise ValueError(
@@ -427,16 +388,16 @@ def map_to_grid(
     Returns:
         numpy.ndarray: float32 of shape ``target_shape``.
     """
-    if interpolation not in _INTERPOLATION_ORDERS:
+    if interpolation not in RESAMPLING_ORDERS:
         raise ValueError(
-            f"interpolation must be one of {sorted(_INTERPOLATION_ORDERS)}; got {interpolation!r}"
+            f"interpolation must be one of {sorted(RESAMPLING_ORDERS)}; got {interpolation!r}"
         )
     vol = as_spatial_array(attribution, 3, what="attribution")
     vol = upsample_to(vol, info.grid_shape, mode=interpolation, what="attribution")
     vol = np.nan_to_num(vol, nan=0.0)
-    out, _ = _resample(
+    out, _ = resample(
         vol, info.grid_affine, np.asarray(target_affine, dtype=float), tuple(int(v) for v in target_shape),
-        order=_INTERPOLATION_ORDERS[interpolation],
+        order=RESAMPLING_ORDERS[interpolation],
     )
     return out
 
@@ -481,9 +442,9 @@ def save_map(
     """
     if not isinstance(info, ScanInfo):
         raise TypeError(f"info must be the ScanInfo returned by load_scan; got {type(info).__name__}")
-    if interpolation not in _INTERPOLATION_ORDERS:
+    if interpolation not in RESAMPLING_ORDERS:
         raise ValueError(
-            f"interpolation must be one of {sorted(_INTERPOLATION_ORDERS)}; got {interpolation!r}"
+            f"interpolation must be one of {sorted(RESAMPLING_ORDERS)}; got {interpolation!r}"
         )
     path = Path(path)
     suffix = _nifti_suffix(path)

@@ -1,8 +1,9 @@
-"""From names to tensors: resolve a model, its layer and its targets, and explain a scan.
+"""From names to tensors: resolve a model, its layer, its targets and the device, and explain a scan.
 
 Shared by the ``smocam`` command (``explain``, ``compare``, ``demo``,
-``cohort``) so that every entry point reads checkpoints, target names and
-layer names the same way.
+``cohort``) and the benchmarks, so that every entry point reads checkpoints
+(:func:`resolve_model`, the one resolver), target names, layer names, devices
+and SMOCAM's settings (:func:`smocam_settings`) the same way.
 
 Data flow: checkpoint -> (model, metadata) -> scan tensor on the model grid ->
 :func:`explain` -> maps on the model grid (``K x 1 x X x Y x Z``), which
@@ -10,7 +11,9 @@ Data flow: checkpoint -> (model, metadata) -> scan tensor on the model grid ->
 """
 from __future__ import annotations
 
+import numbers
 import os
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -18,36 +21,149 @@ from torch import Tensor
 from torch.nn import Module
 
 from .methods import attribute_map
-from .models import DEFAULT_MODELS, load_checkpoint, load_default_model
+from .models import DEFAULT_MODELS, default_model_file, load_checkpoint, load_default_model
+from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEVICES",
+    "resolve_model",
+    "load_model",
+    "resolve_device",
+    "smocam_settings",
+    "resolve_targets",
+    "resolve_layer",
+    "check_finite_outputs",
+    "explain",
+]
+
+#: The model used when none is named (a key of :data:`captum_smocam.models.DEFAULT_MODELS`).
+DEFAULT_MODEL = "vgg"
+#: Values of ``device`` (and of the ``--device`` flag): see :func:`resolve_device`.
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def load_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any]]:
-    """Load a model by shipped name (``"vgg"``, ...), or from a checkpoint path; None is ``"vgg"``.
+def resolve_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any], Path]:
+    """The one model resolver: a shipped name (``"vgg"``, ...) or a checkpoint path; None is ``"vgg"``.
 
     The checkpoint must name its outputs (``metadata["output_names"]``): every
     entry point names files, tables and targets after them.
+
+    Args:
+        spec (str, optional): a key of :data:`captum_smocam.models.DEFAULT_MODELS`
+            or the path of a checkpoint. Default: :data:`DEFAULT_MODEL`
+
+    Returns:
+        tuple: ``(model, metadata, file)``: the model in eval mode, its
+        checkpoint metadata, and the checkpoint file read (for a shipped model,
+        the file installed in the package), e.g. to hash it.
 
     Raises:
         FileNotFoundError: ``spec`` is neither a shipped name nor an existing file.
         ValueError: the checkpoint cannot be read, contradicts its metadata
             (see :func:`captum_smocam.models.check_metadata`) or names no outputs.
+
+    Examples::
+
+        >>> model, meta, path = resolve_model("vgg")  # doctest: +SKIP
+        >>> path.name, meta["default_layer"]  # doctest: +SKIP
+        ('vgg3d_default.pt', 'features.block3')
     """
-    if spec is None:
-        spec = "vgg"
+    spec = DEFAULT_MODEL if spec is None else str(spec)
     if spec in DEFAULT_MODELS:
         model, meta = load_default_model(spec)
+        path = Path(str(default_model_file(spec)))
     elif not os.path.isfile(spec):
         raise FileNotFoundError(
             f"model {spec!r} is neither a file nor a shipped model ({', '.join(sorted(DEFAULT_MODELS))})"
         )
     else:
-        model, meta = load_checkpoint(spec)
+        path = Path(spec)
+        model, meta = load_checkpoint(path)
     if meta.get("output_names") is None:
         raise ValueError(
             f"checkpoint {spec!r} has no metadata['output_names']; save it with "
             f"save_checkpoint(path, model, {{'output_names': [...], ...}}) (one name per output)"
         )
+    return model.eval(), meta, path
+
+
+def load_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any]]:
+    """``(model, metadata)`` of :func:`resolve_model`, for callers that do not need the file."""
+    model, meta, _ = resolve_model(spec)
     return model, meta
+
+
+def resolve_device(device: str = "auto", index: int = 0) -> torch.device:
+    """The device to compute on: ``"auto"`` is CUDA (device ``index``) when available, else the CPU.
+
+    Args:
+        device (str, optional): one of :data:`DEVICES`. Default: ``"auto"``
+        index (int, optional): which CUDA device (modulo their number), e.g.
+            ``LOCAL_RANK`` under ``torchrun``. Default: 0
+
+    Raises:
+        ValueError: an unknown ``device``, or ``"cuda"`` where CUDA is not available.
+
+    Examples::
+
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if device == "cuda" and not use_cuda:
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return torch.device("cuda", index % max(torch.cuda.device_count(), 1)) if use_cuda else torch.device("cpu")
+
+
+def smocam_settings(objective: Optional[str] = None, **given: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """SMOCAM's settings as the user gave them (to pass on), and as they take effect (to record).
+
+    Only what was given is passed to :meth:`captum_smocam.SMOCAM.attribute`:
+    the objective's own defaults (:data:`captum_smocam.smocam.OBJECTIVE_DEFAULTS`)
+    apply to the rest, so a setting the objective does not have (``l2_weight``
+    with ``"preserve"``) is never sent unasked. The effective settings are what
+    ``smocam cohort`` records in its done-markers, so that changing any of
+    them, the objective included, recomputes a scan.
+
+    Args:
+        objective (str, optional): one of :data:`captum_smocam.smocam.OBJECTIVES`.
+            Default: :data:`captum_smocam.smocam.DEFAULT_OBJECTIVE`
+        **given: settings of :meth:`SMOCAM.attribute` (``n_steps``, ``lr``,
+            ``area_weight``, ``l2_weight``, ``smooth_weight``); None means not given.
+
+    Returns:
+        tuple: ``(kwargs, effective)``: ``{"objective": ..., <given settings>}``,
+        and the objective's defaults updated with the given settings, with ``"objective"``.
+
+    Raises:
+        ValueError: an unknown objective, a setting the objective does not
+            have, or ``n_steps`` that is not an integer >= 1.
+
+    Examples::
+
+        >>> smocam_settings("poster", n_steps=20, lr=None)[0]
+        {'objective': 'poster', 'n_steps': 20}
+        >>> effective = smocam_settings("preserve")[1]
+        >>> sorted(effective)
+        ['area_weight', 'lr', 'n_steps', 'objective', 'smooth_weight']
+    """
+    objective = DEFAULT_OBJECTIVE if objective is None else objective
+    if objective not in OBJECTIVE_DEFAULTS:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVE_DEFAULTS)}")
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - set(OBJECTIVE_DEFAULTS[objective]))
+    if unknown:
+        raise ValueError(f"the {objective!r} objective has no setting {', '.join(unknown)}; its settings are "
+                         f"{', '.join(OBJECTIVE_DEFAULTS[objective])}")
+    n_steps = given.get("n_steps")
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral)
+                                or n_steps < 1):
+        raise ValueError(f"n_steps must be an integer >= 1 or None, got {n_steps!r}")
+    kwargs = {"objective": objective, **given}
+    return kwargs, {**OBJECTIVE_DEFAULTS[objective], "objective": objective, **given}
 
 
 def resolve_targets(metadata: Mapping[str, Any], spec: Union[str, int, Sequence[Union[str, int]]]) -> List[int]:

@@ -3,8 +3,11 @@
 Argument names follow nilearn's ``plot_stat_map`` (``bg_img``,
 ``display_mode``, ``cut_coords``, ``threshold``, ``cmap``, ``vmin``/``vmax``,
 ``colorbar``, ``title``, ``figure``, ``axes``, ``output_file``). Every
-function returns the matplotlib figure (saving it first when ``output_file``
-is given) and never calls ``plt.show()``.
+function returns the matplotlib figure and never calls ``plt.show()``. With
+``output_file`` the figure is saved atomically
+(:func:`captum_smocam._io.save_figure`) and, if the function made it (no
+``figure``, ``axes`` or ``ax`` given), closed: pyplot forgets it, and the
+returned figure can still be inspected or saved again.
 
 * :func:`plot_attribution` -- axial/coronal/sagittal cuts of a map over a scan;
 * :func:`plot_comparison` -- one row per attribution method, same cuts
@@ -41,7 +44,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .regions import as_spatial_array, upsample_to
+from ._io import save_figure
+from .spatial import as_spatial_array, upsample_to
 
 __all__ = [
     "plot_attribution",
@@ -250,9 +254,10 @@ def _axes_grid(n_rows: int, n_cols: int, figure, axes, extra_width: float = 0.0)
     return fig, np.asarray(fig.subplots(n_rows, n_cols, squeeze=False), dtype=object), True
 
 
-def _finish(fig: Figure, output_file) -> Figure:
+def _finish(fig: Figure, output_file, made_here: bool) -> Figure:
+    """Save the figure when ``output_file`` is given (atomically); then close it if this module made it."""
     if output_file is not None:
-        fig.savefig(os.fspath(output_file), dpi=100)
+        save_figure(fig, output_file, close=made_here, dpi=100)
     return fig
 
 
@@ -361,7 +366,7 @@ def plot_attribution(
         else:
             first = grid[0, 0]
             first.set_title(f"{title}\n{first.get_title()}".strip(), fontsize=9)
-    return _finish(fig, output_file)
+    return _finish(fig, output_file, own)
 
 
 def plot_comparison(
@@ -481,7 +486,7 @@ def plot_comparison(
         cbar.set_label("attribution" if share_scale else "fraction of each map's maximum")
     if title:
         fig.suptitle(title)
-    return _finish(fig, output_file)
+    return _finish(fig, output_file, own)
 
 
 # --------------------------------------------------------------------------- tables and diagnostics
@@ -537,6 +542,7 @@ def plot_region_attention(
         labels = [str(i) for i in rows.index]
     sd_col = column[: -len("_mean")] + "_sd" if column.endswith("_mean") else None
     err = rows[sd_col].fillna(0.0).to_numpy() if sd_col and sd_col in rows.columns else None
+    made_here = ax is None
     if ax is None:
         fig = plt.figure(figsize=(6.0, 0.8 + 0.3 * max(len(rows), 1)), layout="constrained")
         ax = fig.add_subplot()
@@ -550,7 +556,7 @@ def plot_region_attention(
     ax.set_xlabel(pretty.get(column, column))
     if title:
         ax.set_title(title)
-    return _finish(fig, output_file)
+    return _finish(fig, output_file, made_here)
 
 
 def plot_convergence(
@@ -607,6 +613,7 @@ def plot_convergence(
             raise ValueError(f"history[{k!r}] has {arr.shape[0]} steps but {terms[0]!r} has {n_steps}")
         n_steps = arr.shape[0]
         curves[k] = arr
+    made_here = ax is None
     if ax is None:
         fig = plt.figure(figsize=(6.0, 3.6), layout="constrained")
         ax = fig.add_subplot()
@@ -631,7 +638,7 @@ def plot_convergence(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    return _finish(fig, output_file)
+    return _finish(fig, output_file, made_here)
 
 
 def plot_asymmetry(
@@ -692,6 +699,7 @@ def plot_asymmetry(
         raise ValueError(
             f"subject_pred has {pred.size} value(s) but subject_true has {true.size}; expected one prediction per subject"
         )
+    made_here = ax is None
     if ax is None:
         fig = plt.figure(figsize=(6.0, 3.6), layout="constrained")
         ax = fig.add_subplot()
@@ -719,4 +727,4 @@ def plot_asymmetry(
     ax.legend(fontsize=8, loc="upper left")
     if title:
         ax.set_title(title)
-    return _finish(fig, output_file)
+    return _finish(fig, output_file, made_here)

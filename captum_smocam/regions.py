@@ -13,13 +13,9 @@ does that intersection:
 * :func:`read_lut` -- label names from a ``FreeSurferColorLUT.txt``-format
   file.
 
-It also holds the two small array helpers shared by
-:mod:`captum_smocam.plotting` and :mod:`captum_smocam.nifti`:
-:func:`as_spatial_array` (tensor / array / nibabel image of shape
-``(X, Y, Z)``, ``(1, X, Y, Z)`` or ``(1, 1, X, Y, Z)`` to a NumPy volume) and
-:func:`upsample_to` (layer-resolution map to a finer grid, with the same
-``torch.nn.functional.interpolate(..., align_corners=False)`` call that
-Captum's ``LayerAttribution.interpolate`` makes).
+A map at a layer's resolution is brought onto the label grid by
+:func:`captum_smocam.spatial.upsample_to`; :func:`as_spatial_array` and
+:func:`upsample_to` stay importable from here.
 """
 from __future__ import annotations
 
@@ -29,8 +25,8 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
+
+from .spatial import as_spatial_array, to_numpy, upsample_to
 
 __all__ = [
     "as_spatial_array",
@@ -43,120 +39,6 @@ __all__ = [
 
 #: Columns of the table returned by :func:`get_region_table`, in order.
 REGION_TABLE_COLUMNS = ("label", "name", "n_voxels", "attention_sum", "attention_mean", "share")
-
-_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-def _to_numpy(x, what: str = "input") -> np.ndarray:
-    """Tensor, array, nibabel image or nested sequence -> NumPy array."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "get_fdata") and hasattr(x, "affine"):  # nibabel image
-        return np.asarray(x.dataobj)
-    if isinstance(x, (list, tuple)):
-        return np.asarray(x)
-    raise TypeError(
-        f"{what} must be a numpy array, a torch tensor or a nibabel image; got {type(x).__name__}"
-    )
-
-
-def as_spatial_array(x, spatial_ndim: Optional[int] = None, *, what: str = "attribution") -> np.ndarray:
-    """Return ``x`` as a NumPy array with only its spatial dimensions.
-
-    Leading dimensions of size 1 (batch, channel) are dropped, so
-    ``(1, 1, X, Y, Z)``, ``(1, X, Y, Z)`` and ``(X, Y, Z)`` all give
-    ``(X, Y, Z)``. A batch of several examples is refused: pick one with
-    ``attr[i]`` first.
-
-    Args:
-        x (numpy.ndarray, torch.Tensor or nibabel image): the map.
-        spatial_ndim (int, optional): number of spatial dimensions wanted. When
-            ``None``, 2-D input stays 2-D, 3-D stays 3-D, and 4-D or 5-D input
-            is squeezed to 3-D. Default: ``None``
-        what (str, optional): name used in error messages. Default: ``"attribution"``
-
-    Returns:
-        numpy.ndarray: the squeezed array (a view where possible).
-
-    Examples::
-
-        >>> import torch
-        >>> as_spatial_array(torch.zeros(1, 1, 7, 8, 9)).shape
-        (7, 8, 9)
-        >>> as_spatial_array(np.zeros((1, 8, 9)), spatial_ndim=2).shape
-        (8, 9)
-    """
-    arr = _to_numpy(x, what)
-    if spatial_ndim is None:
-        if arr.ndim in (2, 3):
-            return arr
-        spatial_ndim = 3
-    if spatial_ndim < 1:
-        raise ValueError(f"spatial_ndim must be >= 1; got {spatial_ndim}")
-    if arr.ndim < spatial_ndim:
-        raise ValueError(
-            f"{what} of shape {tuple(arr.shape)} has fewer than the {spatial_ndim} spatial "
-            f"dimensions expected"
-        )
-    lead = arr.shape[: arr.ndim - spatial_ndim]
-    if any(s != 1 for s in lead):
-        raise ValueError(
-            f"{what} of shape {tuple(arr.shape)} has leading dimensions {tuple(lead)}; expected "
-            f"{spatial_ndim} spatial dimensions preceded only by size-1 batch/channel dimensions "
-            f"(select one example, e.g. attr[i], first)"
-        )
-    return arr.reshape(arr.shape[arr.ndim - spatial_ndim:])
-
-
-def upsample_to(x, shape: Sequence[int], *, mode: str = "linear", what: str = "attribution") -> np.ndarray:
-    """Upsample a map to ``shape`` (linear/bilinear/trilinear, ``align_corners=False``).
-
-    This is the operation of Captum's
-    ``LayerAttribution.interpolate(attr, shape, "trilinear")``: a map computed
-    at a layer's resolution is stretched over the input grid. A map already
-    of shape ``shape`` is returned unchanged (as ``float32``).
-
-    Args:
-        x (numpy.ndarray or torch.Tensor): spatial map, ``len(shape)`` dims
-            (leading size-1 dims are dropped).
-        shape (sequence of int): target spatial shape; every dimension must be
-            at least the map's (a larger map is refused, since it usually
-            means swapped axes).
-        mode (str, optional): ``"linear"`` (the right one of linear, bilinear
-            or trilinear for the number of dims) or ``"nearest"``.
-            Default: ``"linear"``
-        what (str, optional): name used in error messages. Default: ``"attribution"``
-
-    Returns:
-        numpy.ndarray: ``float32`` array of shape ``shape``.
-
-    Examples::
-
-        >>> upsample_to(np.ones((4, 4, 5)), (7, 8, 9)).shape
-        (7, 8, 9)
-    """
-    shape = tuple(int(s) for s in shape)
-    arr = as_spatial_array(x, len(shape), what=what).astype(np.float32, copy=False)
-    if arr.shape == shape:
-        return arr
-    if any(a > s for a, s in zip(arr.shape, shape)):
-        raise ValueError(
-            f"{what} of spatial shape {arr.shape} is larger than the target grid {shape} in at "
-            f"least one axis; expected a map at the target's resolution or coarser (same axis order)"
-        )
-    if mode == "linear":
-        if len(shape) not in _LINEAR_MODES:
-            raise ValueError(f"linear upsampling supports 1 to 3 spatial dims; got shape {shape}")
-        torch_mode, kwargs = _LINEAR_MODES[len(shape)], {"align_corners": False}
-    elif mode == "nearest":
-        torch_mode, kwargs = "nearest", {}
-    else:
-        raise ValueError(f"mode must be 'linear' or 'nearest'; got {mode!r}")
-    t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
-    out = F.interpolate(t, size=shape, mode=torch_mode, **kwargs)
-    return out[0, 0].numpy()
 
 
 def read_lut(path: Union[str, os.PathLike]) -> Dict[int, str]:
@@ -213,7 +95,7 @@ def read_lut(path: Union[str, os.PathLike]) -> Dict[int, str]:
 
 
 def _label_array(labels) -> np.ndarray:
-    arr = _to_numpy(labels, "labels")
+    arr = to_numpy(labels, "labels")
     if arr.ndim > 3:
         arr = as_spatial_array(arr, 3, what="labels")
     if arr.dtype.kind == "b":

@@ -111,8 +111,9 @@ OBJECTIVE_DEFAULTS: Dict[str, Dict[str, float]] = {
 #: single evaluation can send the optimisation to another one, so it runs in float64 (docs/method.md).
 OBJECTIVE_DTYPE: Dict[str, Optional[torch.dtype]] = {"preserve": None, "poster": torch.float64}
 
-#: Interpolation mode used to upsample a mask, by number of spatial dimensions.
-INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+#: Interpolation mode used to upsample a mask, by number of spatial dimensions (the one table is
+#: :data:`captum_smocam.spatial.INTERPOLATION_MODES`; importable from here too).
+from .spatial import INTERPOLATION_MODES  # noqa: E402
 
 #: Loss terms recorded in :attr:`SMOCAM.history`, by objective.
 LOSS_TERMS = {"poster": ("total", "distance", "l2", "smooth"), "preserve": ("total", "distance", "area", "smooth")}
@@ -267,13 +268,9 @@ def upsample_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
     Returns:
         Tensor: shape ``N x C x size``.
     """
-    n_spatial = mask.dim() - 2
-    if n_spatial not in INTERPOLATION_MODES or len(size) != n_spatial:
-        raise ValueError(
-            f"cannot upsample a mask of shape {tuple(mask.shape)} to size {tuple(size)}: "
-            "expected N x C x 1-3 spatial dims and as many target sizes"
-        )
-    return LayerAttribution.interpolate(mask, tuple(int(s) for s in size), INTERPOLATION_MODES[n_spatial])
+    from .spatial import upsample
+
+    return upsample(mask, size, "linear", what="mask")
 
 
 # --------------------------------------------------------------------------- #

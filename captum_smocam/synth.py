@@ -946,7 +946,7 @@ def _subject_id(index: int) -> str:
 
 
 def write_lut(path, labels: dict = LABELS) -> None:
-    """Write a FreeSurferColorLUT-style table: ``index name R G B A`` lines.
+    """Write a FreeSurferColorLUT-style table: ``index name R G B A`` lines (atomically).
 
     Args:
         path (str or Path): output file.
@@ -964,8 +964,9 @@ def write_lut(path, labels: dict = LABELS) -> None:
     for value, name in sorted(labels.items()):
         r, g, b = LABEL_COLORS.get(value, (128, 128, 128))
         lines.append(f"{int(value):<4d} {name:<30s} {r:3d} {g:3d} {b:3d} {0:3d}")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    from ._io import write_text
+
+    write_text("\n".join(lines) + "\n", path)
 
 
 def write_subject(subject: Subject, out_dir) -> tuple:
@@ -1028,7 +1029,7 @@ def write_cohort(
     """
     from pathlib import Path
 
-    from ._io import atomic_write
+    from ._io import write_csv
 
     n = _check_int("n", n, minimum=1)
     seed = _check_int("seed", seed)
@@ -1043,10 +1044,8 @@ def write_cohort(
         subject.image = subject.labels = None  # keep only the volumes in memory
         subjects.append(subject)
     table = volumes_table(subjects)
-    with atomic_write(out_dir / "labels.txt") as tmp:
-        write_lut(tmp)
-    with atomic_write(out_dir / "volumes.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
+    write_lut(out_dir / "labels.txt")
+    write_csv(table, out_dir / "volumes.csv", float_format="%.6f")
     return table
 
 
@@ -1056,7 +1055,7 @@ def plot_template_labels(cut_coords=(-22.0, -20.0, 8.0), output_file=None, title
     Args:
         cut_coords (tuple of float, optional): MNI ``(x, y, z)`` of the
             sagittal, coronal and axial cuts. Default: (-22, -20, 8)
-        output_file (str, optional): save the figure there. Default: None
+        output_file (str, optional): save the figure there (atomically), then close it. Default: None
         title (str, optional): figure title. Default: None
 
     Returns:
@@ -1108,5 +1107,7 @@ def plot_template_labels(cut_coords=(-22.0, -20.0, 8.0), output_file=None, title
     fig.suptitle(title or "Template labels on the MNI152 2009 T1 (neurological view: left, x < 0, on the left)")
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     if output_file is not None:
-        fig.savefig(output_file, dpi=80)
+        from ._io import save_figure
+
+        save_figure(fig, output_file, dpi=80)
     return fig

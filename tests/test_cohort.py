@@ -142,7 +142,7 @@ def test_corrupt_scan_reported_and_skipped(study, capsys):
     root, ckpt = study
     (root / "data" / "sub-0001_T1w.nii.gz").write_bytes(b"\x1f\x8b not a nifti at all" * 10)
     argv = ["cohort", "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt,
-            "--targets", "left_hippocampus", "--labels", str(root / "data" / "sub-*_labels.nii.gz"),
+            "--target", "left_hippocampus", "--labels", str(root / "data" / "sub-*_labels.nii.gz"),
             "--out", str(root / "out"), "--n-steps", str(N_STEPS), "--no-progress"]
     assert main(argv) == 1
     err = capsys.readouterr().err
@@ -151,6 +151,24 @@ def test_corrupt_scan_reported_and_skipped(study, capsys):
     assert [r["status"] for r in manifest["scans"]] == ["done", "failed", "done"]
     assert "sub-0001_T1w.nii.gz" in manifest["scans"][1]["error"] or "cannot read" in manifest["scans"][1]["error"]
     assert pd.read_csv(root / "out" / "cohort_predictions.csv")["subject"].tolist() == ["sub-0000", "sub-0002"]
+
+
+def test_the_done_marker_records_the_objective_and_its_settings(study):
+    """Another objective is another result: the marker's settings name it, so changing it recomputes."""
+    from captum_smocam.smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
+
+    root, ckpt = study
+    _run(root, ckpt)
+    marker = json.loads((root / "out" / "sub-0000" / "sub-0000_done.json").read_text())
+    assert marker["settings"]["objective"] == DEFAULT_OBJECTIVE
+    expected = {**OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE], "n_steps": N_STEPS}
+    assert {k: marker["settings"][k] for k in expected} == expected
+    res = _run(root, ckpt, objective="poster")
+    assert res["n_done"] == 3
+    settings = json.loads((root / "out" / "manifest.json").read_text())["settings"]
+    assert settings["objective"] == "poster" and settings["l2_weight"] == OBJECTIVE_DEFAULTS["poster"]["l2_weight"]
+    assert "area_weight" not in settings
+    assert _run(root, ckpt, objective="poster")["n_skipped"] == 3
 
 
 def test_inputs_and_label_pairing(tmp_path, capsys):
@@ -197,7 +215,7 @@ def test_torchrun_two_ranks_match_one_process(study):
     env["CUDA_VISIBLE_DEVICES"] = ""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "captum_smocam.cli", "cohort",
-           "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt, "--targets", ",".join(TARGETS),
+           "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt, "--target", ",".join(TARGETS),
            "--labels", str(root / "data" / "sub-*_labels.nii.gz"), "--out", str(root / "two"),
            "--n-steps", str(N_STEPS), "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -226,7 +244,7 @@ def test_non_finite_predictions_fail_the_scan(study, capsys):
     root, ckpt = study
     bad = _overflowing_checkpoint(ckpt, root / "overflow.pt")
     argv = ["cohort", "--images", str(root / "data" / "sub-000[01]_T1w.nii.gz"), "--model", bad,
-            "--targets", "left_hippocampus", "--out", str(root / "out"), "--n-steps", "2", "--no-progress"]
+            "--target", "left_hippocampus", "--out", str(root / "out"), "--n-steps", "2", "--no-progress"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "0 done" in err and "2 failed" in err and "not finite" in err
@@ -433,7 +451,7 @@ def test_scans_without_label_map_have_no_region_table_and_say_so(study, capsys):
     root, ckpt = study
     (root / "data" / "sub-0002_labels.nii.gz").unlink()
     argv = ["cohort", "--images", str(root / "data" / "sub-*_T1w.nii.gz"), "--model", ckpt,
-            "--targets", "left_hippocampus", "--labels", str(root / "data" / "sub-*_labels.nii.gz"),
+            "--target", "left_hippocampus", "--labels", str(root / "data" / "sub-*_labels.nii.gz"),
             "--out", str(root / "out"), "--n-steps", "2", "--no-progress"]
     assert main(argv) == 0
     err = capsys.readouterr().err

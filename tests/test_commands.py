@@ -37,7 +37,7 @@ def test_explain_writes_maps_on_the_scan_grid_and_region_tables(case, tmp_path):
     out = tmp_path / "out"
     rc = main(["explain", "--image", case["t1"], "--target", "right_hippocampus,left_hippocampus",
                "--model", case["ckpt"], "--n-steps", "3", "--labels", case["labels"], "--lut", case["lut"],
-               "--out", str(out), "--quiet"])
+               "--out", str(out), "--no-progress"])
     assert rc == 0
     files = sorted(os.listdir(out))
     assert "sub-20000_T1w_smocam_right_hippocampus.nii.gz" in files
@@ -57,7 +57,7 @@ def test_compare_runs_every_method(case, tmp_path):
     out = tmp_path / "cmp"
     rc = main(["compare", "--image", case["t1"], "--target", "right_lateral_ventricle", "--model", case["ckpt"],
                "--methods", "smocam,gradcam,saliency", "--n-steps", "3", "--labels", case["labels"],
-               "--out", str(out), "--quiet"])
+               "--out", str(out), "--no-progress"])
     assert rc == 0
     summary = pd.read_csv(out / "methods_right_lateral_ventricle.csv")
     assert list(summary["method"]) == ["smocam", "gradcam", "saliency"]
@@ -67,7 +67,7 @@ def test_compare_runs_every_method(case, tmp_path):
 
 def test_demo_quick_on_a_given_model(case, tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--model", case["ckpt"], "--quick", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--model", case["ckpt"], "--quick", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "right_lateral_ventricle" in text and "occlusion" in text
     for name in ("comparison_right_lateral_ventricle.png", "smocam_right_lateral_ventricle.nii.gz",
@@ -99,7 +99,7 @@ def test_explain_errors_are_one_line_and_write_nothing(case, tmp_path, capsys, a
         nib.save(nib.Nifti1Image(np.asarray(img.dataobj), far), d / "shifted.nii.gz")
     argv = [a.format(dir=d, t1=case["t1"], shifted=d / "shifted.nii.gz") for a in argv]
     out = tmp_path / "never"
-    rc = main(["explain", *argv, "--model", case["ckpt"], "--out", str(out), "--quiet"])
+    rc = main(["explain", *argv, "--model", case["ckpt"], "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err
@@ -119,7 +119,7 @@ def test_failure_midway_leaves_out_untouched(case, tmp_path, monkeypatch):
 
     monkeypatch.setattr(commands, "_predictions_table", broken)
     rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--n-steps", "2",
-               "--out", str(out), "--quiet"])
+               "--out", str(out), "--no-progress"])
     assert rc == 2
     assert sorted(os.listdir(out)) == ["keep.txt"]
 
@@ -158,7 +158,7 @@ def test_bad_checkpoints_are_one_line_errors(case, tmp_path, capsys):
                           ("overflow.pt", "not finite")]:
         out = tmp_path / f"out-{name}"
         rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / name),
-                   "--out", str(out), "--quiet"])
+                   "--out", str(out), "--no-progress"])
         err = capsys.readouterr().err
         assert rc == 2 and message in err, err
         assert len(err.strip().splitlines()) == 1 and err.startswith("smocam: error:")
@@ -171,7 +171,7 @@ def test_explain_names_outputs_after_the_full_stem(case, tmp_path):
         image = tmp_path / f"scan.{version}.nii.gz"
         image.write_bytes(open(case["t1"], "rb").read())
         assert main(["explain", "--image", str(image), "--target", "right_hippocampus", "--model", case["ckpt"],
-                     "--n-steps", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+                     "--n-steps", "2", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     files = set(os.listdir(tmp_path / "out"))
     for version in ("v1", "v2"):
         assert {f"scan.{version}_predictions.csv", f"scan.{version}_smocam_right_hippocampus.nii.gz"} <= files
@@ -185,7 +185,7 @@ def test_explain_output_names_from_a_checkpoint_stay_inside_out(case, tmp_path):
                tmp_path / "hostile.pt")
     out = tmp_path / "a" / "b" / "out"
     assert main(["explain", "--image", case["t1"], "--target", "0", "--model", str(tmp_path / "hostile.pt"),
-                 "--n-steps", "2", "--out", str(out), "--quiet"]) == 0
+                 "--n-steps", "2", "--out", str(out), "--no-progress"]) == 0
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "hostile.pt"]
     assert written and all(out in p.parents for p in written)
     assert not any("escaped" in p.name and out != p.parent for p in written)
@@ -193,7 +193,7 @@ def test_explain_output_names_from_a_checkpoint_stay_inside_out(case, tmp_path):
 
 def _explain(case, image, out, *extra):
     return main(["explain", "--image", str(image), "--target", "right_hippocampus", "--model", case["ckpt"],
-                 "--n-steps", "2", "--out", str(out), "--quiet", *extra])
+                 "--n-steps", "2", "--out", str(out), "--no-progress", *extra])
 
 
 def test_explain_never_overwrites_another_inputs_outputs_silently(case, tmp_path, capsys):
@@ -256,7 +256,7 @@ def test_unusable_out_fails_before_the_work(case, capsys, monkeypatch):
 
     monkeypatch.setattr(pipeline, "attribute_map", lambda *a, **k: pytest.fail("computed before checking --out"))
     assert main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--out", "/proc/x",
-                 "--quiet"]) == 2
+                 "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "cannot create the output folder '/proc/x'" in err and len(err.strip().splitlines()) == 1
 
@@ -281,7 +281,7 @@ def test_label_map_errors_say_what_is_wrong(case, tmp_path, capsys):
     ]
     for name, message in cases:
         rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--labels",
-                   str(tmp_path / name), "--out", str(tmp_path / "out"), "--quiet"])
+                   str(tmp_path / name), "--out", str(tmp_path / "out"), "--no-progress"])
         err = capsys.readouterr().err
         assert rc == 2 and message in err, (name, err)
         assert "scan file not found" not in err and len(err.strip().splitlines()) == 1
@@ -294,10 +294,37 @@ def test_nan_voxels_warn_and_a_constant_scan_is_refused(case, tmp_path, capsys):
     nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "nan.nii.gz")
     nib.save(nib.Nifti1Image(np.ones(img.shape, np.float32), img.affine), tmp_path / "flat.nii.gz")
     rc = main(["explain", "--image", str(tmp_path / "nan.nii.gz"), "--target", "0", "--model", case["ckpt"],
-               "--n-steps", "2", "--out", str(tmp_path / "out"), "--quiet"])
+               "--n-steps", "2", "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0 and "smocam: warning:" in err and "20400 NaN/Inf voxel(s)" in err and "set to 0" in err
     rc = main(["explain", "--image", str(tmp_path / "flat.nii.gz"), "--target", "0", "--model", case["ckpt"],
-               "--out", str(tmp_path / "out"), "--quiet"])
+               "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "constant" in err and len(err.strip().splitlines()) == 1
+
+
+def test_objective_and_steps_reach_smocam_and_nothing_else_does(case, tmp_path, monkeypatch):
+    import captum_smocam.pipeline as pipeline
+
+    seen = []
+
+    def record(method, model, x, target, *, smocam_kwargs=None, **kwargs):
+        seen.append(dict(smocam_kwargs))
+        return torch.zeros(len(target), 1, *x.shape[2:])
+
+    monkeypatch.setattr(pipeline, "attribute_map", record)
+    assert _explain(case, case["t1"], tmp_path / "a", "--objective", "poster") == 0
+    assert seen[-1] == {"objective": "poster", "n_steps": 2}  # no l2_weight, lr, ...: the objective's defaults
+    assert main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"],
+                 "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert seen[-1] == {"objective": "preserve"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is missing")
+def test_device_cuda_without_cuda_is_a_one_line_error(case, tmp_path, capsys):
+    out = tmp_path / "out"
+    for argv in (["explain", "--image", case["t1"], "--target", "0"], ["demo"]):
+        rc = main([*argv, "--model", case["ckpt"], "--device", "cuda", "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "torch.cuda.is_available() is False" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -133,7 +133,7 @@ def test_checkpoint_round_trip(tmp_path, arch):
     assert meta["output_mean"] == [5.0, 6.0, 7.0]
     assert meta["splits"] == {"train": [0, 10]}  # tuples stored as lists
     assert meta["default_layer"] == model.default_layer
-    assert not os.path.exists(str(path) + ".part")
+    assert os.listdir(tmp_path) == ["m.pt"]  # the temporary file was renamed, nothing left beside it
 
 
 def test_checkpoint_metadata_subclasses_become_builtins(tmp_path):

@@ -69,3 +69,47 @@ def test_explain_refuses_non_finite_model_outputs(checkpoint):
         with pytest.raises(ValueError, match=r"not finite.*right_hippocampus=nan"):
             explain(model, meta, x, [0, 1], method=method, smocam_kwargs={"n_steps": 2})
     assert explain(model, meta, x, [2], smocam_kwargs={"n_steps": 2}).shape == (1, 1, 12, 14, 10)
+
+
+def test_resolve_model_returns_the_file_it_read(checkpoint):
+    from pathlib import Path
+
+    from captum_smocam.benchmarking import shipped_model_available
+    from captum_smocam.pipeline import resolve_model
+
+    model, meta, path = resolve_model(checkpoint)
+    assert path == Path(checkpoint) and meta["output_names"] == NAMES and not model.training
+    if shipped_model_available("vgg"):
+        _, meta, path = resolve_model(None)
+        assert path.name == "vgg3d_default.pt" and path.is_file() and len(meta["output_names"]) == 16
+
+
+def test_smocam_settings_pass_what_was_given_and_record_what_takes_effect():
+    from captum_smocam.pipeline import smocam_settings
+    from captum_smocam.smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
+
+    kwargs, effective = smocam_settings(None, n_steps=None, lr=None)
+    assert kwargs == {"objective": DEFAULT_OBJECTIVE}
+    assert effective == {**OBJECTIVE_DEFAULTS[DEFAULT_OBJECTIVE], "objective": DEFAULT_OBJECTIVE}
+    kwargs, effective = smocam_settings("poster", n_steps=3, l2_weight=0.5)
+    assert kwargs == {"objective": "poster", "n_steps": 3, "l2_weight": 0.5}
+    assert effective == {**OBJECTIVE_DEFAULTS["poster"], "objective": "poster", "n_steps": 3, "l2_weight": 0.5}
+    with pytest.raises(ValueError, match="'preserve' objective has no setting l2_weight"):
+        smocam_settings("preserve", l2_weight=1.0)
+    with pytest.raises(ValueError, match="unknown objective 'mean'"):
+        smocam_settings("mean")
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
+            smocam_settings("poster", n_steps=bad)
+
+
+def test_resolve_device():
+    from captum_smocam.pipeline import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="is_available"):
+            resolve_device("cuda")

@@ -268,3 +268,23 @@ def test_plot_asymmetry_errors():
         plot_asymmetry([np.nan], 0.1)
     with pytest.raises(ValueError, match="bins"):
         plot_asymmetry(np.zeros(10), 0.1, bins=0)
+
+
+def test_saved_figures_are_closed_unless_the_caller_owns_them(tmp_path, scan):
+    """A figure a plot function made and saved is closed (no pyplot leak in loops); the caller's stays open."""
+    fig = plot_attribution(scan, output_file=tmp_path / "a.png")
+    assert not plt.fignum_exists(fig.number) and len(fig.axes) == 4  # closed, still inspectable
+    fig = plot_attribution(scan)
+    assert plt.fignum_exists(fig.number)  # nothing saved: the caller may still show it
+    own_fig, own_ax = plt.subplots()
+    plot_region_attention(pd_table(), ax=own_ax, output_file=tmp_path / "r.png")
+    assert plt.fignum_exists(own_fig.number)
+    assert_png(tmp_path / "a.png")
+    assert_png(tmp_path / "r.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "r.png"]
+
+
+def pd_table():
+    import pandas as pd
+
+    return pd.DataFrame({"name": ["a", "b"], "share": [0.4, 0.1]})

@@ -9,7 +9,6 @@ volumes back with :func:`read_training_volumes`.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -19,7 +18,7 @@ import torch
 from torch.nn import Module
 
 from .. import synth
-from ..models import DEFAULT_MODELS, VGG3D
+from ..models import VGG3D, default_model_file
 from ..preprocessing import normalize_intensity
 
 __all__ = [
@@ -108,8 +107,8 @@ def load_model(spec: Optional[str] = None) -> Tuple[Module, dict]:
     """``(model, metadata)`` for a shipped name, a checkpoint path, or ``"untrained"``; eval mode.
 
     ``"untrained"`` is :func:`untrained_model` (development only); anything else
-    goes through :func:`captum_smocam.pipeline.load_model`, as in the ``smocam``
-    command. None is ``"vgg"``.
+    goes through :func:`captum_smocam.pipeline.resolve_model`, the resolver of
+    the ``smocam`` command. None is ``"vgg"``.
 
     Examples::
 
@@ -119,10 +118,10 @@ def load_model(spec: Optional[str] = None) -> Tuple[Module, dict]:
     """
     if spec == "untrained":
         return untrained_model()
-    from ..pipeline import load_model as load_checkpoint_or_shipped
+    from ..pipeline import resolve_model
 
-    net, meta = load_checkpoint_or_shipped(spec)
-    return net.eval(), meta
+    net, meta, _ = resolve_model(spec)
+    return net, meta
 
 
 def shipped_model_available(name: str = "vgg") -> bool:
@@ -133,9 +132,11 @@ def shipped_model_available(name: str = "vgg") -> bool:
         >>> shipped_model_available("no such model")
         False
     """
-    if name not in DEFAULT_MODELS:
+    try:
+        default_model_file(name)
+    except (ValueError, FileNotFoundError):
         return False
-    return (importlib.resources.files("captum_smocam") / "data" / DEFAULT_MODELS[name]).is_file()
+    return True
 
 
 # --------------------------------------------------------------------------- subjects

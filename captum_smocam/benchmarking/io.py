@@ -1,7 +1,8 @@
 """Writing benchmark results: tables, text and figures, each written atomically.
 
-Every writer goes through :func:`captum_smocam._io.atomic_write`: an
-interrupted run leaves the previous file (or none), never half a file.
+These are the package's writers (:mod:`captum_smocam._io`) with the formats the
+benchmark results use: an interrupted run leaves the previous file (or none),
+never half a file, and :func:`save_figure` closes the figure it saved.
 """
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_write
+from .. import _io
+from .._io import save_figure, write_text
 
 __all__ = ["write_csv", "write_text", "write_json", "save_figure", "markdown_table"]
 
 
 def write_csv(df, path, float_format: str = "%.6g") -> Path:
     """Write a DataFrame (without its index) to ``path`` atomically; return the path.
+
+    :func:`captum_smocam._io.write_csv` with 6 significant digits by default.
 
     Examples::
 
@@ -26,36 +30,12 @@ def write_csv(df, path, float_format: str = "%.6g") -> Path:
         >>> p.read_text()
         'a\\n0.333333\\n'
     """
-    with atomic_write(path) as tmp:
-        df.to_csv(tmp, index=False, float_format=float_format)
-    return Path(path)
-
-
-def write_text(text: str, path) -> Path:
-    """Write ``text`` to ``path`` atomically; return the path."""
-    with atomic_write(path) as tmp:
-        Path(tmp).write_text(text)
-    return Path(path)
+    return _io.write_csv(df, path, float_format=float_format)
 
 
 def write_json(obj: Any, path) -> Path:
-    """Write ``obj`` as indented JSON (anything else as ``str``) to ``path`` atomically; return the path."""
-    return write_text(json.dumps(obj, indent=1, default=str) + "\n", path)
-
-
-def save_figure(fig, path, **savefig_kwargs) -> Path:
-    """Save a matplotlib figure to ``path`` atomically, then close it; return the path.
-
-    The format follows the extension of ``path`` (``.png``, ``.pdf``, ...).
-    """
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_write(path, suffix=Path(path).suffix) as tmp:
-            fig.savefig(tmp, **savefig_kwargs)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    """Write ``obj`` as JSON indented by one space (anything else as ``str``) to ``path`` atomically."""
+    return _io.write_json(obj, path, indent=1)
 
 
 def markdown_table(df, float_format: str = "{:.3f}") -> str:
