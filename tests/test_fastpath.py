@@ -6,9 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_smocam.smocam import MIN_ROWS, SMOCAM
+from captum_smocam._kernels import STOCK, KernelPlan
+from captum_smocam.smocam import SMOCAM
 
 SHAPE = (8, 10, 12)
+#: The prefix-counting tests run under a given plan (plan choice itself runs the prefix on one row):
+#: PyTorch's kernels padded to 4 rows, and a per-row invariant plan without padding.
+PLANS = [STOCK, KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1)]
 
 
 def _block(cin, cout):
@@ -120,7 +124,8 @@ def _count_prefix_passes(model, layer, call):
     return passes
 
 
-def test_prefix_runs_once():
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
+def test_prefix_runs_once(plan):
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
     calls = {"block2": 0}
@@ -134,30 +139,32 @@ def test_prefix_runs_once():
     try:
         smocam = SMOCAM(model, model.features.block2)
         passes = _count_prefix_passes(model, layer, lambda: smocam.attribute(x, target=0, n_steps=20,
-                                                                               objective="poster"))
+                                                                               objective="poster", kernel_plan=plan))
     finally:
         h2.remove()
-    assert len(passes) == 1  # the prefix: one pass
+    assert passes == [plan.min_rows]  # the prefix: one pass
     assert calls["block2"] == 1  # the masked layer's own output is cached too
 
 
-def test_references_take_one_prefix_pass_and_are_cached():
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
+def test_references_take_one_prefix_pass_and_are_cached(plan):
+    rows = plan.min_rows
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
     x = torch.randn(1, 1, *SHAPE)
     refs = torch.randn(5, 1, *SHAPE)
     smocam = SMOCAM(model, model.features.block2)
-    run = lambda: smocam.attribute(x, target=0, n_steps=5, baselines=refs)  # noqa: E731
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]  # the scan, then the 5 references
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS]  # the references' features are reused
+    run = lambda: smocam.attribute(x, target=0, n_steps=5, baselines=refs, kernel_plan=plan)  # noqa: E731
+    assert _count_prefix_passes(model, layer, run) == [rows, 5]  # the scan, then the 5 references
+    assert _count_prefix_passes(model, layer, run) == [rows]  # the references' features are reused
     refs += 1.0  # changed in place: recomputed
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]
+    assert _count_prefix_passes(model, layer, run) == [rows, 5]
     with torch.no_grad():
         model.features.block1[0].weight.mul_(2.0)  # the model changed: recomputed
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]
+    assert _count_prefix_passes(model, layer, run) == [rows, 5]
     # Without baselines: copies of the scan shifted along each of the 3 axes, both ways.
-    shifted = lambda: smocam.attribute(x, target=0, n_steps=5)  # noqa: E731
-    assert _count_prefix_passes(model, layer, shifted) == [MIN_ROWS, 6]
+    shifted = lambda: smocam.attribute(x, target=0, n_steps=5, kernel_plan=plan)  # noqa: E731
+    assert _count_prefix_passes(model, layer, shifted) == [rows, 6]
 
 
 def test_model_reference_inputs_are_the_default_baselines():
@@ -176,7 +183,8 @@ def test_model_reference_inputs_are_the_default_baselines():
     assert not torch.allclose(smocam.attribute(x, target=0, n_steps=10, output_std=1e-3), given)
 
 
-def test_expanded_batch_runs_prefix_once_per_distinct_scan():
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
+def test_expanded_batch_runs_prefix_once_per_distinct_scan(plan):
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
     x = torch.randn(1, 1, *SHAPE)
@@ -185,11 +193,11 @@ def test_expanded_batch_runs_prefix_once_per_distinct_scan():
 
     def run():
         out["many"] = smocam.attribute(x.expand(3, 1, *SHAPE), target=[0, 1, 2], n_steps=10, output_std=1e-3,
-                                       internal_batch_size=2, objective="poster")
+                                       internal_batch_size=2, objective="poster", kernel_plan=plan)
 
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS]  # one pass, the one distinct scan filling it
+    assert _count_prefix_passes(model, layer, run) == [plan.min_rows]  # one pass, the one distinct scan (filling it)
     assert out["many"].shape == (3, 1, 2, 2, 3)
-    one = smocam.attribute(x, target=2, n_steps=10, output_std=1e-3, objective="poster")
+    one = smocam.attribute(x, target=2, n_steps=10, output_std=1e-3, objective="poster", kernel_plan=plan)
     torch.testing.assert_close(out["many"][2:], one, rtol=1e-4, atol=1e-6)
 
 
