@@ -1257,6 +1257,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         layer_name = None if module is None else next((k for k, m in module.named_modules() if m is layer), None)
         if why_stock is None and layer_name is None:
             why_stock = "the layer is not a submodule of the model"
+        if why_stock is None and _kernels.candidates(inputs[0].device, inputs[0].dtype) == [_kernels.STOCK]:
+            why_stock = f"no other plan on {inputs[0].device.type}"
         if why_stock is not None:
             self.plan_source = f"stock: {why_stock}"
             return _kernels.STOCK

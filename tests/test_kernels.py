@@ -243,3 +243,15 @@ def test_bf16_autocast_keeps_mask_and_objective_in_float32():
     assert mixed.dtype == torch.float32 and sm.plan.stock and "autocast" in sm.plan_source
     assert sm.history["total"].dtype == torch.float32
     assert float((mixed - full).abs().max()) < 0.2  # close, not equal: bf16 keeps 8 bits of mantissa
+
+
+def test_other_devices_get_the_stock_plan_without_probing(fresh_plans, monkeypatch):
+    import captum_smocam.smocam as smocam_module
+
+    # Pretend the CPU were a device with no plan but STOCK: nothing is probed or cached.
+    monkeypatch.setattr(_kernels, "candidates", lambda device, dtype: [STOCK])
+    monkeypatch.setattr(_kernels, "choose_plan", lambda *a, **k: pytest.fail("probed"))
+    net = Net().eval()
+    sm = smocam_module.SMOCAM(net, net.mid)
+    sm.attribute(torch.randn(1, 1, 6, 8, 10), target=0, n_steps=2)
+    assert sm.plan == STOCK and sm.plan_source == "stock: no other plan on cpu" and not _kernels._PLANS
