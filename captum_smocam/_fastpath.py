@@ -23,11 +23,13 @@ weight, swapping a submodule or switching ``train()``/``eval()`` traces again,
 and an entry is dropped when its model is garbage-collected. What a cached
 split cannot see is a change to code the forward runs (e.g. a monkey-patched
 function it calls); :func:`clear_cache` (or ``REUSE_SPLITS = False``) forgets
-everything.
+everything; the environment variable ``SMOCAM_REUSE_SPLITS=0`` turns reuse off
+for a process (as ``REUSE_SPLITS = False``).
 """
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, Optional, Set, Tuple, Union
@@ -39,8 +41,10 @@ from torch.nn import Module
 
 logger = logging.getLogger(__name__)
 
+#: Environment variable that turns reuse across calls off (``0``, ``off``, ``false``, ``no``), read at import.
+REUSE_ENV = "SMOCAM_REUSE_SPLITS"
 #: Reuse traced and split models across calls (False: trace at every call, as before the cache).
-REUSE_SPLITS = True
+REUSE_SPLITS = os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 #: Most (model, layer) splits kept per process (least recently used dropped first).
 CACHE_SIZE = 8
 

@@ -329,7 +329,8 @@ def test_reuse_can_be_turned_off(monkeypatch):
     monkeypatch.setattr(_fastpath, "REUSE_SPLITS", False)
     model, layer, _ = _models()["sequential"]
     for _ in range(2):
-        SMOCAM(model.eval(), layer).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=2)
+        SMOCAM(model.eval(), layer).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=2,
+                                              kernel_plan="stock")  # plan choice would trace too
     assert len(traced) == 2
 
 
@@ -368,3 +369,13 @@ def test_references_are_cached_across_instances():
     run = lambda: SMOCAM(model, model.features.block2).attribute(x, target=0, n_steps=5, baselines=refs)  # noqa: E731
     assert _count_prefix_passes(model, layer, run)[-1] == 5
     assert len(_count_prefix_passes(model, layer, run)) == 1  # a new instance reuses the references' features
+
+
+def test_reuse_environment_variable_is_read_at_import():
+    import subprocess
+    import sys
+
+    code = "from captum_smocam import _fastpath; print(_fastpath.REUSE_SPLITS)"
+    env = {**__import__("os").environ, "SMOCAM_REUSE_SPLITS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
