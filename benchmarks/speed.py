@@ -43,7 +43,7 @@ the matrix-product rate. With fewer than 165 outputs the time for all 165 is
 Run::
 
     python benchmarks/speed.py                 # sizes 64 and 96 (~15 min on 2 CPU cores)
-    python benchmarks/speed.py --sizes 96 --poster-scale --poster-outputs 8   # + the poster's scale
+    python benchmarks/speed.py --poster-scale --poster-outputs 8 165   # + the poster's scale (8 and 165 outputs)
     python benchmarks/speed.py --quick         # tiny smoke run (< 1 min; add --poster-scale to try it)
     python benchmarks/speed.py --device cuda   # same script on a GPU (benchmarks/gpu_run.sh)
 
@@ -346,9 +346,9 @@ def poster_layer(spec):
 
 def poster_scale(args, device, peak_gflops):
     rows = []
-    for layer in args.poster_layers:
+    for layer, outputs in zip(args.poster_layers, args.poster_outputs):
         spec = {"kind": "poster", "device": str(device), "threads": args.threads, "size": args.poster_size,
-                "layer": layer, "outputs": args.poster_outputs, "ibs": args.poster_ibs,
+                "layer": layer, "outputs": outputs, "ibs": args.poster_ibs,
                 "n_steps": args.poster_n_steps, "objective": args.objective, "autocast": None}
         r = in_child(spec, device)
         r["n_steps"], r["ibs"], r["size"] = args.poster_n_steps, args.poster_ibs, args.poster_size
@@ -392,8 +392,9 @@ def parse_args(argv=None):
     p.add_argument("--only-poster", action="store_true", help="run the poster's scale only")
     p.add_argument("--trace-only", action="store_true",
                    help="only measure the per-call set-up of the fast path with and without reuse (seconds)")
-    p.add_argument("--poster-outputs", type=int, default=POSTER_OUTPUTS,
-                   help="outputs explained at the poster's scale (fewer: all 165 extrapolated); default 165")
+    p.add_argument("--poster-outputs", type=int, nargs="+", default=[POSTER_OUTPUTS],
+                   help="outputs explained at the poster's scale, one value for every layer or one per "
+                        "--poster-layers entry (fewer than 165: all 165 extrapolated); default 165")
     p.add_argument("--poster-layers", nargs="+", default=list(POSTER_LAYERS))
     p.add_argument("--poster-size", type=int, default=POSTER_SIZE)
     p.add_argument("--poster-ibs", type=int, default=16, help="internal_batch_size at the poster's scale")
@@ -424,10 +425,16 @@ def parse_args(argv=None):
         args.matmul_n = min(args.matmul_n, 512)
         if args.poster_size == POSTER_SIZE:
             args.poster_size = 113  # the least input the Rebsamen layout takes
-        args.poster_outputs = min(args.poster_outputs, 2)
+        args.poster_outputs = [min(k, 2) for k in args.poster_outputs]
         args.poster_n_steps = args.poster_n_steps or 2
         args.poster_ibs = min(args.poster_ibs, 2)
     args.poster_n_steps = args.poster_n_steps or int(OBJECTIVE_DEFAULTS[args.objective]["n_steps"])
+    if len(args.poster_outputs) == 1:
+        args.poster_outputs = args.poster_outputs * len(args.poster_layers)
+    if len(args.poster_outputs) != len(args.poster_layers) or not all(
+            1 <= k <= POSTER_OUTPUTS for k in args.poster_outputs):
+        p.error(f"--poster-outputs takes one count or one per layer ({len(args.poster_layers)}), each 1 to "
+                f"{POSTER_OUTPUTS}; got {args.poster_outputs}")
     # A quick run never overwrites the tables; a --trace-only run writes beside them.
     args.out = args.out or str(QUICK if args.quick else RESULTS.parent / "speed_trace" if args.trace_only else RESULTS)
     return args
