@@ -317,7 +317,8 @@ class _PlanMode(TorchFunctionMode):
                 return onednn_conv(x, w, _arg(args, kwargs, 2, "bias", None), _arg(args, kwargs, 3, "stride", 1),
                                    _arg(args, kwargs, 4, "padding", 0), _arg(args, kwargs, 5, "dilation", 1),
                                    _arg(args, kwargs, 6, "groups", 1), plan.channels_last)
-        elif plan.linear == "rowwise" and func in _LINEAR_FUNCS:
+        elif (plan.linear == "rowwise" and func in _LINEAR_FUNCS and isinstance(args[0], Tensor)
+              and isinstance(args[1], Tensor)):  # not torch.fx proxies while a model is traced
             return rowwise_linear(args[0], args[1], _arg(args, kwargs, 2, "bias", None))
         elif plan.linear == "rowwise" and func in _MATMUL_FUNCS and not kwargs:
             a, b = args[0], args[1]

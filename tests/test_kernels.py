@@ -255,3 +255,24 @@ def test_other_devices_get_the_stock_plan_without_probing(fresh_plans, monkeypat
     sm = smocam_module.SMOCAM(net, net.mid)
     sm.attribute(torch.randn(1, 1, 6, 8, 10), target=0, n_steps=2)
     assert sm.plan == STOCK and sm.plan_source == "stock: no other plan on cpu" and not _kernels._PLANS
+
+
+def test_a_model_traced_under_a_plan_still_takes_the_fast_path(fresh_plans):
+    """The fast path's first trace may run under the plan: functional linear layers and products see proxies."""
+    from captum_smocam import _fastpath
+
+    class FunctionalHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(1, 4, 3, padding=1)
+            self.w, self.v = nn.Parameter(torch.randn(3, 4)), nn.Parameter(torch.randn(3, 2))
+
+        def forward(self, x):
+            h = F.relu(self.conv(x)).mean(dim=(2, 3, 4))
+            return F.linear(h, self.w) @ self.v
+
+    _fastpath.clear_cache()
+    net = FunctionalHead().eval()
+    sm = SMOCAM(net, net.conv)
+    sm.attribute(torch.randn(1, 1, 4, 5, 6), target=0, n_steps=2, kernel_plan=ONEDNN)
+    assert sm.path == "fast"
