@@ -68,20 +68,26 @@ __all__ = [
     "architecture_key",
     "plan_for",
     "set_kernel_tuning",
+    "kernel_tuning_mode",
     "kernel_tuning_enabled",
     "clear_plan_cache",
     "PLAN_CACHE_ENV",
     "TUNING_ENV",
 ]
 
-#: Environment variable that turns kernel tuning off (``0``, ``off``, ``false``, ``no``): every call then
-#: uses :data:`STOCK`, PyTorch's own kernel choice with ``min_rows = 4`` (SMOCAM before plans).
+#: Environment variable of the plan choice: unset or ``1``/``on``: the first per-row invariant candidate
+#: (a fixed rule: every process on every machine with the same torch build chooses the same plan);
+#: ``fastest``: the fastest invariant candidate, timed on this machine (see :func:`choose_plan`); ``0``,
+#: ``off``, ``false``, ``no``: no plans, every call uses :data:`STOCK` (PyTorch's own kernels with
+#: ``min_rows = 4``, SMOCAM before plans).
 TUNING_ENV = "SMOCAM_KERNEL_TUNING"
 #: Environment variable naming the on-disk plan cache (a JSON file); ``off`` disables it. Default:
 #: ``$XDG_CACHE_HOME/captum_smocam/kernel_plans.json`` (``~/.cache/...``).
 PLAN_CACHE_ENV = "SMOCAM_PLAN_CACHE"
 
-_tuning: Optional[bool] = None  # None: read TUNING_ENV
+_tuning: Optional[str] = None  # None: read TUNING_ENV
+#: The modes of plan choice (:func:`kernel_tuning_mode`).
+TUNING_MODES = ("off", "first", "fastest")
 
 
 # --------------------------------------------------------------------------- #
@@ -330,21 +336,35 @@ class _PlanMode(TorchFunctionMode):
 # --------------------------------------------------------------------------- #
 # The switch.
 # --------------------------------------------------------------------------- #
-def set_kernel_tuning(enabled: Optional[bool]) -> None:
-    """Turn kernel plans on (True) or off (False) for this process; None: follow ``SMOCAM_KERNEL_TUNING``.
+def set_kernel_tuning(enabled) -> None:
+    """Kernel plans for this process: True (the rule, ``"first"``), ``"fastest"``, False (``"off"``), or None
+    (follow ``SMOCAM_KERNEL_TUNING``).
 
     Off, every SMOCAM call runs :data:`STOCK` (PyTorch's kernels, 4 rows at
     least), as before kernel plans existed.
     """
     global _tuning
-    _tuning = None if enabled is None else bool(enabled)
+    if enabled is None or enabled in TUNING_MODES:
+        _tuning = enabled
+    elif isinstance(enabled, bool):
+        _tuning = "first" if enabled else "off"
+    else:
+        raise ValueError(f"expected True, False, None or one of {TUNING_MODES}, got {enabled!r}")
+
+
+def kernel_tuning_mode() -> str:
+    """``"first"`` (default), ``"fastest"`` or ``"off"``: :func:`set_kernel_tuning`, else ``SMOCAM_KERNEL_TUNING``."""
+    if _tuning is not None:
+        return _tuning
+    value = os.environ.get(TUNING_ENV, "1").strip().lower()
+    if value in ("0", "off", "false", "no"):
+        return "off"
+    return "fastest" if value == "fastest" else "first"
 
 
 def kernel_tuning_enabled() -> bool:
-    """Whether SMOCAM chooses kernel plans (:func:`set_kernel_tuning`, else ``SMOCAM_KERNEL_TUNING``; default on)."""
-    if _tuning is not None:
-        return _tuning
-    return os.environ.get(TUNING_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+    """Whether SMOCAM uses kernel plans (:func:`kernel_tuning_mode` is not ``"off"``)."""
+    return kernel_tuning_mode() != "off"
 
 
 # --------------------------------------------------------------------------- #
@@ -359,19 +379,22 @@ MARGIN = 1.25
 Probe = Callable[[KernelPlan, Tensor], Tuple[Tensor, Tensor]]
 
 
-def candidates(device: torch.device, dtype: torch.dtype) -> List[KernelPlan]:
+def candidates(device: torch.device, dtype: torch.dtype, fastest: bool = False) -> List[KernelPlan]:
     """The plans worth trying on ``device`` for ``dtype``, most trusted first; :data:`STOCK` is always last.
 
-    On CPU: oneDNN convolutions with row-wise products, contiguous and
-    ``channels_last_3d`` (float32 only: oneDNN does not run float64, where the
-    stock 3-D convolution is one kernel for every batch size already, so only
-    the row-wise products are added). Elsewhere (CUDA): :data:`STOCK` only.
+    On CPU: oneDNN convolutions with row-wise products (float32 only: oneDNN
+    does not run float64, where the stock 3-D convolution is one kernel for
+    every batch size already, so only the row-wise products are added), and
+    with ``fastest`` also in ``channels_last_3d``. Elsewhere (CUDA):
+    :data:`STOCK` only.
     """
     if torch.device(device).type != "cpu":
         return [STOCK]
     if dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        return [KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1),
-                KernelPlan("onednn+rowwise+cl", "onednn", "rowwise", True, 1), STOCK]
+        plans = [KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1)]
+        if fastest:
+            plans.append(KernelPlan("onednn+rowwise+cl", "onednn", "rowwise", True, 1))
+        return plans + [STOCK]
     return [KernelPlan("rowwise", "stock", "rowwise", False, 1), STOCK]
 
 
@@ -429,26 +452,36 @@ def time_plans(probe: Probe, plans: Sequence[KernelPlan], masks: Tensor,
     return best
 
 
-def choose_plan(probe: Probe, masks: Tensor, plans: Optional[Sequence[KernelPlan]] = None) -> KernelPlan:
-    """The fastest per-row-invariant plan for ``probe`` (see :func:`verify`), else :data:`STOCK`.
+def choose_plan(probe: Probe, masks: Tensor, plans: Optional[Sequence[KernelPlan]] = None,
+                fastest: bool = False) -> KernelPlan:
+    """The first per-row-invariant plan for ``probe`` (see :func:`verify`), or the fastest; else :data:`STOCK`.
 
-    Each candidate's cost is the time of one mask alone plus that of five
-    masks together (a plan is chosen per model and shape, never per batch
-    size, so both must be good), timed in interleaved rounds
-    (:func:`time_plans`); a candidate replaces an earlier one only when it is
-    :data:`MARGIN` times cheaper. :data:`STOCK` needs no check (its padding to
-    4 rows is what makes it invariant). The returned plan records the
-    timings (``seconds``) and why it won (``reason``).
+    By default (the rule) the first candidate that proves per-row invariance
+    wins, untimed: the choice depends only on the model, the shape and the
+    torch build, never on the machine's load, so every process computes the
+    same masks (different plans round differently in the last bits, and the
+    poster's objective can amplify that to a few percent of a mask).
+
+    With ``fastest``, each eligible candidate's cost is the time of one mask
+    alone plus that of five masks together (a plan is chosen per model and
+    shape, never per batch size, so both must be good), timed in
+    interleaved rounds (:func:`time_plans`); a candidate replaces an earlier
+    one only when it is :data:`MARGIN` times cheaper. :data:`STOCK` needs no
+    check (its padding to 4 rows is what makes it invariant). The returned
+    plan records the timings (``seconds``) and why it won (``reason``).
 
     Args:
         probe: see :func:`verify`.
         masks (Tensor): ``5 x 1 x <spatial>`` test masks on the probe's device.
         plans (sequence of KernelPlan, optional): candidates, most trusted
             first. Default: :func:`candidates` for the masks' device and dtype.
+        fastest (bool, optional): time the candidates. Default: False
     """
-    plans = list(plans) if plans is not None else candidates(masks.device, masks.dtype)
+    plans = list(plans) if plans is not None else candidates(masks.device, masks.dtype, fastest)
     eligible, rejected = [], []
     for plan in plans:
+        if not fastest and any(not p.stock for p in eligible):
+            break  # the rule: the first invariant candidate
         if plan.stock:
             eligible.append(plan)
             continue
@@ -462,6 +495,12 @@ def choose_plan(probe: Probe, masks: Tensor, plans: Optional[Sequence[KernelPlan
             eligible.append(plan)
         else:
             rejected.append(f"{plan.name} not per-row invariant")
+    if not fastest:
+        best = eligible[0] if eligible else STOCK
+        reason = ("the first per-row invariant candidate (untimed)" if not best.stock
+                  else "no candidate proved per-row invariant")
+        reason += f"; {'; '.join(rejected)}" if rejected else ""
+        return dataclasses.replace(best, verified=None if best.stock else True, seconds={}, reason=reason)
     if not any(p.stock for p in eligible):
         eligible.append(STOCK)
     seconds = time_plans(probe, eligible, masks) if len(eligible) > 1 else {}

@@ -981,19 +981,23 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             kernel_plan (str or KernelPlan, optional): which kernels run the
                 network (:mod:`captum_smocam._kernels`). ``"auto"``: on CPU, a
                 plan is chosen once per model architecture, layer, input shape,
-                dtype and thread count (never per batch size) among oneDNN
+                dtype and thread count (never per batch size): oneDNN
                 convolutions for every batch size with row-wise matrix
-                products (contiguous or ``channels_last_3d``) and PyTorch's own
-                kernels; a plan must prove per-row invariance on the model
-                (every row computed alone equals the same row in batches of
-                2, 3 and 5, bitwise) and then runs without padding; the choice
-                is timed, cached per process and on disk
-                (``SMOCAM_PLAN_CACHE``). ``"stock"`` (or ``"off"``, or the
-                environment variable ``SMOCAM_KERNEL_TUNING=0`` with
-                ``"auto"``): PyTorch's own kernels with every evaluation padded
-                to :data:`MIN_ROWS` rows, as before plans. A
-                :class:`~captum_smocam._kernels.KernelPlan` is used as given.
-                The plan used is in :attr:`plan`. Default: ``"auto"``
+                products (row-wise products alone in float64) if that plan
+                proves per-row invariance on the model (every row computed
+                alone equals the same row in batches of 2, 3 and 5, bitwise),
+                and then runs without padding; else PyTorch's own kernels. The
+                rule does not time anything, so every process chooses alike.
+                ``"fastest"`` (or ``SMOCAM_KERNEL_TUNING=fastest`` with
+                ``"auto"``): the fastest invariant plan on this machine, also
+                trying ``channels_last_3d`` and the padded stock kernels,
+                timed. Choices are cached per process and on disk
+                (``SMOCAM_PLAN_CACHE``). ``"stock"`` (or ``"off"``, or
+                ``SMOCAM_KERNEL_TUNING=0`` with ``"auto"``): PyTorch's own
+                kernels with every evaluation padded to :data:`MIN_ROWS` rows,
+                as before plans. A :class:`~captum_smocam._kernels.KernelPlan`
+                is used as given. The plan used is in :attr:`plan`. Default:
+                ``"auto"``
             autocast (torch.dtype, optional): mixed precision: the network runs
                 under ``torch.autocast`` in this dtype (``torch.bfloat16`` or
                 ``torch.float16``) while the mask, the optimiser and the
@@ -1096,8 +1100,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         from ._kernels import KernelPlan
 
-        if not (isinstance(kernel_plan, KernelPlan) or kernel_plan in ("auto", "stock", "off")):
-            raise ValueError(f"kernel_plan must be 'auto', 'stock', 'off' or a KernelPlan, got {kernel_plan!r}")
+        if not (isinstance(kernel_plan, KernelPlan) or kernel_plan in ("auto", "fastest", "stock", "off")):
+            raise ValueError(f"kernel_plan must be 'auto', 'fastest', 'stock', 'off' or a KernelPlan, "
+                             f"got {kernel_plan!r}")
         if autocast is not None and autocast not in (torch.bfloat16, torch.float16):
             raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
         base = _format_baselines(baselines, inputs) if objective == "preserve" else None
@@ -1249,8 +1254,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             return kernel_plan
         module = forward_func if isinstance(forward_func, Module) else None
         training = module is not None and any(m.training for m in module.modules())
+        mode = "fastest" if kernel_plan == "fastest" else _kernels.kernel_tuning_mode()
         why_stock = ("asked for" if kernel_plan in ("stock", "off") else
-                     f"{_kernels.TUNING_ENV} is off" if not _kernels.kernel_tuning_enabled() else
+                     f"{_kernels.TUNING_ENV} is off" if mode == "off" else
                      "forward_func is not an nn.Module" if module is None else
                      "the model is in training mode" if training else
                      "autocast" if autocast is not None else None)
@@ -1264,6 +1270,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             return _kernels.STOCK
         device = inputs[0].device
         key = _kernels.plan_key(module, layer_name, [x.shape[1:] for x in inputs], inputs[0].dtype, device, to_input)
+        key += f"|{mode}"
 
         def choose():
             one = distinct[:1]
@@ -1290,7 +1297,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                     (grad,) = torch.autograd.grad((flat * weights[flat.shape[1]]).sum(), m)
                     return flat.detach(), grad
 
-                return _kernels.choose_plan(probe, masks)
+                return _kernels.choose_plan(probe, masks, fastest=(mode == "fastest"))
             except Exception as exc:  # the probe could not run: PyTorch's kernels, padded
                 logger.info("SMOCAM: no kernel plan could be tried (%s: %s); using PyTorch's kernels",
                             type(exc).__name__, exc)

@@ -99,23 +99,36 @@ def _fake_probe(batch_dependent=(), failing=()):
     return probe
 
 
-def test_choose_plan_takes_the_first_invariant_candidate_unless_another_is_clearly_faster():
+def test_the_rule_takes_the_first_invariant_candidate_without_timing(monkeypatch):
+    monkeypatch.setattr(_kernels, "time_plans", lambda *a, **k: pytest.fail("timed"))
     masks = torch.rand(5, 1, 3, 3, 3)
     plan = choose_plan(_fake_probe(), masks, [ONEDNN, ONEDNN_CL, STOCK])
+    assert plan.name == ONEDNN.name and plan.verified and plan.min_rows == 1 and "untimed" in plan.reason
+    plan = choose_plan(_fake_probe(batch_dependent={ONEDNN.name}), masks, [ONEDNN, ONEDNN_CL, STOCK])
+    assert plan.name == ONEDNN_CL.name and "onednn+rowwise not per-row invariant" in plan.reason
+
+
+def test_fastest_takes_the_first_invariant_candidate_unless_another_is_clearly_faster():
+    masks = torch.rand(5, 1, 3, 3, 3)
+    plan = choose_plan(_fake_probe(), masks, [ONEDNN, ONEDNN_CL, STOCK], fastest=True)
     assert plan.name == ONEDNN.name and plan.verified and plan.min_rows == 1
     assert set(plan.seconds) == {ONEDNN.name, ONEDNN_CL.name, "stock"} and "1 mask / 5 masks" in plan.reason
 
 
-def test_choose_plan_rejects_a_plan_that_is_not_per_row_invariant_or_fails():
+@pytest.mark.parametrize("fastest", [False, True])
+def test_choose_plan_rejects_a_plan_that_is_not_per_row_invariant_or_fails(fastest):
     masks = torch.rand(5, 1, 3, 3, 3)
     plan = choose_plan(_fake_probe(batch_dependent={ONEDNN.name}, failing={ONEDNN_CL.name}), masks,
-                       [ONEDNN, ONEDNN_CL, STOCK])
+                       [ONEDNN, ONEDNN_CL, STOCK], fastest=fastest)
     assert plan.name == "stock" and plan.min_rows == 4
     assert "onednn+rowwise not per-row invariant" in plan.reason and "onednn+rowwise+cl failed" in plan.reason
 
 
 def test_candidates_by_device_and_dtype():
     assert _kernels.candidates(torch.device("cuda"), torch.float32) == [STOCK]
+    if torch.backends.mkldnn.is_available():
+        assert [p.name for p in _kernels.candidates(torch.device("cpu"), torch.float32)] == [ONEDNN.name, "stock"]
+        assert ONEDNN_CL in _kernels.candidates(torch.device("cpu"), torch.float32, fastest=True)
     assert _kernels.candidates(torch.device("cpu"), torch.float64)[-1] == STOCK
     assert all(p.conv == "stock" for p in _kernels.candidates(torch.device("cpu"), torch.float64))
 
@@ -185,9 +198,7 @@ def fresh_plans():
 
 
 @needs_onednn
-def test_smocam_chooses_a_verified_plan_and_skips_padding(fresh_plans, monkeypatch):
-    monkeypatch.setattr(_kernels, "candidates", lambda device, dtype: [ONEDNN, STOCK])
-    monkeypatch.setattr(_kernels, "MARGIN", 1e9)  # timing never overrules the first invariant plan
+def test_smocam_chooses_a_verified_plan_and_skips_padding(fresh_plans):
     torch.manual_seed(0)
     net = Net().eval()
     sm = SMOCAM(net, net.mid)
@@ -209,6 +220,36 @@ def test_a_model_that_mixes_rows_gets_the_padded_stock_plan(fresh_plans):
     assert sm.plan.stock and sm.plan.min_rows == 4 and "not per-row invariant" in sm.plan.reason
 
 
+@needs_onednn
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_fastest_is_chosen_on_request_and_cached_apart(how, fresh_plans, monkeypatch):
+    torch.manual_seed(0)
+    net = Net().eval()
+    sm = SMOCAM(net, net.mid)
+    x = torch.randn(1, 1, 6, 8, 10)
+    if how == "argument":
+        sm.attribute(x, target=0, n_steps=2, kernel_plan="fastest")
+    else:
+        monkeypatch.setenv(_kernels.TUNING_ENV, "fastest")
+        sm.attribute(x, target=0, n_steps=2)
+    assert sm.plan_source == "chosen" and set(sm.plan.seconds) >= {ONEDNN.name, ONEDNN_CL.name, "stock"}
+    monkeypatch.delenv(_kernels.TUNING_ENV, raising=False)
+    sm.attribute(x, target=0, n_steps=2)  # the rule: a plan of its own, not the timed one
+    assert sm.plan_source == "chosen" and sm.plan.name == ONEDNN.name and not sm.plan.seconds
+
+
+def test_set_kernel_tuning_takes_the_modes():
+    try:
+        _kernels.set_kernel_tuning("fastest")
+        assert _kernels.kernel_tuning_mode() == "fastest"
+        _kernels.set_kernel_tuning(False)
+        assert _kernels.kernel_tuning_mode() == "off" and not _kernels.kernel_tuning_enabled()
+        with pytest.raises(ValueError):
+            _kernels.set_kernel_tuning("sometimes")
+    finally:
+        _kernels.set_kernel_tuning(None)
+
+
 @pytest.mark.parametrize("how", ["argument", "function", "environment"])
 def test_plans_can_be_turned_off(how, fresh_plans, monkeypatch):
     net = Net().eval()
@@ -228,7 +269,7 @@ def test_plans_can_be_turned_off(how, fresh_plans, monkeypatch):
 def test_bad_kernel_plan_and_autocast_arguments_are_refused():
     net = Net().eval()
     with pytest.raises(ValueError, match="kernel_plan"):
-        SMOCAM(net, net.mid).attribute(torch.randn(1, 1, 6, 8, 10), target=0, kernel_plan="fastest")
+        SMOCAM(net, net.mid).attribute(torch.randn(1, 1, 6, 8, 10), target=0, kernel_plan="quickest")
     with pytest.raises(ValueError, match="autocast"):
         SMOCAM(net, net.mid).attribute(torch.randn(1, 1, 6, 8, 10), target=0, autocast=torch.float64)
 
@@ -249,7 +290,7 @@ def test_other_devices_get_the_stock_plan_without_probing(fresh_plans, monkeypat
     import captum_smocam.smocam as smocam_module
 
     # Pretend the CPU were a device with no plan but STOCK: nothing is probed or cached.
-    monkeypatch.setattr(_kernels, "candidates", lambda device, dtype: [STOCK])
+    monkeypatch.setattr(_kernels, "candidates", lambda device, dtype, fastest=False: [STOCK])
     monkeypatch.setattr(_kernels, "choose_plan", lambda *a, **k: pytest.fail("probed"))
     net = Net().eval()
     sm = smocam_module.SMOCAM(net, net.mid)
