@@ -242,7 +242,7 @@ def module_fingerprint(module: Module) -> Tuple:
         >>> before == module_fingerprint(net)
         True
         >>> with torch.no_grad():
-        ...     net[0].weight.mul_(2.0)
+        ...     _ = net[0].weight.mul_(2.0)
         >>> before == module_fingerprint(net)
         False
     """
