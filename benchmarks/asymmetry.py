@@ -148,7 +148,9 @@ def predict(model, images: list, batch: int = 4) -> np.ndarray:
 def explain_case(method: str, model, meta: dict, x: torch.Tensor, targets: list, args) -> torch.Tensor:
     if method == "smocam":
         # SMOCAM directly (as pipeline.explain does: K targets as one batch) to keep its loss history.
-        kwargs = {"n_steps": args.smocam_steps, "objective": args.smocam_objective}
+        kwargs = {"objective": args.smocam_objective}
+        if args.smocam_steps is not None:
+            kwargs["n_steps"] = args.smocam_steps
         if args.smocam_smooth_weight is not None:
             kwargs["smooth_weight"] = args.smocam_smooth_weight
         _, layer = resolve_layer(model, meta)
@@ -186,12 +188,12 @@ def parse_args(argv=None):
                    help="attr levels on which Occlusion runs (it is the slow method)")
     p.add_argument("--occlusion-window", type=int, default=8)
     p.add_argument("--occlusion-stride", type=int, default=8)
-    p.add_argument("--smocam-steps", type=int, default=100)
+    p.add_argument("--smocam-steps", type=int, default=None,
+                   help="SMOCAM optimisation steps (default: the objective's, smocam.OBJECTIVE_DEFAULTS)")
     p.add_argument("--smocam-objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
                    help=f"SMOCAM objective (default: {DEFAULT_OBJECTIVE})")
     p.add_argument("--smocam-smooth-weight", type=float, default=None,
-                   help="SMOCAM's gamma (default: the package's DEFAULT_SMOOTH_WEIGHT); on the shipped vgg the "
-                        "default keeps the uniform initial mask for the hippocampus outputs, see docs/asymmetry.md")
+                   help="SMOCAM's gamma (default: the objective's, smocam.OBJECTIVE_DEFAULTS)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-dir", default=None,
                    help=f"tables (default: benchmarks/results/asymmetry; with --quick {QUICK.relative_to(REPO)})")
@@ -208,7 +210,7 @@ def parse_args(argv=None):
         args.levels, args.attr_levels, args.occlusion_levels = [40.0], [40.0], []
         args.methods, args.smocam_steps = ["smocam"], 10
     for name in ("n_reference", "smocam_steps", "threads", "occlusion_window", "occlusion_stride"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.occlusion_stride > args.occlusion_window:
         p.error(f"--occlusion-stride {args.occlusion_stride} must not exceed --occlusion-window "
