@@ -29,7 +29,10 @@ Display conventions: 3-D arrays are indexed ``[x, y, z]`` and drawn like
 nilearn's neurological view of a RAS+ volume (axial and coronal cuts: x to the
 right; sagittal cuts: y to the right; z and y upwards), so pass canonical
 (RAS+) arrays, e.g. from :func:`captum_smocam.nifti.load_scan`. 2-D maps are
-drawn as images (row 0 at the top).
+drawn as images (row 0 at the top). ``cut_coords`` are millimetres, as in
+nilearn, when the position of the voxels is known (``bg_img`` a nibabel image:
+its affine), and voxel indices otherwise; panel titles say which
+(``axial z=12 mm`` or ``axial z=30``).
 """
 from __future__ import annotations
 
@@ -65,16 +68,17 @@ _LOSS_COLORS = {"total": "black", "distance": "tab:blue", "l2": "tab:orange", "s
 
 
 # --------------------------------------------------------------------------- helpers
-def _load_bg(bg_img) -> Tuple[Optional[np.ndarray], Optional[Tuple[float, ...]]]:
-    """Background array and voxel sizes (when known)."""
+def _load_bg(bg_img) -> Tuple[Optional[np.ndarray], Optional[Tuple[float, ...]], Optional[np.ndarray]]:
+    """Background array, and its voxel sizes and voxel -> world affine when known (a nibabel image)."""
     if bg_img is None:
-        return None, None
+        return None, None, None
     if hasattr(bg_img, "get_fdata") and hasattr(bg_img, "header"):
         data = as_spatial_array(np.asarray(bg_img.get_fdata(dtype=np.float32)), None, what="bg_img")
         zooms = tuple(float(z) for z in bg_img.header.get_zooms()[: data.ndim])
-        return np.nan_to_num(data.astype(np.float32)), zooms
+        affine = np.asarray(bg_img.affine, dtype=np.float64) if data.ndim == 3 else None
+        return np.nan_to_num(data.astype(np.float32)), zooms, affine
     data = as_spatial_array(bg_img, None, what="bg_img")
-    return np.nan_to_num(np.asarray(data, dtype=np.float32)), None
+    return np.nan_to_num(np.asarray(data, dtype=np.float32)), None, None
 
 
 def _display_map(attr, shape: Optional[Tuple[int, ...]]) -> np.ndarray:
@@ -107,36 +111,72 @@ def _argmax_index(m: np.ndarray) -> Tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(m)), m.shape))
 
 
-def _panels(letters: List[str], cut_coords, ref: np.ndarray) -> List[Tuple[int, int, str]]:
-    """(axis, index, label) for each panel of a 3-D display."""
+def _panels(letters: List[str], cut_coords, ref: np.ndarray,
+            affine: Optional[np.ndarray] = None) -> List[Tuple[int, int, str]]:
+    """(axis, index, label) for each panel of a 3-D display.
+
+    ``cut_coords`` are world coordinates in mm when ``affine`` is known, else voxel indices.
+    """
     shape = ref.shape
+    unit = "world coordinates in mm" if affine is not None else "voxel indices"
     if cut_coords is None:
         peak = _argmax_index(ref)
         cuts = [(_VIEWS[l][0], peak[_VIEWS[l][0]]) for l in letters]
     elif len(letters) == 1:
         axis = _VIEWS[letters[0]][0]
         values = [cut_coords] if np.ndim(cut_coords) == 0 else list(cut_coords)
-        cuts = [(axis, v) for v in values]
+        cuts = [(axis, _cut_index(axis, v, shape, affine)) for v in values]
     else:
         values = list(np.ravel(cut_coords))
         if len(values) != 3:
             raise ValueError(
-                f"cut_coords must be 3 voxel indices (x, y, z) for display_mode {''.join(letters)!r}; got {cut_coords!r}"
+                f"cut_coords must be 3 {unit} (x, y, z) for display_mode {''.join(letters)!r}; got {cut_coords!r}"
             )
-        cuts = [(_VIEWS[l][0], values[_VIEWS[l][0]]) for l in letters]
-    panels = []
+        point = None if affine is None else _world_to_voxel(affine, values)
+        cuts = [(_VIEWS[l][0], _cut_index(_VIEWS[l][0], values[_VIEWS[l][0]], shape, affine, point)) for l in letters]
     names = {v[0]: (k, v[1]) for k, v in _VIEWS.items()}
-    for axis, value in cuts:
-        if isinstance(value, float) and not float(value).is_integer():
-            raise ValueError(f"cut_coords are voxel indices (integers); got {value!r}")
-        index = int(value)
-        if not 0 <= index < shape[axis]:
-            raise ValueError(
-                f"cut_coords index {value!r} along axis {names[axis][0]} is outside the volume of shape {shape}"
-            )
+    panels = []
+    for axis, index in cuts:
         letter, view = names[axis]
-        panels.append((axis, index, f"{view} {letter}={index}"))
+        where = f"{index}" if affine is None else f"{_voxel_to_world(affine, axis, index, shape):g} mm"
+        panels.append((axis, index, f"{view} {letter}={where}"))
     return panels
+
+
+def _world_to_voxel(affine: np.ndarray, xyz) -> np.ndarray:
+    return (np.linalg.inv(affine) @ np.r_[np.asarray(xyz, dtype=np.float64), 1.0])[:3]
+
+
+def _voxel_to_world(affine: np.ndarray, axis: int, index: int, shape) -> float:
+    """World coordinate along ``axis`` of the cut ``index`` (through the volume's centre)."""
+    ijk = (np.asarray(shape, dtype=np.float64) - 1) / 2.0
+    ijk[axis] = index
+    return float(np.round((affine @ np.r_[ijk, 1.0])[axis], 6))
+
+
+def _cut_index(axis: int, value, shape, affine: Optional[np.ndarray], voxel: Optional[np.ndarray] = None) -> int:
+    """The voxel index of a cut: ``value`` itself without an affine, else the voxel nearest to ``value`` mm.
+
+    With an affine and no ``voxel`` (a single-letter display), the point is ``value`` along the
+    display axis and the volume's centre along the others.
+    """
+    letter = "xyz"[axis]
+    if affine is None:
+        if isinstance(value, float) and not float(value).is_integer():
+            raise ValueError(f"cut_coords are voxel indices (integers) when bg_img has no affine; got {value!r}")
+        index = int(value)
+    else:
+        if voxel is None:
+            centre = affine @ np.r_[(np.asarray(shape, dtype=np.float64) - 1) / 2.0, 1.0]
+            centre[axis] = float(value)
+            voxel = _world_to_voxel(affine, centre[:3])
+        index = int(np.floor(voxel[axis] + 0.5))
+    if not 0 <= index < shape[axis]:
+        unit = " mm (through bg_img's affine)" if affine is not None else " (a voxel index)"
+        raise ValueError(
+            f"cut_coords {value!r}{unit} along axis {letter} is outside the volume of shape {shape}"
+        )
+    return index
 
 
 def _cut(vol: Optional[np.ndarray], axis: Optional[int], index: Optional[int]) -> Optional[np.ndarray]:
@@ -299,10 +339,13 @@ def plot_attribution(
         display_mode (str, optional): ``"ortho"`` (axial, coronal, sagittal),
             or ``"x"`` (sagittal), ``"y"`` (coronal), ``"z"`` (axial), or a
             combination such as ``"xz"``. Ignored for 2-D maps. Default: ``"ortho"``
-        cut_coords (int or sequence of int, optional): voxel indices. For a
-            single-letter mode, one index or a list of indices along that axis
-            (one panel each); otherwise ``(x, y, z)``. Default: through the
-            map's maximum.
+        cut_coords (float or sequence of float, optional): where to cut. As in
+            nilearn, world coordinates in **millimetres** when ``bg_img`` is a
+            nibabel image (its affine maps them to the nearest voxel); voxel
+            indices (integers) when no affine is known (an array or tensor
+            ``bg_img``, or none). For a single-letter mode, one value or a list
+            of values along that axis (one panel each); otherwise ``(x, y, z)``.
+            Default: through the map's maximum.
         threshold (float, optional): voxels with ``|value| < threshold`` are
             transparent. Default: ``None`` (over a background, values under 2 %
             of the colour scale's maximum are transparent)
@@ -335,7 +378,7 @@ def plot_attribution(
         >>> len(fig.axes)                           # 3 cuts + colour bar
         4
     """
-    bg, zooms = _load_bg(bg_img)
+    bg, zooms, affine = _load_bg(bg_img)
     m = _display_map(attr, None if bg is None else bg.shape)
     if m.ndim not in (2, 3):
         raise ValueError(f"attr must be 2-D or 3-D after removing batch dims; got shape {m.shape}")
@@ -344,7 +387,7 @@ def plot_attribution(
         panels = [(None, None, None)]
         origin = "upper"
     else:
-        panels = _panels(_parse_display_mode(display_mode), cut_coords, m)
+        panels = _panels(_parse_display_mode(display_mode), cut_coords, m, affine)
         origin = "lower"
     lo, hi = _default_limits([m])
     norm = Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
@@ -412,8 +455,9 @@ def plot_comparison(
             instead of per-map normalisation. Default: ``False``
         outline (array-like of bool, optional): structure contour drawn in every
             panel. Default: ``None``
-        cut_coords (int or sequence of int, optional): as in
-            :func:`plot_attribution`. Default: through the maximum of the first map.
+        cut_coords (float or sequence of float, optional): as in
+            :func:`plot_attribution`: millimetres when ``bg_img`` is a nibabel
+            image, else voxel indices. Default: through the maximum of the first map.
         display_mode (str, optional): as in :func:`plot_attribution`. Default: ``"ortho"``
         threshold (float, optional): transparency threshold in displayed units
             (a fraction of each map's maximum by default). Default: ``None``
@@ -442,7 +486,7 @@ def plot_comparison(
     """
     if not isinstance(maps, Mapping) or not maps:
         raise ValueError(f"maps must be a non-empty dict {{method name: map}}; got {type(maps).__name__}")
-    bg, zooms = _load_bg(bg_img)
+    bg, zooms, affine = _load_bg(bg_img)
     raw = {str(k): as_spatial_array(v, None if bg is None else bg.ndim, what=f"maps[{k!r}]") for k, v in maps.items()}
     if bg is not None:
         shape = bg.shape
@@ -462,7 +506,7 @@ def plot_comparison(
     if len(shape) == 2:
         panels, origin = [(None, None, None)], "upper"
     else:
-        panels, origin = _panels(_parse_display_mode(display_mode), cut_coords, first), "lower"
+        panels, origin = _panels(_parse_display_mode(display_mode), cut_coords, first, affine), "lower"
     lo, hi = _default_limits(list(shown.values()))
     if not share_scale:
         lo, hi = (0.0, 1.0) if lo >= 0 else (-1.0, 1.0)
