@@ -33,7 +33,6 @@ default, never over the published results and figure.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -50,8 +49,10 @@ from captum_smocam.benchmarking import (
     contralateral,
     faithfulness_scores,
     load_model,
+    best_or_tied_table,
     load_subject,
     localisation_scores,
+    machine_description,
     randomization_table,
     save_figure,
     split_indices,
@@ -79,7 +80,9 @@ FIGURE = "comparison_right_lateral_ventricle.png"
 #: The targets of the default run (the poster's structures).
 DEFAULT_TARGETS = POSTER_TARGETS
 #: The methods of the default run (Integrated Gradients with ``--methods ... integrated_gradients``).
-DEFAULT_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
+DEFAULT_METHODS = ("smocam", "smocam_poster", "gradcam", "occlusion", "saliency", "deeplift")
+#: The five methods issue 12 ranks SMOCAM among (the poster's SMOCAM is shown for reference).
+RANKED_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
 #: Fractions of the deletion/insertion curves (those of docs/metrics.md).
 FRACTIONS = metrics.DEFAULT_FRACTIONS
 
@@ -97,7 +100,7 @@ def compute_maps(method: str, model, x, targets: Sequence[int], *, layer, output
     """
     kw = dict(layer=layer, output_std=output_std, smocam_kwargs=smocam_kwargs,
               occlusion_window=occlusion_window, occlusion_stride=occlusion_stride)
-    if method == "smocam":
+    if method.startswith("smocam"):
         xs = x.expand(len(targets), *x.shape[1:]).contiguous()
         with PeakMemory() as mem:
             t0 = time.perf_counter()
@@ -138,7 +141,7 @@ def cost_only(args, model, index, meta, target_idx, method_kw) -> int:
                 kw["smocam_kwargs"] = dict(kw.get("smocam_kwargs") or {}, fast=False)
                 _, sec, peak, per = compute_maps("smocam", model, x, target_idx, **kw)
             else:
-                targets = target_idx if method == "smocam" else target_idx[:1]
+                targets = target_idx if method.startswith("smocam") else target_idx[:1]
                 _, sec, peak, per = compute_maps(method, model, x, targets, **kw)
             rows.append({"repeat": rep + 1, "method": method, "window": w if method == "occlusion" else None,
                          "stride": s if method == "occlusion" else None,
@@ -225,8 +228,7 @@ def main(argv=None) -> int:
     indices = split_indices(meta, "test", args.n_subjects)
     target_idx = [names.index(t) for t in args.targets]
     print(f"model {args.model}, layer {layer_name}, {len(indices)} test subjects {indices[0]}..{indices[-1]}, "
-          f"targets {args.targets}, methods {args.methods}, torch {torch.__version__} threads "
-          f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}", flush=True)
+          f"targets {args.targets}, methods {args.methods}; {machine_description()}", flush=True)
     if "occlusion" in args.methods:
         print(f"occlusion: window {args.occlusion_window}, stride {args.occlusion_stride}", flush=True)
 
@@ -315,6 +317,19 @@ def main(argv=None) -> int:
     if rnd_rows:
         summary += "\nCascading randomisation (Spearman of |map| to the original):\n\n"
         summary += randomization_table(pd.DataFrame(rnd_rows))
+    ranked = [m for m in RANKED_METHODS if m in args.methods]
+    if "smocam" in ranked and len(ranked) > 1 and len(indices) > 1:
+        verdicts = best_or_tied_table(df, "smocam", ranked, args.targets,
+                                      ["mass_dilated", "auroc", "deletion_auc"], seed=args.seed)
+        write_csv(verdicts, out_dir / f"compare_verdicts{suffix}.csv")
+        summary += (f"\nSMOCAM (default) against the best of {', '.join(METHOD_LABELS[m] for m in ranked)} "
+                    "(paired 95 % bootstrap interval of the mean difference over subjects; tied if it holds 0):\n\n"
+                    "| target | score | best | SMOCAM | best's | difference [95 % CI] | verdict |\n"
+                    "|---|---|---|---|---|---|---|\n")
+        for r in verdicts.itertuples():
+            ci = "—" if r.verdict == "best" else f"{r.difference:+.3g} [{r.lower:+.3g}, {r.upper:+.3g}]"
+            summary += (f"| {r.target} | {r.score} | {METHOD_LABELS[r.best]} | {r.value:.3g} | {r.best_value:.3g} | "
+                        f"{ci} | {r.verdict} |\n")
     write_text(summary, out_dir / f"compare_summary{suffix}.md")
     print(summary, flush=True)
 

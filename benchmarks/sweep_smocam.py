@@ -78,7 +78,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS, QUICK = REPO / "benchmarks" / "results", REPO / "benchmarks" / "runs" / "quick"
 
 #: The preservation objective's starting point: the issue-12 prototype's settings.
-BASE = {"area_weight": 20.0, "smooth_weight": 0.01, "lr": 0.2, "n_steps": 100, "layer": "features.block3",
+BASE = {"area_weight": 20.0, "smooth_weight": 0.01, "lr": 0.2, "n_steps": 100, "layer": "default",
         "reference": "train", "n_refs": 8}
 #: Values tried for each parameter, one at a time around :data:`BASE`.
 GRID = {
@@ -86,7 +86,7 @@ GRID = {
     "smooth_weight": (0.003, 0.01, 0.03),
     "lr": (0.1, 0.2, 0.4),
     "n_steps": (50, 100, 150),
-    "layer": ("features.block2", "features.block3"),
+    "layer": ("features.block2", "default"),  # "default": the checkpoint's default_layer
     "reference": ("train", "shift"),
     "n_refs": (4, 8, 16),
 }
@@ -214,6 +214,10 @@ def main(argv=None) -> int:
     sigma = [float(s) for s in np.atleast_1d(meta["output_std"])]
     base = dict(BASE, objective="preserve", **parse_overrides(args.base, GRID, multi=False))
     grid = dict(GRID, **parse_overrides(args.grid, GRID, multi=True))
+    layers = {name for name, _ in model.named_modules()}
+    resolve = {"default": meta["default_layer"]}
+    base["layer"] = resolve.get(base["layer"], base["layer"])
+    grid["layer"] = tuple(dict.fromkeys(resolve.get(v, v) for v in grid["layer"] if resolve.get(v, v) in layers))
     poster = dict(base, objective="poster", layer=meta["default_layer"], name="poster")
     configs = [poster] + (one_at_a_time(base, {} if args.no_grid else grid))
     if args.quick:

@@ -18,11 +18,12 @@ from torch.nn import Module
 from .smocam import SMOCAM, upsample_mask
 
 #: Methods known to :func:`attribute_map`, in the order the comparison figures show them.
-METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift", "integrated_gradients")
+METHODS = ("smocam", "smocam_poster", "gradcam", "occlusion", "saliency", "deeplift", "integrated_gradients")
 
 #: Display names.
 METHOD_LABELS = {
     "smocam": "SMOCAM",
+    "smocam_poster": "SMOCAM (poster)",
     "gradcam": "Grad-CAM",
     "occlusion": "Occlusion",
     "saliency": "Saliency",
@@ -32,7 +33,8 @@ METHOD_LABELS = {
 
 #: Which sign each method keeps, and why (documented in docs/benchmarks.md).
 SIGN_RULES = {
-    "smocam": "the mask itself (non-negative by construction)",
+    "smocam": "the mask itself (in [0, 1] by construction)",
+    "smocam_poster": "the mask itself (non-negative by construction)",
     "gradcam": "ReLU of the channel-weighted activations, as in Selvaraju et al. 2017",
     "occlusion": "absolute change of the output when the window is replaced by the baseline",
     "saliency": "absolute gradient (Simonyan et al. 2013; Captum's default abs=True)",
@@ -121,12 +123,14 @@ def attribute_map(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if method in ("smocam", "gradcam") and layer is None:
+    if method in ("smocam", "smocam_poster", "gradcam") and layer is None:
         raise ValueError(f"method {method!r} needs a layer")
     spatial = x.shape[2:]
     tgt = list(target) if isinstance(target, (list, tuple)) else target
-    if method == "smocam":
+    if method in ("smocam", "smocam_poster"):
         kwargs = dict(smocam_kwargs or {})
+        if method == "smocam_poster":
+            kwargs["objective"] = "poster"
         kwargs.setdefault("show_progress", show_progress)
         smocam = SMOCAM(model, layer)
         mask = smocam.attribute(x, target=tgt, output_std=output_std, **kwargs)

@@ -74,7 +74,7 @@ def test_compare_methods_quick_scores_every_method(repo_untouched):
                                QUICK / "comparison_right_lateral_ventricle_quick.png")
     run_script("compare_methods", "--quick")
     df = pd.read_csv(csv)
-    assert sorted(df["method"]) == sorted(["smocam", "gradcam", "occlusion", "saliency", "deeplift"])
+    assert sorted(df["method"]) == sorted(["smocam", "smocam_poster", "gradcam", "occlusion", "saliency", "deeplift"])
     assert set(df["target"]) == {"right_lateral_ventricle"}
     for c in ("mass_inside", "mass_dilated", "auroc", "side_specificity"):
         assert df[c].between(0, 1).all(), c

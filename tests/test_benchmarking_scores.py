@@ -60,3 +60,36 @@ def test_randomization_table_counts_constant_maps_and_undefined_rho():
     assert "| SMOCAM | top (head) | n/a | 0 | 1 of 1 |" in lines
     assert "| DeepLIFT | all layers | 0.950 | 1 | 0 of 1 |" in lines
     assert S.randomization_table(df.iloc[:0]) == ""
+
+
+def test_paired_bootstrap_ci_covers_a_noisy_difference_and_excludes_a_clear_one():
+    import numpy as np
+
+    from captum_smocam.benchmarking.scores import paired_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=40)
+    d, lo, hi = paired_bootstrap_ci(a + rng.normal(scale=0.01, size=40), a)
+    assert lo <= 0.0 <= hi or abs(d) < 0.01
+    d, lo, hi = paired_bootstrap_ci(a + 1.0, a)
+    assert lo > 0.9 and hi < 1.1
+    with pytest.raises(ValueError, match="paired"):
+        paired_bootstrap_ci([1.0], [2.0])
+
+
+def test_best_or_tied_table_says_best_tied_or_behind():
+    import pandas as pd
+
+    from captum_smocam.benchmarking.scores import best_or_tied_table
+
+    subjects = list(range(6))
+    df = pd.DataFrame({
+        "subject": subjects * 3, "target": ["t"] * 18, "method": ["a"] * 6 + ["b"] * 6 + ["c"] * 6,
+        "auroc": [0.90, 0.91, 0.92, 0.90, 0.91, 0.92] + [0.91, 0.90, 0.92, 0.91, 0.90, 0.92]
+        + [0.5, 0.51, 0.52, 0.5, 0.51, 0.52],
+        "insertion_auc": [0.3] * 6 + [0.2] * 6 + [0.1] * 6,  # lower is better: c is best
+    })
+    v = best_or_tied_table(df, "a", ["a", "b", "c"], ["t"], ["auroc", "insertion_auc"]).set_index("score")
+    assert v.loc["auroc", "verdict"] in ("best", "tied")
+    assert v.loc["insertion_auc", "best"] == "c" and v.loc["insertion_auc", "verdict"] == "behind"
+    assert best_or_tied_table(df, "c", ["a", "b", "c"], ["t"], ["auroc"])["verdict"].tolist() == ["behind"]

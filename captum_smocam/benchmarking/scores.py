@@ -16,7 +16,7 @@ from .. import metrics
 from ..methods import METHOD_LABELS
 
 __all__ = ["HIGHER_IS_BETTER", "localisation_scores", "faithfulness_scores", "summary_table",
-           "randomization_table"]
+           "randomization_table", "paired_bootstrap_ci", "best_or_tied_table"]
 
 #: Score columns of the per-map tables, with whether a higher value is better.
 HIGHER_IS_BETTER = {
@@ -191,3 +191,86 @@ def randomization_table(df) -> str:
         lines.append(f"| {METHOD_LABELS.get(m, m)} | {step} | {_mean_sd(g['spearman'], '.3f', '.2f')} | {n} | "
                      f"{n_const} of {len(g)} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_bootstrap_ci(a, b, *, n_boot: int = 10000, level: float = 0.95, seed: int = 0):
+    """Mean of the paired differences ``a - b`` and its percentile bootstrap confidence interval.
+
+    Pairs (e.g. one per subject) are resampled with replacement ``n_boot``
+    times (Efron & Tibshirani 1993, percentile interval).
+
+    Args:
+        a, b (array-like): paired values, same length ``n >= 2``.
+        n_boot (int, optional): resamples. Default: 10000
+        level (float, optional): coverage. Default: 0.95
+        seed (int, optional): of the resampling. Default: 0
+
+    Returns:
+        tuple: ``(mean difference, lower, upper)``.
+
+    Examples::
+
+        >>> d, lo, hi = paired_bootstrap_ci([1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0])
+        >>> d, lo, hi
+        (1.0, 1.0, 1.0)
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"need two paired 1-D samples of >= 2 values, got shapes {a.shape} and {b.shape}")
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+    means = d[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return float(d.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+def best_or_tied_table(df, method: str, candidates: Sequence[str], targets: Sequence[str],
+                       scores: Sequence[str], *, n_boot: int = 10000, seed: int = 0):
+    """Is ``method`` the best, or tied with the best, on each target and score? A paired bootstrap over subjects.
+
+    For each target and score the best of ``candidates`` is the one with the
+    best mean (:data:`HIGHER_IS_BETTER`); ``method`` is *best* if it is that
+    one, *tied* if the 95 % bootstrap interval of its paired difference to
+    the best (over the ``subject`` column) includes 0, else *behind*.
+
+    Args:
+        df (pandas.DataFrame): one row per map with ``subject``, ``target``,
+            ``method`` and the score columns.
+        method (str): the method judged.
+        candidates (sequence of str): the methods compared (``method`` among them).
+        targets, scores (sequence of str): rows of the table.
+        n_boot, seed (int, optional): of :func:`paired_bootstrap_ci`.
+
+    Returns:
+        pandas.DataFrame: one row per target x score with ``best`` (method),
+        ``value`` (mean of ``method``), ``best_value``, ``difference``,
+        ``lower``, ``upper`` and ``verdict`` (``best``/``tied``/``behind``).
+
+    Examples::
+
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"subject": [1, 2, 3] * 2, "target": ["t"] * 6, "method": ["a"] * 3 + ["b"] * 3,
+        ...                    "auroc": [0.9, 0.8, 0.85, 0.7, 0.6, 0.65]})
+        >>> best_or_tied_table(df, "b", ["a", "b"], ["t"], ["auroc"])["verdict"].tolist()
+        ['behind']
+    """
+    import pandas as pd
+
+    rows = []
+    sub = df[df["method"].isin(list(candidates))]
+    for target in targets:
+        for score in scores:
+            t = sub[sub["target"] == target].pivot_table(index="subject", columns="method", values=score)
+            means = t.mean()
+            higher = HIGHER_IS_BETTER.get(score, True)
+            best = means.idxmax() if higher else means.idxmin()
+            row = {"target": target, "score": score, "best": best, "value": float(means[method]),
+                   "best_value": float(means[best])}
+            if best == method:
+                row.update(difference=0.0, lower=np.nan, upper=np.nan, verdict="best")
+            else:
+                paired = t[[method, best]].dropna()
+                d, lo, hi = paired_bootstrap_ci(paired[method].values, paired[best].values, n_boot=n_boot, seed=seed)
+                row.update(difference=d, lower=lo, upper=hi, verdict="tied" if lo <= 0.0 <= hi else "behind")
+            rows.append(row)
+    return pd.DataFrame(rows)
