@@ -116,7 +116,7 @@ def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: dict) -> tup
     if y is not None:
         return (y[:, names.index(LEFT)], y[:, names.index(RIGHT)],
                 f"train cache (all {len(y)} training subjects [{start}, {stop}))")
-    log(f"no usable training cache in {cache_dir} (a chunk is missing or made by another synth.py)")
+    log(f"no usable training cache in {cache_dir} (a chunk is missing or made by another synth version)")
     r, seed = float(meta["lr_correlation"]), int(meta.get("cohort_seed", 0))
     indices = list(range(start, min(stop, start + n)))
     key = (r, seed, indices[0])
@@ -125,7 +125,7 @@ def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: dict) -> tup
         err = max(abs(full[k] - fast[k]) for k in names)
         checked[key] = err <= 1e-6
         if not checked[key]:
-            log(f"WARNING: cohort_volumes differs from generate_subject by {err:.3g} cm3 (synth.py changed); "
+            log(f"WARNING: cohort_volumes differs from generate_subject by {err:.3g} cm3 (synth changed); "
                 "generating full subjects instead")
     volumes_of = cohort_volumes if checked[key] else _full_volumes
     from tqdm.auto import tqdm
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     current_sha = synth_sha1()
     for name, m in metas.items():
         if "synth_sha1" in m and current_sha not in str(m["synth_sha1"]).split(","):
-            log(f"WARNING: {name} was trained on synth.py {m['synth_sha1']}, test subjects use {current_sha}")
+            log(f"WARNING: {name} was trained on synth version {m['synth_sha1']}, test subjects use {current_sha}")
     names = list(next(iter(metas.values()))["output_names"])
     il, ir = names.index(LEFT), names.index(RIGHT)
 

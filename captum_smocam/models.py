@@ -128,6 +128,25 @@ def _check_pool_size(pool_size) -> tuple:
 class _Standardized(nn.Module):
     """Shared de-standardisation of the last layer (``output_mean``/``output_std``)."""
 
+    def _check_sizes(self, n_outputs, in_channels, hidden, pool_size) -> int:
+        """Check the sizes every model takes, keep ``n_outputs``, ``in_channels``, ``pool_size``; return ``hidden``."""
+        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
+        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
+        (hidden,) = _check_positive_ints("hidden", [hidden])
+        self.pool_size = _check_pool_size(pool_size)
+        self.n_outputs, self.in_channels = n_outputs, in_channels
+        return hidden
+
+    def _add_pool_and_head(self, features_out: int, hidden: int, dropout: Optional[float] = None) -> None:
+        """``pool`` (adaptive average pooling) and ``head`` (``fc1 -> ReLU [-> dropout] -> fc2``) after the features."""
+        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
+        fc1 = nn.Linear(features_out * math.prod(self.pool_size), hidden)
+        layers = OrderedDict(fc1=fc1, relu=nn.ReLU(inplace=False))
+        if dropout is not None:
+            layers["dropout"] = nn.Dropout(float(dropout))
+        layers["fc2"] = nn.Linear(hidden, self.n_outputs)
+        self.head = nn.Sequential(layers)
+
     def _init_output_stats(self, n_outputs: int, output_mean, output_std) -> None:
         mean = torch.zeros(n_outputs) if output_mean is None else torch.as_tensor(
             output_mean, dtype=torch.float32
@@ -242,19 +261,15 @@ class VGG3D(_Standardized):
         output_std=None,
     ) -> None:
         super().__init__()
-        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
-        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
-        (hidden,) = _check_positive_ints("hidden", [hidden])
-        self.pool_size = _check_pool_size(pool_size)
+        hidden = self._check_sizes(n_outputs, in_channels, hidden, pool_size)
         channels = _check_positive_ints("channels", channels)
         if isinstance(convs_per_block, int) and not isinstance(convs_per_block, bool):
             convs_per_block = (convs_per_block,) * len(channels)
         convs_per_block = _check_positive_ints("convs_per_block", convs_per_block, len(channels))
-        self.n_outputs, self.in_channels = n_outputs, in_channels
         self.channels, self.convs_per_block = channels, convs_per_block
 
         blocks = OrderedDict()
-        c_in = in_channels
+        c_in = self.in_channels
         for k, (c_out, n_conv) in enumerate(zip(channels, convs_per_block), start=1):
             layers = [] if k == 1 else [nn.MaxPool3d(kernel_size=2, stride=2)]
             for _ in range(n_conv):
@@ -263,15 +278,8 @@ class VGG3D(_Standardized):
             blocks[f"block{k}"] = nn.Sequential(*layers)
         self.features = nn.Sequential(blocks)
         self.default_layer = f"features.block{min(3, len(channels))}"
-        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
-        self.head = nn.Sequential(
-            OrderedDict(
-                fc1=nn.Linear(c_in * math.prod(self.pool_size), hidden),
-                relu=nn.ReLU(inplace=False),
-                fc2=nn.Linear(hidden, n_outputs),
-            )
-        )
-        self._init_output_stats(n_outputs, output_mean, output_std)
+        self._add_pool_and_head(c_in, hidden)
+        self._init_output_stats(self.n_outputs, output_mean, output_std)
 
 
 class AlexNet3D(_Standardized):
@@ -343,39 +351,27 @@ class AlexNet3D(_Standardized):
         output_std=None,
     ) -> None:
         super().__init__()
-        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
-        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
-        (hidden,) = _check_positive_ints("hidden", [hidden])
-        self.pool_size = _check_pool_size(pool_size)
+        hidden = self._check_sizes(n_outputs, in_channels, hidden, pool_size)
         channels = _check_positive_ints("channels", channels, 3)
         kernel_sizes = _check_positive_ints("kernel_sizes", kernel_sizes, 2)
         if any(k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"kernel_sizes must be odd, got {kernel_sizes!r}")
         if not (0.0 <= float(dropout) < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.n_outputs, self.in_channels = n_outputs, in_channels
         self.channels, self.kernel_sizes = channels, kernel_sizes
         c1, c2, c3 = channels
         k1, k2 = kernel_sizes
         self.features = nn.Sequential(
             OrderedDict(
-                conv1=nn.Sequential(*_conv_bn_relu(in_channels, c1, k1, stride=2)),
+                conv1=nn.Sequential(*_conv_bn_relu(self.in_channels, c1, k1, stride=2)),
                 pool1=nn.MaxPool3d(kernel_size=3, stride=2, padding=1),
                 conv2=nn.Sequential(*_conv_bn_relu(c1, c2, k2)),
                 pool2=nn.MaxPool3d(kernel_size=3, stride=2, padding=1),
                 conv3=nn.Sequential(*_conv_bn_relu(c2, c3, 3)),
             )
         )
-        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
-        self.head = nn.Sequential(
-            OrderedDict(
-                fc1=nn.Linear(c3 * math.prod(self.pool_size), hidden),
-                relu=nn.ReLU(inplace=False),
-                dropout=nn.Dropout(float(dropout)),
-                fc2=nn.Linear(hidden, n_outputs),
-            )
-        )
-        self._init_output_stats(n_outputs, output_mean, output_std)
+        self._add_pool_and_head(c3, hidden, dropout)
+        self._init_output_stats(self.n_outputs, output_mean, output_std)
 
 
 #: Architectures a checkpoint may name in its ``arch`` field.
