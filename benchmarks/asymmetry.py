@@ -116,7 +116,7 @@ def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: dict) -> tup
     if y is not None:
         return (y[:, names.index(LEFT)], y[:, names.index(RIGHT)],
                 f"train cache (all {len(y)} training subjects [{start}, {stop}))")
-    log(f"no usable training cache in {cache_dir} (a chunk is missing or made by another synth.py)")
+    log(f"no usable training cache in {cache_dir} (a chunk is missing or made by another synth version)")
     r, seed = float(meta["lr_correlation"]), int(meta.get("cohort_seed", 0))
     indices = list(range(start, min(stop, start + n)))
     key = (r, seed, indices[0])
@@ -125,7 +125,7 @@ def reference_volumes(meta: dict, n: int, cache_dir: Path, checked: dict) -> tup
         err = max(abs(full[k] - fast[k]) for k in names)
         checked[key] = err <= 1e-6
         if not checked[key]:
-            log(f"WARNING: cohort_volumes differs from generate_subject by {err:.3g} cm3 (synth.py changed); "
+            log(f"WARNING: cohort_volumes differs from generate_subject by {err:.3g} cm3 (synth changed); "
                 "generating full subjects instead")
     volumes_of = cohort_volumes if checked[key] else _full_volumes
     from tqdm.auto import tqdm
@@ -148,7 +148,9 @@ def predict(model, images: list, batch: int = 4) -> np.ndarray:
 def explain_case(method: str, model, meta: dict, x: torch.Tensor, targets: list, args) -> torch.Tensor:
     if method == "smocam":
         # SMOCAM directly (as pipeline.explain does: K targets as one batch) to keep its loss history.
-        kwargs = {"n_steps": args.smocam_steps, "objective": args.smocam_objective}
+        kwargs = {"objective": args.smocam_objective}
+        if args.smocam_steps is not None:
+            kwargs["n_steps"] = args.smocam_steps
         if args.smocam_smooth_weight is not None:
             kwargs["smooth_weight"] = args.smocam_smooth_weight
         _, layer = resolve_layer(model, meta)
@@ -186,12 +188,12 @@ def parse_args(argv=None):
                    help="attr levels on which Occlusion runs (it is the slow method)")
     p.add_argument("--occlusion-window", type=int, default=8)
     p.add_argument("--occlusion-stride", type=int, default=8)
-    p.add_argument("--smocam-steps", type=int, default=100)
+    p.add_argument("--smocam-steps", type=int, default=None,
+                   help="SMOCAM optimisation steps (default: the objective's, smocam.OBJECTIVE_DEFAULTS)")
     p.add_argument("--smocam-objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
                    help=f"SMOCAM objective (default: {DEFAULT_OBJECTIVE})")
     p.add_argument("--smocam-smooth-weight", type=float, default=None,
-                   help="SMOCAM's gamma (default: the package's DEFAULT_SMOOTH_WEIGHT); on the shipped vgg the "
-                        "default keeps the uniform initial mask for the hippocampus outputs, see docs/asymmetry.md")
+                   help="SMOCAM's gamma (default: the objective's, smocam.OBJECTIVE_DEFAULTS)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-dir", default=None,
                    help=f"tables (default: benchmarks/results/asymmetry; with --quick {QUICK.relative_to(REPO)})")
@@ -208,7 +210,7 @@ def parse_args(argv=None):
         args.levels, args.attr_levels, args.occlusion_levels = [40.0], [40.0], []
         args.methods, args.smocam_steps = ["smocam"], 10
     for name in ("n_reference", "smocam_steps", "threads", "occlusion_window", "occlusion_stride"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.occlusion_stride > args.occlusion_window:
         p.error(f"--occlusion-stride {args.occlusion_stride} must not exceed --occlusion-window "
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
     current_sha = synth_sha1()
     for name, m in metas.items():
         if "synth_sha1" in m and current_sha not in str(m["synth_sha1"]).split(","):
-            log(f"WARNING: {name} was trained on synth.py {m['synth_sha1']}, test subjects use {current_sha}")
+            log(f"WARNING: {name} was trained on synth version {m['synth_sha1']}, test subjects use {current_sha}")
     names = list(next(iter(metas.values()))["output_names"])
     il, ir = names.index(LEFT), names.index(RIGHT)
 

@@ -5,9 +5,10 @@ the rest lives in sub-modules: ``captum_smocam.synth`` (synthetic T1 cohort),
 ``captum_smocam.models`` (3-D regressors and shipped weights),
 ``captum_smocam.metrics`` (scores of attribution maps),
 ``captum_smocam.regions`` (per-region attention), ``captum_smocam.nifti``
-(NIfTI in and out), ``captum_smocam.plotting``, the ``smocam`` command
-(``captum_smocam.cli``) and what the scripts in ``benchmarks/`` share
-(``captum_smocam.benchmarking``).
+(NIfTI in and out), ``captum_smocam.plotting``, ``captum_smocam.cohort``
+(whole studies), the ``smocam`` command (``captum_smocam.cli``) and what the
+scripts in ``benchmarks/`` share (``captum_smocam.benchmarking``). README.md's
+"Where things are" lists every module in the order data flows through them.
 """
 
 __version__ = "0.1.0"

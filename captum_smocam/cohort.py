@@ -50,9 +50,7 @@ ranks must see the same ``--out`` folder (a shared file system across nodes).
 from __future__ import annotations
 
 import datetime
-import glob
 import hashlib
-import importlib.resources
 import json
 import os
 import platform
@@ -61,20 +59,21 @@ import sys
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import __version__
-from ._io import child_path, nifti_stem, save_figure, write_csv, write_json
+from ._dist import DIST_TIMEOUT, DistContext, dist_context
+from ._io import child_path, save_figure, write_csv, write_json
 from ._outputs import OutputSet, prepare_out
+from .cohort_inputs import PAIRINGS, find_scans, match_labels, subject_id
 from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
 from .pipeline import (  # noqa: F401  (load_model: importable from here as before)
-    DEFAULT_MODEL, check_finite_outputs, explain, load_model, resolve_device, resolve_layer, resolve_model, resolve_targets,
+    DEFAULT_MODEL, check_finite_outputs, explain, load_model, resolve_layer, resolve_model, resolve_targets,
     smocam_settings,
 )
 from .regions import aggregate_region_tables, get_region_table, read_lut
@@ -99,253 +98,9 @@ SUMMARY_TARGETS = 4
 SUMMARY_TOP = 10
 #: Significant digits of the numbers in the CSV files.
 CSV_FLOAT_FORMAT = "%.8g"
-#: Process-group timeout: ranks wait this long for each other at the final barrier.
-DIST_TIMEOUT = datetime.timedelta(hours=24)
 
-_BIDS_SUB = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)")
-_BIDS_SES = re.compile(r"(?:^|_)(ses-[A-Za-z0-9]+)")
-_LIST_SUFFIXES = (".txt", ".lst")
-
-
-# --------------------------------------------------------------------------
-# Inputs: scans, subject ids, label maps
-# --------------------------------------------------------------------------
-
-
-def find_scans(images: Union[str, Sequence[str]]) -> List[Path]:
-    """Expand globs, list files and paths into the sorted, de-duplicated scan list.
-
-    Each item is a glob pattern (``*``, ``?``, ``[``; ``**`` recurses), a text
-    file (``.txt`` / ``.lst``) with one path per line (blank lines and ``#``
-    comments ignored; relative paths are relative to the list file), or a path.
-    Paths are not checked here: a missing scan fails on its own and is reported.
-
-    Args:
-        images (str or sequence of str): the items.
-
-    Returns:
-        list of pathlib.Path: sorted by their string form, duplicates removed.
-
-    Raises:
-        ValueError: no item given, or a glob matches nothing.
-
-    Examples::
-
-        >>> import tempfile, os
-        >>> d = tempfile.mkdtemp()
-        >>> for s in ("sub-02", "sub-01"):
-        ...     _ = open(os.path.join(d, s + "_T1w.nii.gz"), "w")
-        >>> [p.name for p in find_scans(os.path.join(d, "*_T1w.nii.gz"))]
-        ['sub-01_T1w.nii.gz', 'sub-02_T1w.nii.gz']
-    """
-    if isinstance(images, (str, os.PathLike)):
-        images = [images]
-    items = [os.fspath(i) for i in images]
-    if not items:
-        raise ValueError("no images given; expected a glob such as 'data/sub-*_T1w.nii.gz', a list file or paths")
-    found = set()
-    for item in items:
-        if glob.has_magic(item):
-            matches = glob.glob(item, recursive=True)
-            if not matches:
-                raise ValueError(f"no file matches the pattern {item!r}")
-            found.update(matches)
-        elif item.lower().endswith(_LIST_SUFFIXES) and os.path.isfile(item):
-            base = os.path.dirname(os.path.abspath(item))
-            with open(item, encoding="utf-8") as fh:
-                for line in fh:
-                    line = line.split("#", 1)[0].strip()
-                    if line:
-                        found.add(line if os.path.isabs(line) else os.path.join(base, line))
-        else:
-            found.add(item)
-    return [Path(p) for p in sorted(found, key=lambda p: os.path.normpath(p))]
-
-
-def subject_id(path: Union[str, os.PathLike]) -> str:
-    """The id naming a scan's outputs: its BIDS ``sub-<label>[_ses-<label>]``, else the file stem.
-
-    The stem is the file name without ``.nii`` / ``.nii.gz``, made safe by
-    :func:`captum_smocam._io.safe_name`: characters other than letters,
-    digits and ``._+-`` and leading dots are replaced, and a short hash of the
-    original stem is appended when anything changed, so an id is always one
-    plain folder name (never ``.`` or ``..``) and different stems keep
-    different ids.
-
-    Examples::
-
-        >>> subject_id("data/sub-0003_ses-01_T1w.nii.gz")
-        'sub-0003_ses-01'
-        >>> subject_id("/scans/patient7.nii")
-        'patient7'
-        >>> subject_id("/scans/..nii.gz")
-        'scan-3a52ce78'
-    """
-    name = Path(path).name
-    sub = _BIDS_SUB.search(name)
-    if sub:
-        ses = _BIDS_SES.search(name)
-        return sub.group(1) + (f"_{ses.group(1)}" if ses else "")
-    return nifti_stem(name)
-
-
-#: How :func:`match_labels` pairs label maps with scans.
-PAIRINGS = ("id", "sorted")
-
-
-def match_labels(scans: Sequence[Path], labels: Union[str, Sequence[str]], pairing: str = "id") -> Dict[Path, Path]:
-    """Pair scans with their label maps: by subject id, or, only when asked, by sorted order.
-
-    ``pairing="id"`` (the default): a scan is paired with the one label file
-    whose :func:`subject_id` is its own (``sub-0003_T1w.nii.gz`` <->
-    ``sub-0003_labels.nii.gz``). A scan that no label file names gets no
-    label map (no region table; a notice names it) as long as every label file
-    was used; if some label file matches no scan while a scan has none, or a
-    scan's id names several label files, the pairing is ambiguous and refused.
-    ``pairing="sorted"``: the i-th scan with the i-th label file, both in
-    sorted order, which needs as many label files as scans (a notice is
-    printed).
-
-    Args:
-        scans (sequence of Path): from :func:`find_scans`.
-        labels (str or sequence of str): globs / list files / paths of the label
-            maps (expanded with :func:`find_scans`).
-        pairing (str, optional): ``"id"`` or ``"sorted"``. Default: ``"id"``
-
-    Returns:
-        dict: scan path -> label path, for the scans that have a label map.
-
-    Raises:
-        ValueError: an ambiguous pairing by id, or sorted pairing with unequal counts.
-
-    Examples::
-
-        >>> from pathlib import Path
-        >>> match_labels([Path("sub-1_T1w.nii.gz")], ["x/sub-1_labels.nii.gz"])
-        {PosixPath('sub-1_T1w.nii.gz'): PosixPath('x/sub-1_labels.nii.gz')}
-    """
-    if pairing not in PAIRINGS:
-        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
-    label_paths = find_scans(labels)
-    if pairing == "sorted":
-        if len(label_paths) != len(scans):
-            raise ValueError(f"cannot pair by sorted order: {len(scans)} scans but {len(label_paths)} label maps")
-        print(f"smocam cohort: label maps paired with scans by sorted order, as asked "
-              f"(first pair: {scans[0].name} <- {label_paths[0].name})", file=sys.stderr)
-        return dict(zip(scans, label_paths))
-    by_id: Dict[str, List[Path]] = {}
-    for p in label_paths:
-        by_id.setdefault(subject_id(p), []).append(p)
-    several = [(subject_id(s), by_id[subject_id(s)]) for s in scans if len(by_id.get(subject_id(s), [])) > 1]
-    if several:
-        sid, paths = several[0]
-        raise ValueError(f"{len(paths)} label maps have the id {sid!r} ({', '.join(str(p) for p in paths[:3])}); "
-                         f"keep one per scan")
-    pairs = {s: by_id[subject_id(s)][0] for s in scans if subject_id(s) in by_id}
-    without = [s for s in scans if s not in pairs]
-    unused = [p for p in label_paths if subject_id(p) not in {subject_id(s) for s in scans}]
-    if without and unused:
-        raise ValueError(
-            f"cannot pair label maps with scans by subject id: {len(without)} scan(s) have no label map with their "
-            f"id ({', '.join(subject_id(s) for s in without[:3])}) and {len(unused)} label map(s) match no scan "
-            f"({', '.join(p.name for p in unused[:3])}); name the label maps after the scans' ids "
-            f"(e.g. {subject_id(without[0])}_labels.nii.gz), or pass --pair-labels sorted "
-            f"(pairing='sorted') to pair all by sorted order"
-        )
-    if without:
-        print(f"smocam cohort: {len(without)} scan(s) have no label map with their id and get no region table: "
-              f"{', '.join(subject_id(s) for s in without[:10])}{' ...' if len(without) > 10 else ''}",
-              file=sys.stderr)
-    return pairs
-
-
-# --------------------------------------------------------------------------
-# torch.distributed
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class DistContext:
-    """Where this process stands in a ``torchrun`` job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-    device: torch.device = torch.device("cpu")
-    initialized: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.initialized:
-            import torch.distributed as dist
-
-            if dist.get_backend() == "nccl":
-                dist.barrier(device_ids=[self.device.index or 0])
-            else:
-                dist.barrier()
-
-    def close(self) -> None:
-        if self.initialized:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.initialized = False
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    try:
-        return int(value) if value != "" else default
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
-
-
-def dist_context(device: str = "auto") -> DistContext:
-    """Join the ``torchrun`` process group if there is one, pick the device, set the threads.
-
-    Detects ``torchrun`` from ``RANK`` / ``WORLD_SIZE`` in the environment. With
-    ``WORLD_SIZE > 1`` it calls ``torch.distributed.init_process_group`` with
-    ``nccl`` when CUDA is used, else ``gloo``. The device is
-    ``cuda:LOCAL_RANK`` when CUDA is available (``device="auto"``), else CPU.
-    Torch CPU threads are set to ``max(1, cpus // LOCAL_WORLD_SIZE)``.
-
-    Args:
-        device (str, optional): ``"auto"``, ``"cpu"`` or ``"cuda"``. Default: ``"auto"``
-
-    Returns:
-        DistContext: rank, world size, device, whether a group was initialised.
-    """
-    rank = _env_int("RANK", 0)
-    world = _env_int("WORLD_SIZE", 1)
-    local_rank = _env_int("LOCAL_RANK", 0)
-    local_world = _env_int("LOCAL_WORLD_SIZE", world)
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}")
-    dev = resolve_device(device, local_rank)
-    use_cuda = dev.type == "cuda"
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cpus // max(local_world, 1)))
-    ctx = DistContext(rank, world, local_rank, local_world, dev, False)
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_available():
-            raise ValueError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
-        if not dist.is_initialized():
-            backend = "nccl" if use_cuda else "gloo"
-            kwargs = {"device_id": dev} if use_cuda else {}
-            dist.init_process_group(backend=backend, timeout=DIST_TIMEOUT, **kwargs)
-        ctx.initialized = True
-    return ctx
+# find_scans, subject_id, match_labels and PAIRINGS (cohort_inputs) and DistContext, dist_context and
+# DIST_TIMEOUT (_dist) are part of this module's interface: they were defined here before.
 
 
 # --------------------------------------------------------------------------
@@ -361,12 +116,18 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(name)).strip("-") or "target"
 
 
-def _file_sha256(path: Union[str, os.PathLike]) -> str:
-    h = hashlib.sha256()
+def _sha256(path: Union[str, os.PathLike]) -> str:
+    """SHA-256 of a file's content (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Union[str, os.PathLike]) -> str:
+    """The first 16 hex digits of :func:`_sha256` (model files and LUTs in the settings)."""
+    return _sha256(path)[:16]
 
 
 def _versions() -> Dict[str, str]:
@@ -398,13 +159,10 @@ def _fingerprint(path: Path, what: str) -> Dict[str, Any]:
     """What the done-marker records of an input file: path, size, mtime and content hash (SHA-256)."""
     try:
         st = os.stat(path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        sha256 = _sha256(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
 
 
 def _same_inputs(recorded: Optional[dict], current: dict) -> bool:
@@ -722,35 +480,18 @@ def run_cohort(
         >>> res["n_failed"], sorted(res["files"])  # doctest: +SKIP
         (0, ['cohort_predictions', 'cohort_regions', 'cohort_summary'])
     """
-    from tqdm.auto import tqdm
-
     smocam_kwargs, effective = smocam_settings(objective, n_steps=n_steps)
     if internal_batch_size is not None and (not isinstance(internal_batch_size, (int, np.integer))
                                             or internal_batch_size < 1):
         raise ValueError(f"internal_batch_size must be a positive int or None, got {internal_batch_size!r}")
     out = Path(out)
-    scans = find_scans(images)
-    sids = [subject_id(s) for s in scans]
-    dup = sorted({s for s in sids if sids.count(s) > 1})
-    if dup:
-        raise ValueError(f"several scans share the subject id {dup[0]!r}; output folders would collide "
-                         f"(rename them or run the cohorts into different --out folders)")
-    label_map = match_labels(scans, labels, pair_labels) if labels else {}
-    if lut is None and label_map:
-        beside = next(iter(label_map.values())).parent / "labels.txt"
-        lut = beside if beside.is_file() else None
+    scans, sids, label_map, lut = _study(images, labels, lut, pair_labels)
     lut_names = read_lut(lut) if lut is not None else None
-
     net, metadata, model_file = resolve_model(model)
     layer_name, layer_module = resolve_layer(net, metadata, layer)
     target_idx = resolve_targets(metadata, targets)
-    target_names = [str(metadata["output_names"][i]) for i in target_idx]
-    file_names = [_safe(t) for t in target_names]
-    clash = sorted({f for f in file_names if file_names.count(f) > 1})
-    if clash:
-        raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
-                         f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
-    settings = {
+    target_names = _target_names(metadata, target_idx)
+    settings = {  # what a done-marker must match for its scan to be complete
         "method": "smocam",
         "model": str(model or DEFAULT_MODEL),
         "model_sha256": _file_sha256(model_file),
@@ -765,68 +506,118 @@ def run_cohort(
     ctx = dist_context(device)
     try:
         net = net.to(ctx.device).eval()
-        mine = list(range(ctx.rank, len(scans), ctx.world_size))
-        run_info = {"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
-                    "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size}
         job = _job_id(ctx)
-        records: List[dict] = []
-        write_json(records, _rank_manifest(out, job, ctx.rank))
-        desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
-        bar = tqdm(total=len(mine), desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
-        # First pass: the scans no other run is working on. Second pass: wait for the others' scans, then
-        # take them over only if they are still not complete (the other run failed or used other settings).
-        busy: List[int] = []
-        for blocking, queue in ((False, mine), (True, busy)):
-            for i in queue:
-                oset = _scan_set(out, sids[i])
-                if not oset.acquire(blocking=blocking):
-                    busy.append(i)
-                    continue
-                try:
-                    record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset,
-                                      redo=force and not blocking, waited=blocking, settings=settings,
-                                      labels_given=bool(label_map),
-                                      run_info=run_info, bar=bar, model=net, metadata=metadata,
-                                      layer_module=layer_module, targets=target_idx, target_names=target_names,
-                                      lut=lut_names, smocam_kwargs=smocam_kwargs,
-                                      internal_batch_size=internal_batch_size, device=ctx.device)
-                finally:
-                    oset.release()
-                records.append(record)
-                write_json(records, _rank_manifest(out, job, ctx.rank))
-                bar.update(1)
-        bar.close()
-
+        process = dict(model=net, metadata=metadata, layer_module=layer_module, targets=target_idx,
+                       target_names=target_names, lut=lut_names,
+                       smocam_kwargs=smocam_kwargs, internal_batch_size=internal_batch_size, device=ctx.device)
+        records = _run_rank(out, job, ctx, scans, sids, label_map, settings=settings, force=force,
+                            show_progress=show_progress, process=process)
         ctx.barrier()
-        result = {"out": out, "files": {}}
+        files: Dict[str, Path] = {}
         if ctx.is_main:
-            merged: List[dict] = []
-            for r in range(ctx.world_size):
-                with open(_rank_manifest(out, job, r), encoding="utf-8") as fh:
-                    merged.extend(json.load(fh))
-            merged.sort(key=lambda rec: rec["index"])
-            records = merged
-            result["files"] = _merge_cohort(out, records, target_names, bool(label_map), show_progress)
-            counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
-            write_json({
-                "created": datetime.datetime.now().isoformat(timespec="seconds"),
-                "versions": _versions(),
-                "settings": settings,
-                "lut": str(lut) if lut is not None else None,
-                "world_size": ctx.world_size,
-                "n_scans": len(records),
-                **{f"n_{k}": v for k, v in counts.items()},
-                "cohort_files": {k: p.name for k, p in result["files"].items()},
-                "scans": records,
-            }, out / "manifest.json")
-            for r in range(ctx.world_size):
-                _rank_manifest(out, job, r).unlink(missing_ok=True)
-            _clean_old_rank_manifests(out)
+            records, files = _finish_cohort(out, job, ctx.world_size, settings, lut, target_names,
+                                            with_labels=bool(label_map), show_progress=show_progress)
         ctx.barrier()
     finally:
         ctx.close()
-    result["records"] = records
-    result["rank"] = ctx.rank
-    for s in ("done", "skipped", "failed"):
-        result[f"n_{s}"] = sum(r["status"] == s for r in records)
+    result = {"out": out, "files": files, "records": records, "rank": ctx.rank}
+    for status in ("done", "skipped", "failed"):
+        result[f"n_{status}"] = sum(r["status"] == status for r in records)
     return result
+
+
+def _study(images, labels, lut, pair_labels: str) -> Tuple[List[Path], List[str], Dict[Path, Path], Optional[Path]]:
+    """``(scans, their subject ids, scan -> label map, LUT path or None)``; refuses ids that would collide.
+
+    Without a ``lut``, a ``labels.txt`` beside the first label map is used if there is one.
+    """
+    scans = find_scans(images)
+    sids = [subject_id(s) for s in scans]
+    dup = sorted({s for s in sids if sids.count(s) > 1})
+    if dup:
+        raise ValueError(f"several scans share the subject id {dup[0]!r}; output folders would collide "
+                         f"(rename them or run the cohorts into different --out folders)")
+    label_map = match_labels(scans, labels, pair_labels) if labels else {}
+    if lut is None and label_map:
+        beside = next(iter(label_map.values())).parent / "labels.txt"
+        lut = beside if beside.is_file() else None
+    return scans, sids, label_map, lut
+
+
+def _target_names(metadata: dict, target_idx: List[int]) -> List[str]:
+    """The names of the explained outputs; refuses two whose map files would have one name."""
+    target_names = [str(metadata["output_names"][i]) for i in target_idx]
+    file_names = [_safe(t) for t in target_names]
+    clash = sorted({f for f in file_names if file_names.count(f) > 1})
+    if clash:
+        raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
+                         f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
+    return target_names
+
+
+def _run_rank(out: Path, job: str, ctx: DistContext, scans: List[Path], sids: List[str],
+              label_map: Dict[Path, Path], *, settings: dict, force: bool, show_progress: bool,
+              process: dict) -> List[dict]:
+    """This rank's scans, one :func:`_run_one` each under the scan's lock; returns their records.
+
+    First pass: the scans no other run is working on. Second pass: wait for the others' scans, then
+    take them over only if they are still not complete (the other run failed or used other settings).
+    The records are written to the rank's record file after every scan.
+    """
+    from tqdm.auto import tqdm
+
+    mine = list(range(ctx.rank, len(scans), ctx.world_size))
+    run_info = {"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
+                "torch_threads": torch.get_num_threads(), "internal_batch_size": process["internal_batch_size"]}
+    records: List[dict] = []
+    write_json(records, _rank_manifest(out, job, ctx.rank))
+    desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
+    bar = tqdm(total=len(mine), desc=desc, unit="scan", disable=not show_progress, file=sys.stderr)
+    busy: List[int] = []
+    for blocking, queue in ((False, mine), (True, busy)):
+        for i in queue:
+            oset = _scan_set(out, sids[i])
+            if not oset.acquire(blocking=blocking):
+                busy.append(i)
+                continue
+            try:
+                record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset,
+                                  redo=force and not blocking, waited=blocking, settings=settings,
+                                  labels_given=bool(label_map), run_info=run_info, bar=bar, **process)
+            finally:
+                oset.release()
+            records.append(record)
+            write_json(records, _rank_manifest(out, job, ctx.rank))
+            bar.update(1)
+    bar.close()
+    return records
+
+
+def _finish_cohort(out: Path, job: str, world_size: int, settings: dict, lut: Optional[Path],
+                   target_names: List[str], *, with_labels: bool, show_progress: bool) -> Tuple[List[dict], dict]:
+    """Rank 0, after every rank is done: all records, the cohort tables and ``manifest.json``.
+
+    Returns the records of all scans (in scan order) and the cohort files written.
+    """
+    records: List[dict] = []
+    for r in range(world_size):
+        with open(_rank_manifest(out, job, r), encoding="utf-8") as fh:
+            records.extend(json.load(fh))
+    records.sort(key=lambda rec: rec["index"])
+    files = _merge_cohort(out, records, target_names, with_labels, show_progress)
+    counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
+    write_json({
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "settings": settings,
+        "lut": str(lut) if lut is not None else None,
+        "world_size": world_size,
+        "n_scans": len(records),
+        **{f"n_{k}": v for k, v in counts.items()},
+        "cohort_files": {k: p.name for k, p in files.items()},
+        "scans": records,
+    }, out / "manifest.json")
+    for r in range(world_size):
+        _rank_manifest(out, job, r).unlink(missing_ok=True)
+    _clean_old_rank_manifests(out)
+    return records, files

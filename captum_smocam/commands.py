@@ -440,7 +440,7 @@ def _run_demo(args) -> int:
 # cohort
 # --------------------------------------------------------------------------- #
 def _add_cohort(sub) -> None:
-    from .cohort import PAIRINGS
+    from .cohort_inputs import PAIRINGS
 
     p = sub.add_parser(
         "cohort",

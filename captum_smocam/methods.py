@@ -43,8 +43,8 @@ SIGN_RULES = {
 }
 
 #: Occlusion's window and stride in voxels of the input grid. On the shipped 56 x 68 x 60 grid
-#: (3 mm) this is 80 forward passes, about twice SMOCAM's time per map (measured in
-#: docs/benchmarks.md); 8/6 (891 passes) was 11-14x slower than SMOCAM.
+#: (3 mm) this is 80 forward passes: in docs/benchmarks.md's cost run, about ten times SMOCAM's
+#: time per map on its fast path (2.96 vs 0.29 s); 8/6 would be 891 passes, 11 times as many.
 DEFAULT_OCCLUSION_WINDOW = 16
 DEFAULT_OCCLUSION_STRIDE = 12
 

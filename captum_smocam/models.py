@@ -131,6 +131,25 @@ def _check_pool_size(pool_size) -> tuple:
 class _Standardized(nn.Module):
     """Shared de-standardisation of the last layer (``output_mean``/``output_std``)."""
 
+    def _check_sizes(self, n_outputs, in_channels, hidden, pool_size) -> int:
+        """Check the sizes every model takes, keep ``n_outputs``, ``in_channels``, ``pool_size``; return ``hidden``."""
+        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
+        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
+        (hidden,) = _check_positive_ints("hidden", [hidden])
+        self.pool_size = _check_pool_size(pool_size)
+        self.n_outputs, self.in_channels = n_outputs, in_channels
+        return hidden
+
+    def _add_pool_and_head(self, features_out: int, hidden: int, dropout: Optional[float] = None) -> None:
+        """``pool`` (adaptive average pooling) and ``head`` (``fc1 -> ReLU [-> dropout] -> fc2``) after the features."""
+        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
+        fc1 = nn.Linear(features_out * math.prod(self.pool_size), hidden)
+        layers = OrderedDict(fc1=fc1, relu=nn.ReLU(inplace=False))
+        if dropout is not None:
+            layers["dropout"] = nn.Dropout(float(dropout))
+        layers["fc2"] = nn.Linear(hidden, self.n_outputs)
+        self.head = nn.Sequential(layers)
+
     def _init_output_stats(self, n_outputs: int, output_mean, output_std) -> None:
         mean = torch.zeros(n_outputs) if output_mean is None else torch.as_tensor(
             output_mean, dtype=torch.float32
@@ -245,19 +264,15 @@ class VGG3D(_Standardized):
         output_std=None,
     ) -> None:
         super().__init__()
-        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
-        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
-        (hidden,) = _check_positive_ints("hidden", [hidden])
-        self.pool_size = _check_pool_size(pool_size)
+        hidden = self._check_sizes(n_outputs, in_channels, hidden, pool_size)
         channels = _check_positive_ints("channels", channels)
         if isinstance(convs_per_block, int) and not isinstance(convs_per_block, bool):
             convs_per_block = (convs_per_block,) * len(channels)
         convs_per_block = _check_positive_ints("convs_per_block", convs_per_block, len(channels))
-        self.n_outputs, self.in_channels = n_outputs, in_channels
         self.channels, self.convs_per_block = channels, convs_per_block
 
         blocks = OrderedDict()
-        c_in = in_channels
+        c_in = self.in_channels
         for k, (c_out, n_conv) in enumerate(zip(channels, convs_per_block), start=1):
             layers = [] if k == 1 else [nn.MaxPool3d(kernel_size=2, stride=2)]
             for _ in range(n_conv):
@@ -266,15 +281,8 @@ class VGG3D(_Standardized):
             blocks[f"block{k}"] = nn.Sequential(*layers)
         self.features = nn.Sequential(blocks)
         self.default_layer = f"features.block{min(3, len(channels))}"
-        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
-        self.head = nn.Sequential(
-            OrderedDict(
-                fc1=nn.Linear(c_in * math.prod(self.pool_size), hidden),
-                relu=nn.ReLU(inplace=False),
-                fc2=nn.Linear(hidden, n_outputs),
-            )
-        )
-        self._init_output_stats(n_outputs, output_mean, output_std)
+        self._add_pool_and_head(c_in, hidden)
+        self._init_output_stats(self.n_outputs, output_mean, output_std)
 
 
 class AlexNet3D(_Standardized):
@@ -361,10 +369,8 @@ class AlexNet3D(_Standardized):
         pool3: bool = False,
     ) -> None:
         super().__init__()
-        (n_outputs,) = _check_positive_ints("n_outputs", [n_outputs])
-        (in_channels,) = _check_positive_ints("in_channels", [in_channels])
         hidden = _check_positive_ints("hidden", [hidden] if isinstance(hidden, int) else hidden)
-        self.pool_size = _check_pool_size(pool_size)
+        self._check_sizes(n_outputs, in_channels, hidden[0], pool_size)
         channels = _check_positive_ints("channels", channels, 3)
         kernel_sizes = _check_positive_ints("kernel_sizes", kernel_sizes, 2)
         strides = _check_positive_ints("strides", strides, 2)
@@ -376,7 +382,6 @@ class AlexNet3D(_Standardized):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
         if isinstance(pool_padding, bool) or not isinstance(pool_padding, int) or pool_padding not in (0, 1):
             raise ValueError(f"pool_padding must be 0 or 1, got {pool_padding!r}")
-        self.n_outputs, self.in_channels = n_outputs, in_channels
         self.channels, self.kernel_sizes, self.strides = channels, kernel_sizes, strides
         self.padding, self.pool_padding, self.pool3, self.hidden = padding, pool_padding, bool(pool3), hidden
         c1, c2, c3 = channels
@@ -384,7 +389,7 @@ class AlexNet3D(_Standardized):
         s1, s2 = strides
         pad = None if padding == "same" else 0
         layers = OrderedDict(
-            conv1=nn.Sequential(*_conv_bn_relu(in_channels, c1, k1, stride=s1, padding=pad)),
+            conv1=nn.Sequential(*_conv_bn_relu(self.in_channels, c1, k1, stride=s1, padding=pad)),
             pool1=nn.MaxPool3d(kernel_size=3, stride=2, padding=pool_padding),
             conv2=nn.Sequential(*_conv_bn_relu(c1, c2, k2, stride=s2, padding=pad)),
             pool2=nn.MaxPool3d(kernel_size=3, stride=2, padding=pool_padding),
@@ -393,21 +398,19 @@ class AlexNet3D(_Standardized):
         if pool3:
             layers["pool3"] = nn.MaxPool3d(kernel_size=3, stride=2, padding=pool_padding)
         self.features = nn.Sequential(layers)
-        self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
-        width = c3 * math.prod(self.pool_size)
-        if len(hidden) == 1:  # the original layout (and state_dict keys) of the shipped checkpoint
-            head = OrderedDict(fc1=nn.Linear(width, hidden[0]), relu=nn.ReLU(inplace=False),
-                               dropout=nn.Dropout(float(dropout)), fc2=nn.Linear(hidden[0], n_outputs))
-        else:
-            head = OrderedDict()
+        if len(hidden) == 1:  # the shared layout (and the shipped checkpoint's state_dict keys)
+            self._add_pool_and_head(c3, hidden[0], dropout)
+        else:  # fc1 -> relu1 -> fc2 -> relu2 -> ... -> dropout -> fc{k+1}
+            self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
+            head, width = OrderedDict(), c3 * math.prod(self.pool_size)
             for i, h in enumerate(hidden, start=1):
                 head[f"fc{i}"] = nn.Linear(width, h)
                 head[f"relu{i}"] = nn.ReLU(inplace=False)
                 width = h
             head["dropout"] = nn.Dropout(float(dropout))
-            head[f"fc{len(hidden) + 1}"] = nn.Linear(width, n_outputs)
-        self.head = nn.Sequential(head)
-        self._init_output_stats(n_outputs, output_mean, output_std)
+            head[f"fc{len(hidden) + 1}"] = nn.Linear(width, self.n_outputs)
+            self.head = nn.Sequential(head)
+        self._init_output_stats(self.n_outputs, output_mean, output_std)
 
 
 #: :class:`AlexNet3D` settings with the widths, kernel sizes and strides of Rebsamen et al. (2020),

@@ -134,6 +134,16 @@ def _grid_from_metadata(metadata: Mapping) -> Tuple[Tuple[int, int, int], np.nda
     return shape, affine, str(metadata["intensity_normalization"])
 
 
+def _read_image(path: Path, what: str):
+    """``nib.load(path)``; a missing or unreadable file raises an error that names it as ``what``."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for bad files
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+
+
 def load_scan(
     path_or_img: Union[str, os.PathLike, nib.spatialimages.SpatialImage],
     metadata: Optional[Mapping] = None,
@@ -192,12 +202,7 @@ def load_scan(
     if isinstance(path_or_img, (str, os.PathLike)):
         path = Path(path_or_img)
         source = str(path)
-        if not path.exists():
-            raise FileNotFoundError(f"scan file not found: {path}")
-        try:
-            img = nib.load(str(path))
-        except Exception as exc:  # nibabel raises several types for bad files
-            raise ValueError(f"cannot read {path} as an image: {exc}") from exc
+        img = _read_image(path, "scan file")
     elif isinstance(path_or_img, nib.spatialimages.SpatialImage):
         img = path_or_img
     else:
@@ -304,12 +309,7 @@ def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.nd
             no labelled voxel, or none inside the model grid.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"label map not found: {path}")
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for bad files
-        raise ValueError(f"cannot read label map {path}: {exc}") from exc
+    img = _read_image(path, "label map")
     shape = tuple(int(v) for v in img.shape)
     if len(shape) > 3 and all(v == 1 for v in shape[3:]):
         img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]

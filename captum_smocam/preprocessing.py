@@ -1,4 +1,4 @@
-"""Intensity normalisation shared by the cohort generator, training and NIfTI loading.
+"""Intensity normalisation shared by training, the benchmarks' subjects and NIfTI loading.
 
 One function, one place: a model is trained on images normalised with
 :func:`normalize_intensity` and its checkpoint records the ``method`` name, so
@@ -61,7 +61,7 @@ def normalize_intensity(image, method: str = "zscore_nonzero", mask=None):
         raise ValueError("cannot normalise an image with no foreground voxel (none above zero)"
                          if mask is None else "cannot normalise an image with an empty foreground mask")
     mean = fg.mean()
-    sd = fg.std()
+    sd = fg.std() if is_numpy else fg.std(correction=0)  # the population sd for both (numpy's default)
     if float(sd) == 0.0:
         sd = 1.0
     return (x - mean) / sd

@@ -171,28 +171,15 @@ def test_the_done_marker_records_the_objective_and_its_settings(study):
     assert _run(root, ckpt, objective="poster")["n_skipped"] == 3
 
 
-def test_inputs_and_label_pairing(tmp_path, capsys):
-    for name in ("sub-02_T1w.nii.gz", "sub-01_ses-1_T1w.nii", "a_seg.nii.gz", "b_seg.nii.gz"):
-        (tmp_path / name).write_bytes(b"")
-    scans = cohort.find_scans([str(tmp_path / "sub-*_T1w.nii*")])
-    assert [cohort.subject_id(s) for s in scans] == ["sub-01_ses-1", "sub-02"]
-    (tmp_path / "list.txt").write_text("# scans\nsub-02_T1w.nii.gz\n\n")
-    assert cohort.find_scans(str(tmp_path / "list.txt")) == [tmp_path / "sub-02_T1w.nii.gz"]
-    with pytest.raises(ValueError, match="nothing_here"):
-        cohort.find_scans(str(tmp_path / "nothing_here*.nii.gz"))
-    # By subject id, whatever the order of the label files.
-    labels = [str(tmp_path / "x" / "sub-02_labels.nii.gz"), str(tmp_path / "x" / "sub-01_ses-1_labels.nii.gz")]
-    pairs = cohort.match_labels(scans, labels)
-    assert {s.name: p.name for s, p in pairs.items()} == {
-        "sub-01_ses-1_T1w.nii": "sub-01_ses-1_labels.nii.gz", "sub-02_T1w.nii.gz": "sub-02_labels.nii.gz"}
-    # No ids in common: refused, unless sorted order is asked for.
-    with pytest.raises(ValueError, match="--pair-labels sorted"):
-        cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"))
-    pairs = cohort.match_labels(scans, str(tmp_path / "*_seg.nii.gz"), pairing="sorted")
-    assert [p.name for p in pairs.values()] == ["a_seg.nii.gz", "b_seg.nii.gz"]
-    assert "sorted order" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="sub-01_ses-1"):
-        cohort.match_labels(scans, [str(tmp_path / "a_seg.nii.gz")])
+def test_cohort_still_exposes_the_input_and_torchrun_helpers():
+    """find_scans, subject_id, match_labels (cohort_inputs) and dist_context (_dist) moved out of cohort.py;
+    code that imports them from captum_smocam.cohort keeps working."""
+    from captum_smocam import _dist, cohort_inputs
+
+    for name in ("find_scans", "subject_id", "match_labels", "PAIRINGS"):
+        assert getattr(cohort, name) is getattr(cohort_inputs, name)
+    for name in ("DistContext", "dist_context", "DIST_TIMEOUT"):
+        assert getattr(cohort, name) is getattr(_dist, name)
 
 
 def _gloo_available():
@@ -281,14 +268,6 @@ def test_hostile_file_names_stay_inside_out(study):
     for sid in sids:
         assert sid not in ("", ".", "..") and not sid.startswith(".") and "/" not in sid and " " not in sid
         assert (parent / "out" / sid / f"{sid}_done.json").is_file()
-
-
-def test_subject_ids_are_safe_and_distinct():
-    ids = [cohort.subject_id(n) for n in ("..nii.gz", "...nii.gz", ".nii.gz", "a b.nii", "a-b.nii", "x/../y.nii")]
-    assert len(set(ids)) == len(ids)
-    assert all(i and not i.startswith(".") and all(c.isalnum() or c in "._+-" for c in i) for i in ids)
-    assert cohort.subject_id("a-b.nii") == "a-b" and cohort.subject_id("scan.v1.nii.gz") == "scan.v1"
-    assert cohort.subject_id("/data/sub-01_ses-2_T1w.nii.gz") == "sub-01_ses-2"
 
 
 def test_scan_outputs_are_published_all_or_nothing(study, monkeypatch):
@@ -422,29 +401,6 @@ def test_label_map_off_the_scan_fails_that_scan_as_explain_refuses_it(study, cap
     assert [r["status"] for r in res["records"]] == ["done", "failed", "done"]
     assert "does not overlap the scan" in res["records"][1]["error"]
     assert not (root / "out" / "sub-0001" / "sub-0001_regions.csv").exists()
-
-
-def test_label_pairing_by_id_never_by_order_unless_asked(tmp_path, capsys):
-    scans = [tmp_path / f"sub-0{i}_T1w.nii.gz" for i in (1, 2, 3)]
-    # sub-03 has no label map, and no label file is left over: it gets no region table, and that is said.
-    labels = [str(tmp_path / "x" / "sub-02_labels.nii.gz"), str(tmp_path / "x" / "sub-01_labels.nii.gz")]
-    pairs = cohort.match_labels(scans, labels)
-    assert {s.name: p.name for s, p in pairs.items()} == {
-        "sub-01_T1w.nii.gz": "sub-01_labels.nii.gz", "sub-02_T1w.nii.gz": "sub-02_labels.nii.gz"}
-    assert "sub-03" in capsys.readouterr().err
-    # A label file that matches no scan beside a scan without one: ambiguous, refused.
-    with pytest.raises(ValueError, match=r"sub-03.*seg_a\.nii\.gz.*--pair-labels sorted"):
-        cohort.match_labels(scans, [*labels, str(tmp_path / "seg_a.nii.gz")])
-    # Several label files with one scan's id: refused.
-    with pytest.raises(ValueError, match="2 label maps have the id 'sub-01'"):
-        cohort.match_labels(scans[:1], [labels[1], str(tmp_path / "y" / "sub-01_labels.nii.gz")])
-    # Sorted order only when asked, and only with as many label maps as scans.
-    segs = [str(tmp_path / f"seg_{c}.nii.gz") for c in "abc"]
-    pairs = cohort.match_labels(scans, segs, pairing="sorted")
-    assert [p.name for p in pairs.values()] == ["seg_a.nii.gz", "seg_b.nii.gz", "seg_c.nii.gz"]
-    assert "sorted order" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="3 scans but 2 label maps"):
-        cohort.match_labels(scans, segs[:2], pairing="sorted")
 
 
 def test_scans_without_label_map_have_no_region_table_and_say_so(study, capsys):

@@ -288,3 +288,28 @@ def pd_table():
     import pandas as pd
 
     return pd.DataFrame({"name": ["a", "b"], "share": [0.4, 0.1]})
+
+
+def test_cut_coords_are_millimetres_when_bg_img_has_an_affine(scan):
+    """nilearn's convention: with a nibabel background, cut_coords are world mm, mapped through its affine."""
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = (-6.0, -10.0, 8.0)  # voxel (i, j, k) is at (2i - 6, 3j - 10, 4k + 8) mm
+    bg = nib.Nifti1Image(scan, affine)
+    attr = np.random.default_rng(5).random(SHAPE)
+    fig = plot_attribution(attr, bg, cut_coords=(0.0, -4.0, 20.0), colorbar=False)  # voxel (3, 2, 3)
+    assert [ax.get_title() for ax in fig.axes] == ["axial z=20 mm", "coronal y=-4 mm", "sagittal x=0 mm"]
+    np.testing.assert_array_equal(overlay(fig.axes[0]), attr[:, :, 3].T.astype(np.float32))
+    np.testing.assert_array_equal(overlay(fig.axes[1]), attr[:, 2, :].T.astype(np.float32))
+    np.testing.assert_array_equal(overlay(fig.axes[2]), attr[3, :, :].T.astype(np.float32))
+    # The nearest voxel, one axis at a time; an LPS affine (x flipped) cuts the mirrored plane.
+    fig = plot_attribution(attr, bg, display_mode="z", cut_coords=[9.0, 13.9], colorbar=False)
+    assert [ax.get_title() for ax in fig.axes] == ["axial z=8 mm", "axial z=12 mm"]
+    lps = affine.copy()
+    lps[0, 0], lps[0, 3] = -2.0, 6.0  # voxel i is at 6 - 2i mm
+    fig = plot_attribution(attr, nib.Nifti1Image(scan, lps), display_mode="x", cut_coords=4.0, colorbar=False)
+    np.testing.assert_array_equal(overlay(fig.axes[0]), attr[1, :, :].T.astype(np.float32))
+    with pytest.raises(ValueError, match=r"50.0 mm .* along axis z is outside"):
+        plot_attribution(attr, bg, display_mode="z", cut_coords=50.0)
+    # Without an affine they stay voxel indices.
+    fig = plot_attribution(attr, scan, display_mode="z", cut_coords=3, colorbar=False)
+    assert fig.axes[0].get_title() == "axial z=3"

@@ -1,35 +1,9 @@
-"""Plots of attribution maps and of what they say.
+"""Attribution maps drawn over a scan: cuts through a volume, one method or several side by side.
 
-Argument names follow nilearn's ``plot_stat_map`` (``bg_img``,
-``display_mode``, ``cut_coords``, ``threshold``, ``cmap``, ``vmin``/``vmax``,
-``colorbar``, ``title``, ``figure``, ``axes``, ``output_file``). Every
-function returns the matplotlib figure and never calls ``plt.show()``. With
-``output_file`` the figure is saved atomically
-(:func:`captum_smocam._io.save_figure`) and, if the function made it (no
-``figure``, ``axes`` or ``ax`` given), closed: pyplot forgets it, and the
-returned figure can still be inspected or saved again.
-
-* :func:`plot_attribution` -- axial/coronal/sagittal cuts of a map over a scan;
-* :func:`plot_comparison` -- one row per attribution method, same cuts
-  (the SMOCAM poster's comparison of Grad-CAM, occlusion, saliency, DeepLIFT
-  and SMOCAM);
-* :func:`plot_region_attention` -- a region table as a bar chart;
-* :func:`plot_convergence` -- SMOCAM's loss terms per optimisation step;
-* :func:`plot_asymmetry` -- one subject's value and prediction within a
-  reference distribution (the poster's hippocampal-asymmetry figure).
-
-Maps may be NumPy arrays or torch tensors of shape ``(X, Y, Z)``,
-``(1, X, Y, Z)`` or ``(1, 1, X, Y, Z)``, or 2-D ``(H, W)`` maps (one panel).
-A map coarser than ``bg_img`` (a layer-resolution mask) is upsampled to the
-background's shape with ``torch.nn.functional.interpolate(...,
-mode="trilinear", align_corners=False)`` (bilinear in 2-D), as Captum's
-``LayerAttribution.interpolate`` does.
-
-Display conventions: 3-D arrays are indexed ``[x, y, z]`` and drawn like
-nilearn's neurological view of a RAS+ volume (axial and coronal cuts: x to the
-right; sagittal cuts: y to the right; z and y upwards), so pass canonical
-(RAS+) arrays, e.g. from :func:`captum_smocam.nifti.load_scan`. 2-D maps are
-drawn as images (row 0 at the top).
+:func:`plot_attribution` draws one map (axial, coronal and sagittal cuts, or
+any of them); :func:`plot_comparison` one row per method, cut at the same
+place. Display conventions and ``cut_coords`` units: see
+:mod:`captum_smocam.plotting`.
 """
 from __future__ import annotations
 
@@ -38,22 +12,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ._io import save_figure
-from .spatial import as_spatial_array, upsample_to
+from ..spatial import as_spatial_array, upsample_to
+from ._figures import _finish
 
-__all__ = [
-    "plot_attribution",
-    "plot_comparison",
-    "plot_region_attention",
-    "plot_convergence",
-    "plot_asymmetry",
-]
+__all__ = ["plot_attribution", "plot_comparison"]
 
 #: Cut axis and name of each display letter (nilearn's naming).
 _VIEWS = {"x": (0, "sagittal"), "y": (1, "coronal"), "z": (2, "axial")}
@@ -61,20 +28,19 @@ _VIEWS = {"x": (0, "sagittal"), "y": (1, "coronal"), "z": (2, "axial")}
 _ORTHO = ("z", "y", "x")
 _PANEL_INCHES = 2.6
 _OUTLINE_COLOR = "cyan"
-_LOSS_COLORS = {"total": "black", "distance": "tab:blue", "l2": "tab:orange", "smooth": "tab:green"}
 
 
-# --------------------------------------------------------------------------- helpers
-def _load_bg(bg_img) -> Tuple[Optional[np.ndarray], Optional[Tuple[float, ...]]]:
-    """Background array and voxel sizes (when known)."""
+def _load_bg(bg_img) -> Tuple[Optional[np.ndarray], Optional[Tuple[float, ...]], Optional[np.ndarray]]:
+    """Background array, and its voxel sizes and voxel -> world affine when known (a nibabel image)."""
     if bg_img is None:
-        return None, None
+        return None, None, None
     if hasattr(bg_img, "get_fdata") and hasattr(bg_img, "header"):
         data = as_spatial_array(np.asarray(bg_img.get_fdata(dtype=np.float32)), None, what="bg_img")
         zooms = tuple(float(z) for z in bg_img.header.get_zooms()[: data.ndim])
-        return np.nan_to_num(data.astype(np.float32)), zooms
+        affine = np.asarray(bg_img.affine, dtype=np.float64) if data.ndim == 3 else None
+        return np.nan_to_num(data.astype(np.float32)), zooms, affine
     data = as_spatial_array(bg_img, None, what="bg_img")
-    return np.nan_to_num(np.asarray(data, dtype=np.float32)), None
+    return np.nan_to_num(np.asarray(data, dtype=np.float32)), None, None
 
 
 def _display_map(attr, shape: Optional[Tuple[int, ...]]) -> np.ndarray:
@@ -107,36 +73,87 @@ def _argmax_index(m: np.ndarray) -> Tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(m)), m.shape))
 
 
-def _panels(letters: List[str], cut_coords, ref: np.ndarray) -> List[Tuple[int, int, str]]:
-    """(axis, index, label) for each panel of a 3-D display."""
+def _panels(letters: List[str], cut_coords, ref: np.ndarray,
+            affine: Optional[np.ndarray] = None) -> List[Tuple[int, int, str]]:
+    """(axis, index, label) for each panel of a 3-D display.
+
+    ``cut_coords`` are world coordinates in mm when ``affine`` is known, else voxel indices.
+    """
     shape = ref.shape
+    unit = "world coordinates in mm" if affine is not None else "voxel indices"
     if cut_coords is None:
         peak = _argmax_index(ref)
         cuts = [(_VIEWS[l][0], peak[_VIEWS[l][0]]) for l in letters]
     elif len(letters) == 1:
         axis = _VIEWS[letters[0]][0]
         values = [cut_coords] if np.ndim(cut_coords) == 0 else list(cut_coords)
-        cuts = [(axis, v) for v in values]
+        cuts = [(axis, _cut_index(axis, v, shape, affine)) for v in values]
     else:
         values = list(np.ravel(cut_coords))
         if len(values) != 3:
             raise ValueError(
-                f"cut_coords must be 3 voxel indices (x, y, z) for display_mode {''.join(letters)!r}; got {cut_coords!r}"
+                f"cut_coords must be 3 {unit} (x, y, z) for display_mode {''.join(letters)!r}; got {cut_coords!r}"
             )
-        cuts = [(_VIEWS[l][0], values[_VIEWS[l][0]]) for l in letters]
-    panels = []
+        point = None if affine is None else _world_to_voxel(affine, values)
+        cuts = [(_VIEWS[l][0], _cut_index(_VIEWS[l][0], values[_VIEWS[l][0]], shape, affine, point)) for l in letters]
     names = {v[0]: (k, v[1]) for k, v in _VIEWS.items()}
-    for axis, value in cuts:
-        if isinstance(value, float) and not float(value).is_integer():
-            raise ValueError(f"cut_coords are voxel indices (integers); got {value!r}")
-        index = int(value)
-        if not 0 <= index < shape[axis]:
-            raise ValueError(
-                f"cut_coords index {value!r} along axis {names[axis][0]} is outside the volume of shape {shape}"
-            )
+    panels = []
+    for axis, index in cuts:
         letter, view = names[axis]
-        panels.append((axis, index, f"{view} {letter}={index}"))
+        where = f"{index}" if affine is None else f"{_voxel_to_world(affine, axis, index, shape):g} mm"
+        panels.append((axis, index, f"{view} {letter}={where}"))
     return panels
+
+
+def _layout(display_mode: str, cut_coords, ref: np.ndarray, affine: Optional[np.ndarray]):
+    """``(panels, origin)`` of a display: one panel drawn as an image for a 2-D map, else the cuts."""
+    if ref.ndim == 2:
+        return [(None, None, None)], "upper"
+    return _panels(_parse_display_mode(display_mode), cut_coords, ref, affine), "lower"
+
+
+def _outline_on(outline, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """The outline as a boolean array of the display's ``shape`` (upsampled if coarser), or None."""
+    if outline is None:
+        return None
+    arr = np.asarray(as_spatial_array(outline, len(shape), what="outline"), dtype=np.float32)
+    return upsample_to(arr, shape, what="outline") >= 0.5
+
+
+def _world_to_voxel(affine: np.ndarray, xyz) -> np.ndarray:
+    return (np.linalg.inv(affine) @ np.r_[np.asarray(xyz, dtype=np.float64), 1.0])[:3]
+
+
+def _voxel_to_world(affine: np.ndarray, axis: int, index: int, shape) -> float:
+    """World coordinate along ``axis`` of the cut ``index`` (through the volume's centre)."""
+    ijk = (np.asarray(shape, dtype=np.float64) - 1) / 2.0
+    ijk[axis] = index
+    return float(np.round((affine @ np.r_[ijk, 1.0])[axis], 6))
+
+
+def _cut_index(axis: int, value, shape, affine: Optional[np.ndarray], voxel: Optional[np.ndarray] = None) -> int:
+    """The voxel index of a cut: ``value`` itself without an affine, else the voxel nearest to ``value`` mm.
+
+    With an affine and no ``voxel`` (a single-letter display), the point is ``value`` along the
+    display axis and the volume's centre along the others.
+    """
+    letter = "xyz"[axis]
+    if affine is None:
+        if isinstance(value, float) and not float(value).is_integer():
+            raise ValueError(f"cut_coords are voxel indices (integers) when bg_img has no affine; got {value!r}")
+        index = int(value)
+    else:
+        if voxel is None:
+            centre = affine @ np.r_[(np.asarray(shape, dtype=np.float64) - 1) / 2.0, 1.0]
+            centre[axis] = float(value)
+            voxel = _world_to_voxel(affine, centre[:3])
+        index = int(np.floor(voxel[axis] + 0.5))
+    if not 0 <= index < shape[axis]:
+        unit = " mm (through bg_img's affine)" if affine is not None else " (a voxel index)"
+        raise ValueError(
+            f"cut_coords {value!r}{unit} along axis {letter} is outside the volume of shape {shape}"
+        )
+    return index
 
 
 def _cut(vol: Optional[np.ndarray], axis: Optional[int], index: Optional[int]) -> Optional[np.ndarray]:
@@ -254,21 +271,6 @@ def _axes_grid(n_rows: int, n_cols: int, figure, axes, extra_width: float = 0.0)
     return fig, np.asarray(fig.subplots(n_rows, n_cols, squeeze=False), dtype=object), True
 
 
-def _finish(fig: Figure, output_file, made_here: bool) -> Figure:
-    """Save the figure when ``output_file`` is given (atomically); then close it if this module made it."""
-    if output_file is not None:
-        save_figure(fig, output_file, close=made_here, dpi=100)
-    return fig
-
-
-def _to_1d(x, what: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x, dtype=np.float64)
-    return arr.reshape(-1)
-
-
-# --------------------------------------------------------------------------- maps
 def plot_attribution(
     attr,
     bg_img=None,
@@ -299,10 +301,13 @@ def plot_attribution(
         display_mode (str, optional): ``"ortho"`` (axial, coronal, sagittal),
             or ``"x"`` (sagittal), ``"y"`` (coronal), ``"z"`` (axial), or a
             combination such as ``"xz"``. Ignored for 2-D maps. Default: ``"ortho"``
-        cut_coords (int or sequence of int, optional): voxel indices. For a
-            single-letter mode, one index or a list of indices along that axis
-            (one panel each); otherwise ``(x, y, z)``. Default: through the
-            map's maximum.
+        cut_coords (float or sequence of float, optional): where to cut. As in
+            nilearn, world coordinates in **millimetres** when ``bg_img`` is a
+            nibabel image (its affine maps them to the nearest voxel); voxel
+            indices (integers) when no affine is known (an array or tensor
+            ``bg_img``, or none). For a single-letter mode, one value or a list
+            of values along that axis (one panel each); otherwise ``(x, y, z)``.
+            Default: through the map's maximum.
         threshold (float, optional): voxels with ``|value| < threshold`` are
             transparent. Default: ``None`` (over a background, values under 2 %
             of the colour scale's maximum are transparent)
@@ -335,17 +340,12 @@ def plot_attribution(
         >>> len(fig.axes)                           # 3 cuts + colour bar
         4
     """
-    bg, zooms = _load_bg(bg_img)
+    bg, zooms, affine = _load_bg(bg_img)
     m = _display_map(attr, None if bg is None else bg.shape)
     if m.ndim not in (2, 3):
         raise ValueError(f"attr must be 2-D or 3-D after removing batch dims; got shape {m.shape}")
-    out = None if outline is None else upsample_to(np.asarray(as_spatial_array(outline, m.ndim, what="outline"), dtype=np.float32), m.shape, what="outline") >= 0.5
-    if m.ndim == 2:
-        panels = [(None, None, None)]
-        origin = "upper"
-    else:
-        panels = _panels(_parse_display_mode(display_mode), cut_coords, m)
-        origin = "lower"
+    out = _outline_on(outline, m.shape)
+    panels, origin = _layout(display_mode, cut_coords, m, affine)
     lo, hi = _default_limits([m])
     norm = Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
     fig, grid, own = _axes_grid(1, len(panels), figure, axes, extra_width=0.8 if colorbar else 0.0)
@@ -412,8 +412,9 @@ def plot_comparison(
             instead of per-map normalisation. Default: ``False``
         outline (array-like of bool, optional): structure contour drawn in every
             panel. Default: ``None``
-        cut_coords (int or sequence of int, optional): as in
-            :func:`plot_attribution`. Default: through the maximum of the first map.
+        cut_coords (float or sequence of float, optional): as in
+            :func:`plot_attribution`: millimetres when ``bg_img`` is a nibabel
+            image, else voxel indices. Default: through the maximum of the first map.
         display_mode (str, optional): as in :func:`plot_attribution`. Default: ``"ortho"``
         threshold (float, optional): transparency threshold in displayed units
             (a fraction of each map's maximum by default). Default: ``None``
@@ -442,7 +443,7 @@ def plot_comparison(
     """
     if not isinstance(maps, Mapping) or not maps:
         raise ValueError(f"maps must be a non-empty dict {{method name: map}}; got {type(maps).__name__}")
-    bg, zooms = _load_bg(bg_img)
+    bg, zooms, affine = _load_bg(bg_img)
     raw = {str(k): as_spatial_array(v, None if bg is None else bg.ndim, what=f"maps[{k!r}]") for k, v in maps.items()}
     if bg is not None:
         shape = bg.shape
@@ -458,11 +459,8 @@ def plot_comparison(
         scale[name] = peak
         shown[name] = m if share_scale or peak == 0.0 else m / peak
     first = next(iter(shown.values()))
-    out = None if outline is None else upsample_to(np.asarray(as_spatial_array(outline, len(shape), what="outline"), dtype=np.float32), shape, what="outline") >= 0.5
-    if len(shape) == 2:
-        panels, origin = [(None, None, None)], "upper"
-    else:
-        panels, origin = _panels(_parse_display_mode(display_mode), cut_coords, first), "lower"
+    out = _outline_on(outline, shape)
+    panels, origin = _layout(display_mode, cut_coords, first, affine)
     lo, hi = _default_limits(list(shown.values()))
     if not share_scale:
         lo, hi = (0.0, 1.0) if lo >= 0 else (-1.0, 1.0)
@@ -487,244 +485,3 @@ def plot_comparison(
     if title:
         fig.suptitle(title)
     return _finish(fig, output_file, own)
-
-
-# --------------------------------------------------------------------------- tables and diagnostics
-def plot_region_attention(
-    table,
-    *,
-    column: str = "share",
-    top: Optional[int] = 15,
-    title: Optional[str] = None,
-    ax: Optional[Axes] = None,
-    output_file: Optional[Union[str, os.PathLike]] = None,
-) -> Figure:
-    """A region table as a horizontal bar chart, largest value at the top.
-
-    Args:
-        table (pandas.DataFrame): from
-            :func:`captum_smocam.regions.get_region_table` or
-            :func:`captum_smocam.regions.aggregate_region_tables`. Bars are
-            labelled by its ``name`` column (else ``label``, else the index).
-            For an aggregated ``"<stat>_mean"`` column, the matching
-            ``"<stat>_sd"`` column is drawn as error bars.
-        column (str, optional): the column to plot. Default: ``"share"``
-        top (int, optional): keep the ``top`` largest regions (``None``: all).
-            Default: ``15``
-        title (str, optional): axes title. Default: ``None``
-        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
-        output_file (str or Path, optional): save the figure here. Default: ``None``
-
-    Returns:
-        matplotlib.figure.Figure: the figure.
-
-    Examples::
-
-        >>> import pandas as pd
-        >>> t = pd.DataFrame({"name": ["Right-Hippocampus", "Left-Hippocampus"], "share": [0.4, 0.1]})
-        >>> fig = plot_region_attention(t)
-        >>> [float(b.get_width()) for b in fig.axes[0].patches]
-        [0.4, 0.1]
-    """
-    if column not in getattr(table, "columns", ()):
-        raise ValueError(f"column {column!r} is not in the table; its columns are {list(getattr(table, 'columns', []))}")
-    if top is not None and (not isinstance(top, (int, np.integer)) or top < 1):
-        raise ValueError(f"top must be a positive int or None; got {top!r}")
-    rows = table.sort_values(column, ascending=False, kind="mergesort")
-    rows = rows[rows[column].notna()]
-    if top is not None:
-        rows = rows.head(int(top))
-    if "name" in rows.columns:
-        labels = rows["name"].astype(str).tolist()
-    elif "label" in rows.columns:
-        labels = rows["label"].astype(str).tolist()
-    else:
-        labels = [str(i) for i in rows.index]
-    sd_col = column[: -len("_mean")] + "_sd" if column.endswith("_mean") else None
-    err = rows[sd_col].fillna(0.0).to_numpy() if sd_col and sd_col in rows.columns else None
-    made_here = ax is None
-    if ax is None:
-        fig = plt.figure(figsize=(6.0, 0.8 + 0.3 * max(len(rows), 1)), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    y = np.arange(len(rows))
-    ax.barh(y, rows[column].to_numpy(dtype=float), xerr=err, color="tab:orange", edgecolor="black", linewidth=0.5)
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    pretty = {"share": "share of positive attention", "attention_mean": "mean attention", "attention_sum": "summed attention"}
-    ax.set_xlabel(pretty.get(column, column))
-    if title:
-        ax.set_title(title)
-    return _finish(fig, output_file, made_here)
-
-
-def plot_convergence(
-    history: Mapping[str, object],
-    *,
-    title: Optional[str] = None,
-    ax: Optional[Axes] = None,
-    output_file: Optional[Union[str, os.PathLike]] = None,
-) -> Figure:
-    """SMOCAM's loss terms per optimisation step.
-
-    Draws each of ``"total"``, ``"distance"``, ``"l2"`` and ``"smooth"``
-    present in ``history``. A term of shape ``(n_steps, N)`` (N examples) is
-    drawn as its mean over examples with the min-max range shaded. The y axis
-    is logarithmic when every value is positive and they span more than two
-    decades. ``"best_step"`` (an int, or one per example) is marked by dashed
-    vertical lines.
-
-    Args:
-        history (dict): e.g. ``SMOCAM.history``; values are tensors, arrays or
-            lists of shape ``(n_steps,)`` or ``(n_steps, N)``.
-        title (str, optional): axes title. Default: ``None``
-        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
-        output_file (str or Path, optional): save the figure here. Default: ``None``
-
-    Returns:
-        matplotlib.figure.Figure: the figure.
-
-    Examples::
-
-        >>> import torch
-        >>> steps = torch.arange(1, 51, dtype=torch.float32)[:, None]
-        >>> h = {"total": 1 / steps + torch.rand(50, 4) * 0.01, "distance": 0.5 / steps.expand(50, 4),
-        ...      "l2": torch.zeros(50, 4), "smooth": 0.1 * torch.ones(50, 4), "best_step": torch.tensor([49, 48, 49, 47])}
-        >>> fig = plot_convergence(h)
-        >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-        ['total', 'distance', 'l2', 'smooth', 'best step']
-    """
-    if not isinstance(history, Mapping):
-        raise TypeError(f"history must be a dict of loss terms; got {type(history).__name__}")
-    terms = [k for k in _LOSS_COLORS if k in history]
-    if not terms:
-        raise ValueError(f"history has none of the loss terms {list(_LOSS_COLORS)}; got keys {list(history)}")
-    curves = {}
-    n_steps = None
-    for k in terms:
-        v = history[k]
-        arr = np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2 or arr.shape[0] == 0:
-            raise ValueError(f"history[{k!r}] must have shape (n_steps,) or (n_steps, N); got {arr.shape}")
-        if n_steps is not None and arr.shape[0] != n_steps:
-            raise ValueError(f"history[{k!r}] has {arr.shape[0]} steps but {terms[0]!r} has {n_steps}")
-        n_steps = arr.shape[0]
-        curves[k] = arr
-    made_here = ax is None
-    if ax is None:
-        fig = plt.figure(figsize=(6.0, 3.6), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    steps = np.arange(n_steps)
-    for k, arr in curves.items():
-        ax.plot(steps, arr.mean(axis=1), color=_LOSS_COLORS[k], label=k)
-        if arr.shape[1] > 1:
-            ax.fill_between(steps, arr.min(axis=1), arr.max(axis=1), color=_LOSS_COLORS[k], alpha=0.2, linewidth=0)
-    values = np.concatenate([a.ravel() for a in curves.values()])
-    values = values[np.isfinite(values)]
-    if values.size and values.min() > 0 and values.max() / values.min() > 100:
-        ax.set_yscale("log")
-    best = history.get("best_step")
-    if best is not None:
-        best_steps = sorted({int(b) for b in _to_1d(best, "best_step")})
-        for i, b in enumerate(best_steps):
-            ax.axvline(b, color="gray", linestyle="--", linewidth=1, label="best step" if i == 0 else None)
-    ax.set_xlabel("optimisation step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _finish(fig, output_file, made_here)
-
-
-def plot_asymmetry(
-    reference,
-    subject_true,
-    subject_pred=None,
-    *,
-    xlabel: str = "normalised asymmetry (R − L)",
-    bins: int = 30,
-    title: Optional[str] = None,
-    ax: Optional[Axes] = None,
-    output_file: Optional[Union[str, os.PathLike]] = None,
-) -> Figure:
-    """Where one subject (and the model's prediction) sits in a reference distribution.
-
-    The SMOCAM poster plots the training set's normalised hippocampal
-    asymmetries (right minus left volume) and marks a subject's true
-    asymmetry (blue) and the model's prediction (red): a model that only
-    ever predicts near-symmetric volumes shows up as a red line near the
-    centre while the blue line sits in the tail. The legend gives each
-    value's percentile rank in the reference (% of reference values <= it).
-
-    Args:
-        reference (array-like or tensor): the quantity over a reference
-            population (e.g. the training set); non-finite values are dropped.
-        subject_true (float or sequence of float): the subject's (or
-            subjects') true value.
-        subject_pred (float or sequence of float, optional): the model's
-            prediction, same length as ``subject_true``. Default: ``None``
-        xlabel (str, optional): x-axis label. Default: ``"normalised asymmetry (R − L)"``
-        bins (int, optional): histogram bins. Default: ``30``
-        title (str, optional): axes title. Default: ``None``
-        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
-        output_file (str or Path, optional): save the figure here. Default: ``None``
-
-    Returns:
-        matplotlib.figure.Figure: the figure.
-
-    Examples::
-
-        >>> import numpy as np
-        >>> ref = np.random.default_rng(0).normal(0, 0.03, 500)
-        >>> fig = plot_asymmetry(ref, 0.12, 0.01)
-        >>> len(fig.axes[0].lines)                  # true value and prediction
-        2
-    """
-    ref = _to_1d(reference, "reference")
-    ref = ref[np.isfinite(ref)]
-    if ref.size == 0:
-        raise ValueError("reference has no finite values; expected the quantity over a reference population")
-    if not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be a positive int; got {bins!r}")
-    true = _to_1d(subject_true, "subject_true")
-    pred = None if subject_pred is None else _to_1d(subject_pred, "subject_pred")
-    if true.size == 0:
-        raise ValueError("subject_true is empty; expected a value or a list of values")
-    if pred is not None and pred.size != true.size:
-        raise ValueError(
-            f"subject_pred has {pred.size} value(s) but subject_true has {true.size}; expected one prediction per subject"
-        )
-    made_here = ax is None
-    if ax is None:
-        fig = plt.figure(figsize=(6.0, 3.6), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    ax.hist(ref, bins=int(bins), color="lightgray", edgecolor="gray", label=f"reference (n={ref.size})")
-
-    def rank(v: float) -> float:
-        return 100.0 * float(np.mean(ref <= v))
-
-    def mark(values: np.ndarray, color: str, style: str, what: str) -> None:
-        for i, v in enumerate(values):
-            if values.size == 1:
-                label = f"{what}: {v:.3g} (percentile rank {rank(v):.0f})"
-            else:
-                label = f"{what} (n={values.size})" if i == 0 else None
-            ax.axvline(v, color=color, linestyle=style, linewidth=2, label=label)
-
-    mark(true, "tab:blue", "-", "true value")
-    if pred is not None:
-        mark(pred, "tab:red", "--", "model prediction")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("subjects")
-    ax.set_ylim(top=ax.get_ylim()[1] * 1.4)  # headroom for the legend
-    ax.legend(fontsize=8, loc="upper left")
-    if title:
-        ax.set_title(title)
-    return _finish(fig, output_file, made_here)

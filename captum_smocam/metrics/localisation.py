@@ -1,0 +1,463 @@
+"""Localisation scores: how much of a map lies on a structure whose place is known.
+
+* on one structure -- :func:`mass_inside`, :func:`dilate_mask`,
+  :func:`mass_inside_dilated`, :func:`auroc`, :func:`pointing_game`;
+* on a left/right pair -- :func:`side_specificity`,
+  :func:`side_specificity_density`, :func:`hemisphere_share`.
+
+Definitions, directions and references: ``docs/metrics.md``.
+
+References:
+    J. Zhang, S. A. Bargal, Z. Lin, J. Brandt, X. Shen, S. Sclaroff,
+    "Top-down neural attention by excitation backprop", ECCV 2016.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy import ndimage
+from scipy.stats import rankdata
+
+from ._inputs import (
+    ArrayLike,
+    _as_map,
+    _as_mask,
+    _check_not_empty,
+    _pair,
+    _positive_mass,
+    _spacing,
+    _spacing_values,
+    _strip_leading,
+    _to_numpy,
+)
+
+__all__ = [
+    "mass_inside",
+    "dilate_mask",
+    "mass_inside_dilated",
+    "auroc",
+    "pointing_game",
+    "side_specificity",
+    "side_specificity_density",
+    "hemisphere_share",
+    "POINTING_TIES",
+]
+
+#: Tie rules accepted by :func:`pointing_game`: ``"all"`` (every voxel that
+#: attains the maximum must be inside the mask) or ``"any"`` (one is enough).
+POINTING_TIES = ("all", "any")
+
+# Relative tolerance on the dilation radius, so that a voxel at exactly
+# ``margin_mm`` (e.g. sqrt(2) mm) is inside despite floating-point rounding.
+_DILATION_RTOL = 1e-9
+
+
+def mass_inside(attribution: ArrayLike, mask: ArrayLike, *, positive_only: bool = True) -> float:
+    r"""Share of the attribution mass that lies inside a mask.
+
+    .. math::
+
+        \mathrm{MI}(a, S) = \frac{\sum_{v \in S} a_v^+}{\sum_{v} a_v^+},
+        \qquad a_v^+ = \max(a_v, 0)
+
+    Negative attribution (evidence *against* the output) is ignored, so that a
+    map cannot score by cancelling mass. 1 means all positive mass is in the
+    structure; a uniform map scores ``|S| / N``. Higher is better.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map of shape
+            ``(*spatial)``, ``(1, *spatial)`` or ``(1, 1, *spatial)``.
+        mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask of the
+            structure on the same grid.
+        positive_only (bool, optional): if ``True`` use :math:`a^+`; if
+            ``False`` use :math:`|a|` (share of the attribution magnitude).
+            Default: ``True``
+
+    Returns:
+        float: the share in ``[0, 1]``, or ``nan`` when the map has no positive
+        mass (no magnitude with ``positive_only=False``): the share of nothing
+        is undefined, and ``nan`` keeps such a map out of means computed with
+        ``nanmean`` instead of counting it as 0 or 1.
+
+    Raises:
+        ValueError: shapes differ, the mask is empty or not binary, or the map
+            has non-finite values.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> a = np.zeros((7, 8, 9)); a[1, 2, 3] = 3.0; a[5, 5, 5] = 1.0
+        >>> m = np.zeros((7, 8, 9), bool); m[1, 2, 3] = True
+        >>> mass_inside(a, m)
+        0.75
+    """
+    a, m = _pair(_as_map(attribution, "attribution"), _as_mask(mask, "mask"), "attribution", "mask")
+    _check_not_empty(m, "mask")
+    w = _positive_mass(a, positive_only)
+    total = float(w.sum())
+    if total == 0.0:
+        return float("nan")
+    return float(w[m].sum() / total)
+
+
+def dilate_mask(mask: ArrayLike, margin_mm: float, spacing=1.0) -> np.ndarray:
+    r"""Grow a mask by a physical margin using the Euclidean distance transform.
+
+    A voxel :math:`v` is in the dilated mask when its centre is within
+    ``margin_mm`` of the centre of some voxel :math:`u` of the mask, distances
+    measured in millimetres with the voxel spacing :math:`s`:
+
+    .. math::
+
+        D_r(S) = \{ v : \min_{u \in S} \lVert (v - u) \odot s \rVert_2 \le r \}
+
+    computed with ``scipy.ndimage.distance_transform_edt(~mask, sampling=s)``
+    (a relative tolerance of 1e-9 on :math:`r` keeps voxels at exactly
+    :math:`r`, e.g. :math:`\sqrt{2}`, inside). A single voxel grows into the
+    discrete ball of radius :math:`r`.
+
+    Args:
+        mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask of any
+            shape ``(*spatial)``; leading axes of size 1 are kept.
+        margin_mm (float): the margin :math:`r \ge 0`, in the units of
+            ``spacing`` (millimetres for a NIfTI image's zooms). 0 returns a
+            copy of the mask.
+        spacing (float or sequence of float, optional): voxel size, one value
+            for all axes or one per axis (``img.header.get_zooms()[:3]``). When
+            the mask has more axes than ``spacing`` values, at most two leading
+            axes of size 1 are ignored. Default: ``1.0``
+
+    Returns:
+        numpy.ndarray: boolean array of the mask's shape.
+
+    Raises:
+        ValueError: empty mask, negative or non-finite margin, bad spacing.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> m = np.zeros((7, 8, 9), bool); m[3, 4, 4] = True
+        >>> int(dilate_mask(m, 1.0).sum())        # the voxel and its 6 faces
+        7
+        >>> int(dilate_mask(m, 2.0, spacing=(2.0, 1.0, 1.0)).sum())
+        15
+    """
+    m = _as_mask(mask, "mask")
+    _check_not_empty(m, "mask")
+    if not isinstance(margin_mm, numbers.Real) or isinstance(margin_mm, bool):
+        raise TypeError(f"margin_mm must be a real number, got {margin_mm!r}")
+    margin = float(margin_mm)
+    if not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"margin_mm must be finite and >= 0, got {margin_mm!r}")
+    work = m
+    values = _spacing_values(spacing)
+    if isinstance(values, tuple) and 0 < len(values) < m.ndim:
+        stripped = _strip_leading(m, m.ndim - len(values))
+        if stripped is not None:
+            work = stripped
+    sampling = _spacing(values, work.ndim)
+    if margin == 0.0:
+        return m.copy()
+    distance = ndimage.distance_transform_edt(~work, sampling=sampling)
+    grown = distance <= margin * (1.0 + _DILATION_RTOL)
+    return grown.reshape(m.shape)
+
+
+def mass_inside_dilated(
+    attribution: ArrayLike,
+    mask: ArrayLike,
+    margin_mm: float,
+    spacing=1.0,
+    *,
+    positive_only: bool = True,
+) -> float:
+    r"""Share of the positive attribution mass inside the mask grown by a margin.
+
+    :math:`\mathrm{MI}(a, D_r(S))` with :math:`D_r` from :func:`dilate_mask`.
+    SMOCAM tends to highlight a structure *and its neighbours* (Konate et al.,
+    SMOCAM poster); this score credits mass within ``margin_mm`` of the
+    structure. Higher is better; compare methods at the same margin.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the mask's grid.
+        mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask.
+        margin_mm (float): margin in the units of ``spacing``.
+        spacing (float or sequence of float, optional): voxel size.
+            Default: ``1.0``
+        positive_only (bool, optional): see :func:`mass_inside`.
+            Default: ``True``
+
+    Returns:
+        float: the share in ``[0, 1]``, or ``nan`` when the map has no
+        positive mass.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> a = np.zeros((7, 8, 9)); a[3, 4, 4] = 1.0; a[3, 4, 5] = 1.0
+        >>> m = np.zeros((7, 8, 9), bool); m[3, 4, 4] = True
+        >>> mass_inside_dilated(a, m, margin_mm=1.0)
+        1.0
+    """
+    a, m = _pair(_as_map(attribution, "attribution"), _as_mask(mask, "mask"), "attribution", "mask")
+    grown = dilate_mask(m, margin_mm, spacing)
+    return mass_inside(a, grown, positive_only=positive_only)
+
+
+def auroc(attribution: ArrayLike, mask: ArrayLike) -> float:
+    r"""Area under the ROC curve of the map used as a detector of the mask's voxels.
+
+    Each voxel is a sample, the structure's voxels are positives, the
+    attribution value is the score. With :math:`R_v` the rank of :math:`a_v`
+    among all :math:`N` voxels (ties receive their average rank), :math:`P`
+    positives and :math:`Q = N - P` negatives, the Mann--Whitney formula gives
+
+    .. math::
+
+        \mathrm{AUROC} = \frac{\sum_{v \in S} R_v - P(P+1)/2}{P\,Q}
+        = \Pr(a_u > a_w) + \tfrac12 \Pr(a_u = a_w),
+        \quad u \in S,\ w \notin S .
+
+    1 means every structure voxel scores above every other voxel, 0.5 is
+    chance (a constant map scores exactly 0.5), 0 is the inverted map. Higher
+    is better. The signed map is used: AUROC depends only on the order of the
+    values, so negative evidence ranks below zero.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the mask's grid.
+        mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask.
+
+    Returns:
+        float: AUROC in ``[0, 1]``.
+
+    Raises:
+        ValueError: the mask is empty or covers every voxel (no negatives),
+            shapes differ.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> m = np.zeros((7, 8, 9), bool); m[2:4, 3:5, 1:6] = True
+        >>> auroc(m.astype(float), m), auroc(1.0 - m, m)
+        (1.0, 0.0)
+    """
+    a, m = _pair(_as_map(attribution, "attribution"), _as_mask(mask, "mask"), "attribution", "mask")
+    _check_not_empty(m, "mask")
+    n_pos = int(m.sum())
+    n_neg = m.size - n_pos
+    if n_neg == 0:
+        raise ValueError(
+            f"mask covers all {m.size} voxels; AUROC needs voxels outside the mask"
+        )
+    ranks = rankdata(a.ravel(), method="average")
+    u = ranks[m.ravel()].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (float(n_pos) * float(n_neg)))
+
+
+def pointing_game(
+    attribution: ArrayLike,
+    mask: ArrayLike,
+    *,
+    margin_mm: float = 0.0,
+    spacing=1.0,
+    ties: str = "all",
+) -> bool:
+    r"""Pointing game: is the map's maximum inside the (dilated) structure?
+
+    Zhang et al. (2016) count a *hit* when the maximum of the map falls on the
+    annotated object, with a tolerance of 15 pixels; here the tolerance is a
+    physical ``margin_mm`` (:func:`dilate_mask`). Over a set of subjects the
+    pointing accuracy is ``hits / (hits + misses)``; higher is better.
+
+    Ties: when several voxels share the maximum value, ``ties="all"``
+    (default) counts a hit only if *every* maximal voxel is inside the
+    dilated mask; ``ties="any"`` counts a hit if at least one is. The strict
+    default is chosen because with ``"any"`` a constant (e.g. all-zero or
+    saturated) map would hit every structure.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the mask's grid.
+        mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask.
+        margin_mm (float, optional): tolerance in the units of ``spacing``.
+            Default: ``0.0``
+        spacing (float or sequence of float, optional): voxel size.
+            Default: ``1.0``
+        ties (str, optional): ``"all"`` or ``"any"``, see above.
+            Default: ``"all"``
+
+    Returns:
+        bool: ``True`` for a hit.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> a = np.zeros((7, 8, 9)); a[3, 4, 6] = 1.0
+        >>> m = np.zeros((7, 8, 9), bool); m[3, 4, 4] = True
+        >>> pointing_game(a, m), pointing_game(a, m, margin_mm=2.0)
+        (False, True)
+    """
+    if ties not in POINTING_TIES:
+        raise ValueError(f"ties must be one of {POINTING_TIES}, got {ties!r}")
+    a, m = _pair(_as_map(attribution, "attribution"), _as_mask(mask, "mask"), "attribution", "mask")
+    region = dilate_mask(m, margin_mm, spacing)
+    at_max = a == a.max()
+    inside = region[at_max]
+    return bool(inside.all() if ties == "all" else inside.any())
+
+
+# ---------------------------------------------------------------------------
+# Side specificity
+# ---------------------------------------------------------------------------
+def _positive_on_pair(attribution, target_mask, contralateral_mask):
+    """``(positive part of the map, target mask, contralateral mask)``, checked and on one grid."""
+    a = _as_map(attribution, "attribution")
+    t = _as_mask(target_mask, "target_mask")
+    c = _as_mask(contralateral_mask, "contralateral_mask")
+    a, t = _pair(a, t, "attribution", "target_mask")
+    a, c = _pair(a, c, "attribution", "contralateral_mask")
+    _check_not_empty(t, "target_mask")
+    _check_not_empty(c, "contralateral_mask")
+    return np.clip(a, 0.0, None), t, c
+
+
+def side_specificity(
+    attribution: ArrayLike, target_mask: ArrayLike, contralateral_mask: ArrayLike
+) -> float:
+    r"""Share of the positive mass on a paired structure that is on the target side.
+
+    .. math::
+
+        \mathrm{SS}(a) = \frac{\sum_{v \in T} a_v^+}{\sum_{v \in T \cup C} a_v^+}
+
+    with :math:`T` the target structure (e.g. the right hippocampus, whose
+    volume is predicted) and :math:`C` its contralateral twin. 1: the map uses
+    only the target side; 0.5: both sides equally (the failure the SMOCAM
+    poster reports for subjects with a large asymmetry); 0: only the wrong
+    side. Higher is better. Voxels in both masks count once, as target.
+    Mass outside :math:`T \cup C` is ignored (see :func:`mass_inside`).
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the masks' grid.
+        target_mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask of
+            the structure whose output is explained.
+        contralateral_mask (numpy.ndarray or torch.Tensor): the other side.
+
+    Returns:
+        float: the share in ``[0, 1]``, or ``nan`` when the map has no
+        positive mass on either structure: the map says nothing about the
+        side, which is neither specific (1) nor unspecific (0.5).
+
+    Raises:
+        ValueError: shapes differ, a mask is empty or not binary.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> a = np.zeros((7, 8, 9)); a[1, 1, 1] = 3.0; a[5, 1, 1] = 1.0
+        >>> right = np.zeros((7, 8, 9), bool); right[1, 1, 1] = True
+        >>> left = np.zeros((7, 8, 9), bool); left[5, 1, 1] = True
+        >>> side_specificity(a, right, left)
+        0.75
+    """
+    w, t, c = _positive_on_pair(attribution, target_mask, contralateral_mask)
+    on_target = float(w[t].sum())
+    on_both = float(w[t | c].sum())
+    if on_both == 0.0:
+        return float("nan")
+    return on_target / on_both
+
+
+def side_specificity_density(
+    attribution: ArrayLike, target_mask: ArrayLike, contralateral_mask: ArrayLike
+) -> float:
+    r"""Like :func:`side_specificity`, but on the mean positive attention per voxel of each side.
+
+    .. math::
+
+        \mathrm{SS}_\rho(a) = \frac{\bar a^+_T}{\bar a^+_T + \bar a^+_C},
+        \qquad \bar a^+_S = \frac{1}{|S|} \sum_{v \in S} a_v^+
+
+    The mass version is biased by the structures' sizes: a uniform map gets
+    :math:`|T| / (|T| + |C|)`, e.g. 0.4 for the smaller side of a pair whose
+    volumes differ by 40 %. The density version gives 0.5 to a uniform map
+    whatever the sizes, so it compares subjects with different asymmetries.
+    1: only the target side; 0.5: both sides alike; 0: only the wrong side.
+    Higher is better. Voxels in both masks count on both sides.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the masks' grid.
+        target_mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask of
+            the structure whose output is explained.
+        contralateral_mask (numpy.ndarray or torch.Tensor): the other side.
+
+    Returns:
+        float: the share in ``[0, 1]``, or ``nan`` when the map has no
+        positive attention on either structure.
+
+    Raises:
+        ValueError: shapes differ, a mask is empty or not binary.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> a = np.ones((7, 8, 9)); t = np.zeros_like(a, bool); t[:2] = True
+        >>> c = np.zeros_like(a, bool); c[4:] = True
+        >>> side_specificity_density(a, t, c)  # uniform map, |C| = 1.5 |T|
+        0.5
+        >>> side_specificity(a, t, c)
+        0.4
+    """
+    w, t, c = _positive_on_pair(attribution, target_mask, contralateral_mask)
+    on_target, on_other = float(w[t].mean()), float(w[c].mean())
+    if on_target + on_other == 0.0:
+        return float("nan")
+    return on_target / (on_target + on_other)
+
+
+def hemisphere_share(attribution: ArrayLike, affine: ArrayLike, side: str) -> float:
+    r"""Share of the positive mass of a map that lies in one hemisphere.
+
+    The hemisphere of a voxel is the sign of its world x coordinate (RAS, as
+    in MNI space: :math:`x < 0` is left, :math:`x > 0` right), computed from
+    ``affine``; voxels on the midplane :math:`x = 0` count for neither side.
+    Unlike :func:`side_specificity`, it needs no label map: it says whether a
+    map of the right hippocampus looks at the right half of the brain at all.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map, ``X x Y x Z``.
+        affine (numpy.ndarray or torch.Tensor): ``4 x 4`` voxel-to-world
+            matrix of the map's grid.
+        side (str): ``"left"`` or ``"right"``.
+
+    Returns:
+        float: the share in ``[0, 1]``, or ``nan`` when the map has no
+        positive mass off the midplane.
+
+    Raises:
+        ValueError: ``side`` is neither ``"left"`` nor ``"right"``, or
+        ``affine`` is not ``4 x 4`` or does not match the map's dimensions.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> affine = np.diag([3.0, 3.0, 3.0, 1.0]); affine[0, 3] = -9.0  # x = -9, -6, ..., 9
+        >>> a = np.zeros((7, 8, 9)); a[5] = 1.0; a[1] = 1.0 / 3  # x = +6 and x = -6
+        >>> round(hemisphere_share(a, affine, "right"), 6)
+        0.75
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    a = _as_map(attribution, "attribution")
+    m = np.asarray(_to_numpy(affine, "affine"), dtype=np.float64)
+    if m.shape != (4, 4) or a.ndim != 3:
+        raise ValueError(
+            f"expected a 3-D map and a 4 x 4 affine, got map shape {a.shape} and affine shape {m.shape}"
+        )
+    i, j, k = np.ogrid[: a.shape[0], : a.shape[1], : a.shape[2]]
+    x = m[0, 0] * i + m[0, 1] * j + m[0, 2] * k + m[0, 3]  # world x of every voxel
+    w = np.clip(a, 0.0, None)
+    left, right = float(w[x < 0].sum()), float(w[x > 0].sum())
+    if left + right == 0.0:
+        return float("nan")
+    return (left if side == "left" else right) / (left + right)
