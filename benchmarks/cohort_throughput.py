@@ -8,6 +8,12 @@ output folder::
     python -m captum_smocam.cli cohort --images ... --labels ... --model M --targets all
     python -m torch.distributed.run --nproc_per_node=N -m captum_smocam.cli cohort ...
 
+Each process count runs in two variants (``--variants``): ``plans`` — the
+package as it is (kernel plans chosen by the run into a fresh plan cache under
+``--workdir``, whose chosen plans the report lists; traced splits reused across
+scans) — and ``stock`` — ``SMOCAM_KERNEL_TUNING=0 SMOCAM_REUSE_SPLITS=0``,
+PyTorch's kernels padded to 4 rows and a trace per scan, as before issue 15.
+
 Model: the shipped ``vgg`` if it is installed, else (``--model random``, or when
 it is missing) a randomly initialised VGG3D with the shipped architecture
 (:func:`captum_smocam.benchmarking.untrained_model`) on the synthetic grid.
@@ -16,7 +22,7 @@ Random weights do not change the cost: SMOCAM runs all ``--n-steps`` steps.
 Usage::
 
     python benchmarks/cohort_throughput.py --n-scans 6 --nprocs 1 2
-    python benchmarks/cohort_throughput.py --quick    # 2 scans, 1 process, 2 steps: a smoke test
+    python benchmarks/cohort_throughput.py --quick    # 2 scans, 1 process, 2 steps, both variants: a smoke test
 
 Everything goes under ``--workdir`` (default ``benchmarks/runs/cohort_throughput``,
 git-ignored; a ``--quick`` run uses ``benchmarks/runs/quick/cohort_throughput``,
@@ -38,12 +44,17 @@ from pathlib import Path
 import torch
 
 from captum_smocam import __version__
-from captum_smocam.benchmarking import shipped_model_available, untrained_model, write_json
+from captum_smocam.benchmarking import machine_description, shipped_model_available, untrained_model, write_json
 from captum_smocam.models import DEFAULT_MODELS, save_checkpoint
 from captum_smocam.synth import default_grid, write_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "benchmarks" / "runs"
+#: Environment of each variant (``{plan_cache}`` is the variant's fresh plan cache file).
+VARIANTS = {
+    "plans": {"SMOCAM_KERNEL_TUNING": "1", "SMOCAM_REUSE_SPLITS": "1", "SMOCAM_PLAN_CACHE": "{plan_cache}"},
+    "stock": {"SMOCAM_KERNEL_TUNING": "0", "SMOCAM_REUSE_SPLITS": "0", "SMOCAM_PLAN_CACHE": "off"},
+}
 
 
 def _random_model(path: Path, spacing: float) -> Path:
@@ -69,6 +80,8 @@ def main(argv=None) -> int:
     p.add_argument("--targets", default="all")
     p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--model", default="vgg", help="shipped name, checkpoint, or 'random' (default vgg)")
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["plans", "stock"],
+                   help="plans: the package as it is; stock: kernel plans and split reuse off (default both)")
     p.add_argument("--workdir", default=None,
                    help="data, outputs and throughput.json (default: benchmarks/runs/cohort_throughput; "
                         "with --quick benchmarks/runs/quick/cohort_throughput)")
@@ -94,37 +107,47 @@ def main(argv=None) -> int:
               "--n-steps", str(args.n_steps), "--no-progress"]
     results = []
     for n in args.nprocs:
-        out = work / f"out_np{n}"
-        shutil.rmtree(out, ignore_errors=True)
-        launcher = [] if n == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={n}",
-                                      "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
-        cmd = [sys.executable, *launcher, *common, "--out", str(out)]
-        print("$", " ".join(cmd), flush=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            print(f"command failed with status {proc.returncode}", file=sys.stderr)
-            return proc.returncode
-        manifest = json.loads((out / "manifest.json").read_text())
-        explain = [r["timings"]["explain_s"] for r in manifest["scans"] if r["status"] == "done"]
-        row = {"nprocs": n, "n_scans": manifest["n_done"], "wall_s": round(wall, 1),
-               "scans_per_hour": round(3600.0 * manifest["n_done"] / wall, 1),
-               "mean_explain_s_per_scan": round(sum(explain) / max(len(explain), 1), 2),
-               "threads_per_rank": manifest["scans"][0]["torch_threads"], "command": " ".join(cmd)}
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        for variant in args.variants:
+            out = work / f"out_np{n}_{variant}"
+            shutil.rmtree(out, ignore_errors=True)
+            plan_cache = work / f"plans_np{n}_{variant}.json"
+            plan_cache.unlink(missing_ok=True)  # plans are chosen afresh, inside the timed run
+            run_env = {**env, **{k: v.format(plan_cache=plan_cache) for k, v in VARIANTS[variant].items()}}
+            launcher = [] if n == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={n}",
+                                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+            cmd = [sys.executable, *launcher, *common, "--out", str(out)]
+            print("$", " ".join(f"{k}={run_env[k]}" for k in VARIANTS[variant]), " ".join(cmd), flush=True)
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, env=run_env)
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                print(f"command failed with status {proc.returncode}", file=sys.stderr)
+                return proc.returncode
+            manifest = json.loads((out / "manifest.json").read_text())
+            explain = [r["timings"]["explain_s"] for r in manifest["scans"] if r["status"] == "done"]
+            plans = json.loads(plan_cache.read_text()) if plan_cache.is_file() else {}
+            row = {"nprocs": n, "variant": variant, "n_scans": manifest["n_done"], "wall_s": round(wall, 1),
+                   "scans_per_hour": round(3600.0 * manifest["n_done"] / wall, 1),
+                   "mean_explain_s_per_scan": round(sum(explain) / max(len(explain), 1), 2),
+                   "first_explain_s": round(explain[0], 2) if explain else None,
+                   "threads_per_rank": manifest["scans"][0]["torch_threads"],
+                   "plans": sorted({p["name"] for p in plans.values()}) or ["stock"],
+                   "env": {k: run_env[k] for k in VARIANTS[variant]}, "command": " ".join(cmd)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
 
-    report = {"model": model, "spacing_mm": args.spacing, "grid": list(default_grid(args.spacing)[0]),
+    report = {"machine": machine_description(), "model": model, "spacing_mm": args.spacing,
+              "grid": list(default_grid(args.spacing)[0]),
               "n_steps": args.n_steps, "targets": args.targets, "cpus": len(os.sched_getaffinity(0)),
               "torch": torch.__version__, "captum_smocam": __version__, "python": platform.python_version(),
               "results": results}
     write_json(report, work / "throughput.json")
-    print("\n| processes | scans | wall (s) | scans / hour | mean explain s / scan |")
-    print("|---|---|---|---|---|")
+    print("\n| processes | variant | kernel plan | scans | wall (s) | scans / hour | mean explain s / scan | "
+          "first scan's explain s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['nprocs']} | {r['n_scans']} | {r['wall_s']} | {r['scans_per_hour']} | "
-              f"{r['mean_explain_s_per_scan']} |")
+        print(f"| {r['nprocs']} | {r['variant']} | {', '.join(r['plans'])} | {r['n_scans']} | {r['wall_s']} | "
+              f"{r['scans_per_hour']} | {r['mean_explain_s_per_scan']} | {r['first_explain_s']} |")
     return 0
 
 

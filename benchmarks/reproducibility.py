@@ -9,7 +9,10 @@ model) and compared, mask by mask, as the maximum relative difference
 * ``batch vs mixed``: against a batch that mixes this scan's targets, in
   reverse order, with those of another scan;
 * ``fast vs hook``: the cached-prefix fast path against the hook path (the whole
-  network at every step).
+  network at every step);
+* ``plan vs stock``: the kernel plan chosen for the model (``kernel_plan="auto"``,
+  the default) against PyTorch's own kernels padded to 4 rows
+  (``kernel_plan="stock"``, SMOCAM before issue 15).
 
 Issue 12 asks for < 1e-3 everywhere, for every objective.
 
@@ -59,7 +62,7 @@ def max_relative_difference(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 
 def compare(model, layer, x, other, targets, sigma, objective):
-    """Rows of the three comparisons for one scan and objective, with the wall times of the calls."""
+    """Rows of the four comparisons for one scan and objective, with the wall times of the calls."""
     kw = dict(objective=objective, output_std=sigma)
     sm = SMOCAM(model, layer)
     k = len(targets)
@@ -67,6 +70,7 @@ def compare(model, layer, x, other, targets, sigma, objective):
     t0 = time.perf_counter()
     batch = sm.attribute(x.expand(k, *x.shape[1:]), target=list(targets), **kw)
     times["batch"] = time.perf_counter() - t0
+    plan = sm.plan.describe()
     t0 = time.perf_counter()
     single = torch.cat([sm.attribute(x, target=t, **kw) for t in targets])
     times["single"] = time.perf_counter() - t0
@@ -78,9 +82,14 @@ def compare(model, layer, x, other, targets, sigma, objective):
     t0 = time.perf_counter()
     hook = sm.attribute(x.expand(k, *x.shape[1:]), target=list(targets), fast=False, **kw)
     times["hook"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stock = sm.attribute(x.expand(k, *x.shape[1:]), target=list(targets), kernel_plan="stock", **kw)
+    times["stock"] = time.perf_counter() - t0
     out = {"batch vs single": max_relative_difference(batch, single),
            "batch vs mixed": max_relative_difference(batch, mixed),
-           "fast vs hook": max_relative_difference(batch, hook)}
+           "fast vs hook": max_relative_difference(batch, hook),
+           "plan vs stock": max_relative_difference(batch, stock)}
+    times["plan"] = plan
     return out, times
 
 
@@ -111,17 +120,20 @@ def main(argv=None) -> int:
     indices = split_indices(meta, args.split, args.n_subjects + 1)
     other, _ = load_subject(indices[-1], meta)  # the scan the mixed batch adds
     command = "python benchmarks/reproducibility.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows, timing = [], []
+    rows, timing, plans = [], [], {}
     for objective in args.objectives:
         for index in indices[:-1]:
             x, _ = load_subject(index, meta)
             diffs, times = compare(model, layer, x, other, targets, sigma, objective)
+            plan = times.pop("plan")
             timing.append({"objective": objective, "subject": index, **times})
             for name, values in diffs.items():
                 rows += [{"objective": objective, "subject": index, "target": names[t], "comparison": name,
                           "max_rel_diff": float(v)} for t, v in zip(targets, values)]
             print(f"{objective} subject {index}: " + ", ".join(f"{n} max {v.max():.1e}" for n, v in diffs.items())
-                  + " | seconds " + ", ".join(f"{n} {v:.1f}" for n, v in times.items()), flush=True)
+                  + " | seconds " + ", ".join(f"{n} {v:.1f}" for n, v in times.items()) + f" | plan {plan}",
+                  flush=True)
+            plans[objective] = plan
     df = pd.DataFrame(rows)
     write_csv(df, out_dir / f"reproducibility{suffix}.csv")
     lines = [f"Command: `{command}`  ", f"Model {args.model}, layer {meta['default_layer']}, {len(targets)} targets "
@@ -134,8 +146,9 @@ def main(argv=None) -> int:
                      f"{int((v > 1e-3).sum())} |")
     t = pd.DataFrame(timing).groupby("objective", sort=False).mean(numeric_only=True)
     lines += ["", "Mean wall time per scan (s): " + "; ".join(
-        f"{o}: batch {r.batch:.1f}, {len(targets)} singles {r.single:.1f}, mixed {r.mixed:.1f}, hook {r.hook:.1f}"
-        for o, r in t.iterrows())]
+        f"{o}: batch {r.batch:.1f}, {len(targets)} singles {r.single:.1f}, mixed {r.mixed:.1f}, hook {r.hook:.1f}, "
+        f"stock kernels {r.stock:.1f}" for o, r in t.iterrows())]
+    lines += ["", "Kernel plans: " + "; ".join(f"{o}: {d}" for o, d in plans.items())]
     md = "\n".join(lines) + "\n"
     write_text(md, out_dir / f"reproducibility{suffix}.md")
     print(md, flush=True)

@@ -13,11 +13,26 @@ When the model cannot be traced (data-dependent control flow, a forward
 function that is not a module, ...) or the split suffix does not reproduce the
 model's output, :func:`build_fast_runner` returns None and SMOCAM uses the hook
 path; a ``logging`` message at INFO level says why.
+
+Tracing and splitting are done once per model and layer, not per call: the
+split graph (:class:`_Split`) is kept in a small per-process cache keyed on the
+model's identity and a fingerprint of its state (:func:`module_fingerprint`:
+every submodule's identity, type, train/eval mode and plain attributes, every
+parameter's and buffer's storage and version), so replacing or modifying a
+weight, swapping a submodule or switching ``train()``/``eval()`` traces again,
+and an entry is dropped when its model is garbage-collected. What a cached
+split cannot see is a change to code the forward runs (e.g. a monkey-patched
+function it calls); :func:`clear_cache` (or ``REUSE_SPLITS = False``) forgets
+everything; the environment variable ``SMOCAM_REUSE_SPLITS=0`` turns reuse off
+for a process (as ``REUSE_SPLITS = False``).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+import os
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Hashable, Optional, Set, Tuple, Union
 
 import torch
 import torch.fx as fx
@@ -25,6 +40,13 @@ from torch import Tensor
 from torch.nn import Module
 
 logger = logging.getLogger(__name__)
+
+#: Environment variable that turns reuse across calls off (``0``, ``off``, ``false``, ``no``), read at import.
+REUSE_ENV = "SMOCAM_REUSE_SPLITS"
+#: Reuse traced and split models across calls (False: trace at every call, as before the cache).
+REUSE_SPLITS = os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+#: Most (model, layer) splits kept per process (least recently used dropped first).
+CACHE_SIZE = 8
 
 
 class _LeafTracer(fx.Tracer):
@@ -45,26 +67,29 @@ def _qualified_name(model: Module, layer: Module) -> Optional[str]:
     return None
 
 
-class _FastRunner:
-    """Evaluates the suffix of a traced model given a mask; see the module docstring."""
+class _Split:
+    """A model traced with the layer as a leaf, its nodes split at the layer; holds no tensor of a call.
 
-    name = "fast"
+    ``suffix``: the nodes whose value depends on the layer's tensor, in graph
+    order; ``boundary``: the nodes outside the suffix whose values the suffix
+    (or the output) reads — the layer's output itself unless the layer's
+    *input* is masked. :meth:`batched` lists the nodes that carry the batch,
+    for a given pattern of per-example forward arguments.
+    """
 
-    def __init__(self, gm: fx.GraphModule, layer_node: fx.Node, inputs, additional_args, to_input: bool):
+    def __init__(self, gm: fx.GraphModule, layer_node: fx.Node, to_input: bool):
         self.gm = gm
         self.layer_node = layer_node
         self.to_input = to_input
-        self.args = (*inputs, *additional_args)
-        self.n = inputs[0].shape[0]
-        graph_nodes = list(gm.graph.nodes)
-        self.placeholders = [nd for nd in graph_nodes if nd.op == "placeholder"]
+        self.nodes = list(gm.graph.nodes)
+        self.placeholders = [nd for nd in self.nodes if nd.op == "placeholder"]
         # Nodes whose value depends on the mask.
         dependent: Set[fx.Node] = {layer_node}
-        for nd in graph_nodes:
+        for nd in self.nodes:
             if nd is not layer_node and any(a in dependent for a in nd.all_input_nodes):
                 dependent.add(nd)
-        self.suffix = [nd for nd in graph_nodes if nd in dependent and nd.op != "output"]
-        self.output_node = next(nd for nd in graph_nodes if nd.op == "output")
+        self.suffix = [nd for nd in self.nodes if nd in dependent and nd.op != "output"]
+        self.output_node = next(nd for nd in self.nodes if nd.op == "output")
         # Values crossing into the suffix from the rest.
         boundary: Set[fx.Node] = set()
         for nd in self.suffix + [self.output_node]:
@@ -74,16 +99,38 @@ class _FastRunner:
         if not to_input:
             boundary.add(layer_node)  # its stored output is what gets masked
         self.boundary = boundary
-        # Values that carry the batch (depend on an input), to be indexed by rows.
-        batched: Set[fx.Node] = set(self.placeholders[: len(inputs)])
-        batched |= {
-            p for p, a in zip(self.placeholders[len(inputs):], additional_args)
-            if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == self.n
-        }
-        for nd in graph_nodes:
-            if any(a in batched for a in nd.all_input_nodes):
-                batched.add(nd)
-        self.batched = batched
+        self._batched: Dict[Tuple[int, Tuple[bool, ...]], Set[fx.Node]] = {}
+        #: Verdict of the suffix check per call signature: True, or the reason it failed.
+        self.checked: Dict[Hashable, Union[bool, str]] = {}
+
+    def batched(self, n_inputs: int, per_example: Tuple[bool, ...]) -> Set[fx.Node]:
+        """Nodes that depend on an input or on a per-example forward argument."""
+        key = (n_inputs, per_example)
+        if key not in self._batched:
+            batched: Set[fx.Node] = set(self.placeholders[:n_inputs])
+            batched |= {p for p, flag in zip(self.placeholders[n_inputs:], per_example) if flag}
+            for nd in self.nodes:
+                if any(a in batched for a in nd.all_input_nodes):
+                    batched.add(nd)
+            self._batched[key] = batched
+        return self._batched[key]
+
+
+class _FastRunner:
+    """Evaluates the suffix of a traced model given a mask; see the module docstring."""
+
+    name = "fast"
+
+    def __init__(self, split: _Split, inputs, additional_args, to_input: bool):
+        self.split = split
+        self.gm = split.gm
+        self.layer_node = split.layer_node
+        self.to_input = to_input
+        self.args = (*inputs, *additional_args)
+        self.n = inputs[0].shape[0]
+        self.suffix, self.output_node, self.boundary = split.suffix, split.output_node, split.boundary
+        per_example = tuple(isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == self.n for a in additional_args)
+        self.batched = split.batched(len(inputs), per_example)
         self.stored: Dict[fx.Node, Any] = {}
         self._reference: Optional[Tuple[Any, Tensor]] = None
         self._rows: Optional[Tensor] = None
@@ -113,7 +160,7 @@ class _FastRunner:
             return self._reference
         env: Dict[fx.Node, Any] = {}
         arg_iter = iter(self.args)
-        for nd in self.gm.graph.nodes:
+        for nd in self.split.nodes:
             if nd.op == "placeholder":
                 try:
                     env[nd] = next(arg_iter)
@@ -161,41 +208,142 @@ def _detach(v: Any) -> Any:
     return v.detach() if isinstance(v, Tensor) else v
 
 
-def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_input: bool) -> Optional[_FastRunner]:
-    """A :class:`_FastRunner` for ``forward_func``, or None when the fast path does not apply.
+# --------------------------------------------------------------------------- #
+# Reuse across calls.
+# --------------------------------------------------------------------------- #
+_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device, torch.memory_format)
 
-    The runner is checked before use: its suffix, run on every example twice
-    over (a batch of ``2N``) with the layer's tensor unchanged, must reproduce the model's
-    output; otherwise (e.g. a batch size baked into a ``view``) None is returned.
+
+def _plain_value(value: Any) -> Hashable:
+    """A hashable stand-in for an attribute's value: the value itself when plain, else its identity."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) <= 64 and all(isinstance(v, _PLAIN) for v in value):
+        return (type(value).__name__, *value)
+    if isinstance(value, Tensor):
+        return ("tensor", id(value), value._version)
+    return ("id", id(value))
+
+
+def module_fingerprint(module: Module) -> Tuple:
+    """Changes whenever anything a traced graph of ``module`` depends on (that SMOCAM can see) changes.
+
+    For every submodule: its name, identity, type, train/eval mode, plain
+    attributes (numbers, strings, tuples of them; any other attribute by
+    identity) and an instance-level ``forward`` override; for every parameter
+    and buffer: its storage and version counter (bumped by every in-place
+    change, ``load_state_dict`` included).
+
+    Examples::
+
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> before = module_fingerprint(net)
+        >>> before == module_fingerprint(net)
+        True
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.mul_(2.0)
+        >>> before == module_fingerprint(net)
+        False
     """
-    if not isinstance(forward_func, Module):
-        logger.info("SMOCAM: forward_func is not an nn.Module; using the hook path")
-        return None
-    name = _qualified_name(forward_func, layer)
-    if not name:
-        logger.info("SMOCAM: the layer is not a submodule of the model; using the hook path")
-        return None
+    parts = []
+    for name, m in module.named_modules():
+        attrs = tuple(sorted((k, _plain_value(v)) for k, v in vars(m).items()
+                             if not k.startswith("_") and k != "training"))
+        parts.append((name, id(m), type(m), m.training, attrs))
+    tensors = tuple((id(t), t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+    return tuple(parts), tensors
+
+
+def call_signature(inputs, additional_args) -> Optional[Tuple]:
+    """Shapes, dtypes and devices of the inputs and tensor arguments, other arguments' values; None if unhashable."""
+    sig = []
+    for x in (*inputs, *additional_args):
+        if isinstance(x, Tensor):
+            sig.append(("T", tuple(x.shape), x.dtype, x.device.type, x.device.index))
+        else:
+            try:
+                hash(x)
+            except TypeError:
+                return None
+            sig.append(("V", type(x).__name__, x))
+    return tuple(sig)
+
+
+class _Entry:
+    def __init__(self, model: Module, value: Any):
+        self.model_ref = weakref.ref(model)
+        self.value = value
+
+
+_SPLITS: "OrderedDict[Tuple, _Entry]" = OrderedDict()
+
+
+def _forget_model(model_id: int) -> None:
+    for key in [k for k in _SPLITS if k[0] == model_id]:
+        _SPLITS.pop(key, None)
+
+
+def clear_cache() -> None:
+    """Forget every traced and split model (the next call traces again)."""
+    _SPLITS.clear()
+
+
+def cache_info() -> Dict[str, int]:
+    """``{"entries": ..., "hits": ..., "misses": ...}`` of the split cache (for tests and benchmarks)."""
+    return {"entries": len(_SPLITS), **_STATS}
+
+
+_STATS = {"hits": 0, "misses": 0}
+
+
+def _cached(model: Module, key: Tuple, build: Callable[[], Any]) -> Any:
+    """``build()`` once per ``key`` (whose first item is ``id(model)``) while ``model`` lives."""
+    if not REUSE_SPLITS:
+        return build()
+    entry = _SPLITS.get(key)
+    if entry is not None and entry.model_ref() is model:
+        _SPLITS.move_to_end(key)
+        _STATS["hits"] += 1
+        return entry.value
+    _STATS["misses"] += 1
+    value = build()
+    if not any(k[0] == id(model) for k in _SPLITS):
+        weakref.finalize(model, _forget_model, id(model))
+    _SPLITS[key] = _Entry(model, value)
+    while len(_SPLITS) > CACHE_SIZE:
+        _SPLITS.popitem(last=False)
+    return value
+
+
+def _trace_split(model: Module, layer_name: str, n_args: int, to_input: bool) -> Union[_Split, str]:
+    """The :class:`_Split` of ``model`` at ``layer_name``, or why there is none."""
     try:
-        graph = _LeafTracer(name).trace(forward_func)
-        gm = fx.GraphModule(forward_func, graph)
+        graph = _LeafTracer(layer_name).trace(model)
+        gm = fx.GraphModule(model, graph)
     except Exception as exc:  # any tracing failure means: use the hook path
-        logger.info("SMOCAM: the model cannot be traced with torch.fx (%s: %s); using the hook path",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-        return None
-    nodes = [nd for nd in gm.graph.nodes if nd.op == "call_module" and nd.target == name]
+        return (f"the model cannot be traced with torch.fx ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})")
+    nodes = [nd for nd in gm.graph.nodes if nd.op == "call_module" and nd.target == layer_name]
     if len(nodes) != 1:
-        logger.info("SMOCAM: the layer appears %d times in the traced graph; using the hook path", len(nodes))
-        return None
+        return f"the layer appears {len(nodes)} times in the traced graph"
     placeholders = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
-    if len(placeholders) < len(inputs) + len(additional_args):
-        logger.info("SMOCAM: the traced forward takes fewer arguments than given; using the hook path")
-        return None
-    runner = _FastRunner(gm, nodes[0], inputs, additional_args, to_input)
+    if len(placeholders) < n_args:
+        return "the traced forward takes fewer arguments than given"
+    return _Split(gm, nodes[0], to_input)
+
+
+def split_key(model: Module, layer_name: str, n_args: int, to_input: bool) -> Tuple:
+    """The key of a model's split in the cache: identity, layer, and :func:`module_fingerprint`."""
+    return (id(model), layer_name, n_args, bool(to_input), module_fingerprint(model))
+
+
+def _check(runner: _FastRunner, n: int, device) -> Union[bool, str]:
+    """True if the suffix, run on every example twice over, reproduces the graph's output; else why not."""
     try:
         with torch.no_grad():
-            output, feature = runner.reference()
-            n = inputs[0].shape[0]
-            rows = torch.arange(n, device=inputs[0].device).repeat(2)
+            output, _ = runner.reference()
+            rows = torch.arange(n, device=device).repeat(2)
             check = runner(lambda t: t, rows)
         if not (isinstance(output, Tensor) and isinstance(check, Tensor)):
             raise TypeError("the model does not return a single tensor")
@@ -204,7 +352,51 @@ def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_i
         ):
             raise ValueError("the suffix does not reproduce the model's output")
     except Exception as exc:
-        logger.info("SMOCAM: the fast path failed its check (%s: %s); using the hook path",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return True
+
+
+def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_input: bool) -> Optional[_FastRunner]:
+    """A :class:`_FastRunner` for ``forward_func``, or None when the fast path does not apply.
+
+    The model is traced and split once per model state (see the module
+    docstring); the runner is checked once per call signature (shapes,
+    dtypes, devices): its suffix, run on every example twice over (a batch of
+    ``2N``) with the layer's tensor unchanged, must reproduce the model's
+    output; otherwise (e.g. a batch size baked into a ``view``) None is
+    returned.
+
+    Args:
+        forward_func (Module): the model.
+        layer (Module): the masked layer, a submodule of ``forward_func``.
+        inputs (tuple[Tensor, ...]): ``N x ...`` inputs.
+        additional_args (tuple): further forward arguments.
+        to_input (bool): mask the layer's input instead of its output.
+
+    Returns:
+        _FastRunner or None.
+    """
+    if not isinstance(forward_func, Module):
+        logger.info("SMOCAM: forward_func is not an nn.Module; using the hook path")
+        return None
+    name = _qualified_name(forward_func, layer)
+    if not name:
+        logger.info("SMOCAM: the layer is not a submodule of the model; using the hook path")
+        return None
+    n_args = len(inputs) + len(additional_args)
+    key = split_key(forward_func, name, n_args, to_input)
+    split = _cached(forward_func, key, lambda: _trace_split(forward_func, name, n_args, to_input))
+    if isinstance(split, str):
+        logger.info("SMOCAM: %s; using the hook path", split)
+        return None
+    runner = _FastRunner(split, inputs, additional_args, to_input)
+    signature = call_signature(inputs, additional_args)
+    verdict = split.checked.get(signature) if (signature is not None and REUSE_SPLITS) else None
+    if verdict is None:
+        verdict = _check(runner, inputs[0].shape[0], inputs[0].device)
+        if signature is not None:
+            split.checked[signature] = verdict
+    if verdict is not True:
+        logger.info("SMOCAM: the fast path failed its check (%s); using the hook path", verdict)
         return None
     return runner

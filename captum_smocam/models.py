@@ -42,6 +42,8 @@ from ._io import atomic_write
 __all__ = [
     "VGG3D",
     "AlexNet3D",
+    "REBSAMEN_ALEXNET3D",
+    "rebsamen_alexnet3d",
     "ARCHITECTURES",
     "DEFAULT_MODELS",
     "CHECKPOINT_FORMAT_VERSION",
@@ -89,15 +91,16 @@ METADATA_KEYS = (
 )
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
-    """``Conv3d -> BatchNorm3d -> ReLU`` with 'same' padding for odd kernels."""
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                  padding: Optional[int] = None):
+    """``Conv3d -> BatchNorm3d -> ReLU`` with 'same' padding for odd kernels (or ``padding``)."""
     return [
         nn.Conv3d(
             in_channels,
             out_channels,
             kernel_size=kernel_size,
             stride=stride,
-            padding=kernel_size // 2,
+            padding=kernel_size // 2 if padding is None else padding,
             bias=False,
         ),
         nn.BatchNorm3d(out_channels),
@@ -289,19 +292,22 @@ class AlexNet3D(_Standardized):
     estimation: from hours to seconds using deep learning", Front. Neurol.
     11:244, which adapts AlexNet to 3-D T1 scans and regresses 165
     morphometric measures: a large strided first convolution, three
-    convolution layers and two fully connected layers. Here the widths are
-    reduced so that it trains on a CPU, and it ends in adaptive average
-    pooling so that any input size works. ``features`` holds, in order:
+    convolution layers and fully connected layers. By default the widths are
+    reduced so that it trains on a CPU; :func:`rebsamen_alexnet3d` builds the
+    paper's widths, kernel sizes and strides. ``features`` holds, in order:
 
-    * ``conv1``: ``Conv3d(k1, stride 2) -> BatchNorm3d -> ReLU`` (1/2 resolution)
+    * ``conv1``: ``Conv3d(k1, stride s1) -> BatchNorm3d -> ReLU``
     * ``pool1``: ``MaxPool3d(3, stride 2)``
-    * ``conv2``: ``Conv3d(k2) -> BatchNorm3d -> ReLU`` (1/4 resolution)
+    * ``conv2``: ``Conv3d(k2, stride s2) -> BatchNorm3d -> ReLU``
     * ``pool2``: ``MaxPool3d(3, stride 2)``
-    * ``conv3``: ``Conv3d(3) -> BatchNorm3d -> ReLU`` (1/8 resolution)
+    * ``conv3``: ``Conv3d(3) -> BatchNorm3d -> ReLU``
+    * ``pool3`` (only with ``pool3=True``): ``MaxPool3d(3, stride 2)``
 
     Each ``conv{k}`` outputs its ReLU activation. Then ``pool`` (adaptive
-    average pooling to ``pool_size``, 1 = global) and ``head`` (``fc1 -> ReLU -> dropout -> fc2``), de-standardised
-    with the buffers ``output_mean`` and ``output_std`` into cm³.
+    average pooling to ``pool_size``, 1 = global) and ``head``: with one
+    hidden width ``fc1 -> ReLU -> dropout -> fc2``; with several
+    ``fc1 -> relu1 -> fc2 -> relu2 -> ... -> dropout -> fc{k+1}``;
+    de-standardised with the buffers ``output_mean`` and ``output_std`` into cm³.
 
     Args:
         n_outputs (int): number of predicted structure volumes.
@@ -310,8 +316,9 @@ class AlexNet3D(_Standardized):
             ``conv2``, ``conv3``. Default: ``(16, 32, 64)``
         kernel_sizes (sequence of 2 int, optional): odd kernel sizes of
             ``conv1`` and ``conv2``. Default: ``(5, 3)``
-        hidden (int, optional): width of ``fc1``. Default: 64
-        dropout (float, optional): dropout before ``fc2``. Default: 0.0
+        hidden (int or sequence of int, optional): widths of the hidden fully
+            connected layers. Default: 64
+        dropout (float, optional): dropout before the last linear layer. Default: 0.0
         pool_size (int or sequence of 3 int, optional): output grid of the
             adaptive average pooling before the head; 1 is global average
             pooling. Default: 1
@@ -319,13 +326,20 @@ class AlexNet3D(_Standardized):
             output in cm³. Default: zeros
         output_std (sequence of float, optional): training-set standard
             deviation of each output in cm³. Default: ones
+        strides (sequence of 2 int, optional): strides of ``conv1`` and
+            ``conv2``. Default: ``(2, 1)``
+        padding (str, optional): ``"same"`` (``k // 2``) or ``"valid"`` (none)
+            for ``conv1`` and ``conv2``. Default: ``"same"``
+        pool_padding (int, optional): padding of the max-pooling layers. Default: 1
+        pool3 (bool, optional): add ``features.pool3`` after ``conv3``. Default: False
 
     Shapes:
         input ``N x in_channels x X x Y x Z``; output ``N x n_outputs`` (cm³).
 
     Attributes:
         default_layer (str): ``"features.conv2"`` (1/4 of the input
-            resolution, as ``features.block3`` of :class:`VGG3D`).
+            resolution with the default settings, as ``features.block3`` of
+            :class:`VGG3D`).
 
     Examples::
 
@@ -344,34 +358,102 @@ class AlexNet3D(_Standardized):
         in_channels: int = 1,
         channels: Sequence[int] = (16, 32, 64),
         kernel_sizes: Sequence[int] = (5, 3),
-        hidden: int = 64,
+        hidden=64,
         dropout: float = 0.0,
         pool_size=1,
         output_mean=None,
         output_std=None,
+        strides: Sequence[int] = (2, 1),
+        padding: str = "same",
+        pool_padding: int = 1,
+        pool3: bool = False,
     ) -> None:
         super().__init__()
-        hidden = self._check_sizes(n_outputs, in_channels, hidden, pool_size)
+        hidden = _check_positive_ints("hidden", [hidden] if isinstance(hidden, int) else hidden)
+        self._check_sizes(n_outputs, in_channels, hidden[0], pool_size)
         channels = _check_positive_ints("channels", channels, 3)
         kernel_sizes = _check_positive_ints("kernel_sizes", kernel_sizes, 2)
+        strides = _check_positive_ints("strides", strides, 2)
         if any(k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"kernel_sizes must be odd, got {kernel_sizes!r}")
         if not (0.0 <= float(dropout) < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.channels, self.kernel_sizes = channels, kernel_sizes
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        if isinstance(pool_padding, bool) or not isinstance(pool_padding, int) or pool_padding not in (0, 1):
+            raise ValueError(f"pool_padding must be 0 or 1, got {pool_padding!r}")
+        self.channels, self.kernel_sizes, self.strides = channels, kernel_sizes, strides
+        self.padding, self.pool_padding, self.pool3, self.hidden = padding, pool_padding, bool(pool3), hidden
         c1, c2, c3 = channels
         k1, k2 = kernel_sizes
-        self.features = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Sequential(*_conv_bn_relu(self.in_channels, c1, k1, stride=2)),
-                pool1=nn.MaxPool3d(kernel_size=3, stride=2, padding=1),
-                conv2=nn.Sequential(*_conv_bn_relu(c1, c2, k2)),
-                pool2=nn.MaxPool3d(kernel_size=3, stride=2, padding=1),
-                conv3=nn.Sequential(*_conv_bn_relu(c2, c3, 3)),
-            )
+        s1, s2 = strides
+        pad = None if padding == "same" else 0
+        layers = OrderedDict(
+            conv1=nn.Sequential(*_conv_bn_relu(self.in_channels, c1, k1, stride=s1, padding=pad)),
+            pool1=nn.MaxPool3d(kernel_size=3, stride=2, padding=pool_padding),
+            conv2=nn.Sequential(*_conv_bn_relu(c1, c2, k2, stride=s2, padding=pad)),
+            pool2=nn.MaxPool3d(kernel_size=3, stride=2, padding=pool_padding),
+            conv3=nn.Sequential(*_conv_bn_relu(c2, c3, 3)),
         )
-        self._add_pool_and_head(c3, hidden, dropout)
+        if pool3:
+            layers["pool3"] = nn.MaxPool3d(kernel_size=3, stride=2, padding=pool_padding)
+        self.features = nn.Sequential(layers)
+        if len(hidden) == 1:  # the shared layout (and the shipped checkpoint's state_dict keys)
+            self._add_pool_and_head(c3, hidden[0], dropout)
+        else:  # fc1 -> relu1 -> fc2 -> relu2 -> ... -> dropout -> fc{k+1}
+            self.pool = nn.AdaptiveAvgPool3d(self.pool_size)
+            head, width = OrderedDict(), c3 * math.prod(self.pool_size)
+            for i, h in enumerate(hidden, start=1):
+                head[f"fc{i}"] = nn.Linear(width, h)
+                head[f"relu{i}"] = nn.ReLU(inplace=False)
+                width = h
+            head["dropout"] = nn.Dropout(float(dropout))
+            head[f"fc{len(hidden) + 1}"] = nn.Linear(width, self.n_outputs)
+            self.head = nn.Sequential(head)
         self._init_output_stats(self.n_outputs, output_mean, output_std)
+
+
+#: :class:`AlexNet3D` settings with the widths, kernel sizes and strides of Rebsamen et al. (2020),
+#: Front. Neurol. 11:244 (doi:10.3389/fneur.2020.00244): conv 11³ stride 3, 144 channels -> max-pool ->
+#: conv 5³ stride 2, 192 -> max-pool -> conv 3³, 192 -> max-pool -> FC 384 -> 192 -> 165 outputs, no
+#: padding, for 256³ scans at 1 mm (feature maps 82³, 40³ after ``pool1``, 18³, 8³, 8³, 3³). BatchNorm
+#: and the adaptive average pooling (to 3³: an identity at 256³) are this package's.
+REBSAMEN_ALEXNET3D = {
+    "channels": (144, 192, 192),
+    "kernel_sizes": (11, 5),
+    "strides": (3, 2),
+    "padding": "valid",
+    "pool_padding": 0,
+    "pool3": True,
+    "pool_size": 3,
+    "hidden": (384, 192),
+}
+
+
+def rebsamen_alexnet3d(n_outputs: int = 165, in_channels: int = 1, **overrides) -> AlexNet3D:
+    """An :class:`AlexNet3D` with Rebsamen et al.'s layer sizes (:data:`REBSAMEN_ALEXNET3D`), random weights.
+
+    The network of Rebsamen, Suter, Wiest, Reyes & Rummel (2020), "Brain
+    morphometry estimation: from hours to seconds using deep learning",
+    Front. Neurol. 11:244, at its published widths, kernel sizes and strides,
+    for 256³ scans and 165 outputs: what the SMOCAM poster explained. The
+    weights are random (the cost of a mask does not depend on them): a model
+    for timing, not for maps.
+
+    Args:
+        n_outputs (int, optional): outputs. Default: 165
+        in_channels (int, optional): input channels. Default: 1
+        **overrides: other :class:`AlexNet3D` arguments replacing those of
+            :data:`REBSAMEN_ALEXNET3D`.
+
+    Examples::
+
+        >>> net = rebsamen_alexnet3d()
+        >>> net.channels, net.kernel_sizes, net.strides, net.head.fc3.out_features
+        ((144, 192, 192), (11, 5), (3, 2), 165)
+    """
+    kwargs = {**REBSAMEN_ALEXNET3D, **overrides}
+    return AlexNet3D(n_outputs, in_channels=in_channels, **kwargs)
 
 
 #: Architectures a checkpoint may name in its ``arch`` field.
@@ -424,9 +506,15 @@ def _arch_kwargs(model: nn.Module) -> dict:
             "in_channels": model.in_channels,
             "channels": list(model.channels),
             "kernel_sizes": list(model.kernel_sizes),
-            "hidden": model.head.fc1.out_features,
+            "hidden": model.hidden[0] if len(model.hidden) == 1 else list(model.hidden),
             "dropout": float(model.head.dropout.p),
             "pool_size": list(model.pool_size),
+            # Settings added for rebsamen_alexnet3d: written only when not the defaults, so that the
+            # metadata of the shipped checkpoints stays as it was.
+            **({"strides": list(model.strides)} if model.strides != (2, 1) else {}),
+            **({"padding": model.padding} if model.padding != "same" else {}),
+            **({"pool_padding": model.pool_padding} if model.pool_padding != 1 else {}),
+            **({"pool3": True} if model.pool3 else {}),
         }
     raise TypeError(
         f"cannot checkpoint a {type(model).__name__}; expected one of {sorted(ARCHITECTURES)}"

@@ -29,10 +29,14 @@ Two objectives are available (``objective=`` of :meth:`SMOCAM.attribute`):
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import numbers
 import warnings
+import weakref
+from collections import OrderedDict
 from copy import deepcopy
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -85,10 +89,12 @@ PRESERVE_INIT_LOGIT = -3.0
 #: Final step size of the cosine decay, as a fraction of ``lr``.
 LR_FLOOR = 0.01
 #: Every network evaluation runs on at least this many rows (a smaller batch is filled with copies of
-#: its last example, whose results are dropped). On CPU, PyTorch picks other convolution kernels for a
-#: batch of 1 or 2 than for 4 or more, and their results differ in the last bits; with at least 4 rows
-#: the same kernels run whatever the batch, so a mask computed alone, in any batch, on the fast or the
-#: hook path comes out the same (docs/method.md gives the measured differences).
+#: its last example, whose results are dropped) under PyTorch's own kernels (``kernel_plan="stock"``, and
+#: the fallback of ``"auto"``). On CPU, PyTorch picks other convolution kernels for a batch of 1 or 2 than
+#: for 4 or more, and their results differ in the last bits; with at least 4 rows the same kernels run
+#: whatever the batch, so a mask computed alone, in any batch, on the fast or the hook path comes out the
+#: same (docs/method.md gives the measured differences). A kernel plan whose kernels are per-row invariant
+#: by construction and verified on the model (:mod:`captum_smocam._kernels`) needs 1 row.
 MIN_ROWS = 4
 
 #: Width of the smoothed absolute value ``sqrt(t^2 + eps^2) - eps`` used to take
@@ -464,6 +470,50 @@ class _HookRunner:
             handle.remove()
 
 
+class _PlannedRunner:
+    """A runner whose network evaluations run under a kernel plan (and ``torch.autocast`` if asked).
+
+    Under autocast the outputs and the layer's tensor come back in ``dtype``
+    (the mask's and the objective's), whatever precision the network ran in.
+    """
+
+    def __init__(self, runner, plan, autocast: Optional[torch.dtype], dtype: torch.dtype) -> None:
+        self.runner, self.plan, self.autocast, self.dtype = runner, plan, autocast, dtype
+        self.name, self.to_input = getattr(runner, "name", None), getattr(runner, "to_input", None)
+
+    def context(self, device: torch.device):
+        """The plan's kernels, and autocast if asked, on ``device``."""
+        if self.autocast is None:
+            return self.plan.activate()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.plan.activate())
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=self.autocast))
+        return stack
+
+    def _cast(self, value: Any) -> Any:
+        if self.autocast is not None and isinstance(value, Tensor) and value.is_floating_point():
+            return value.to(self.dtype)
+        return value
+
+    def _device(self) -> torch.device:
+        args = getattr(self.runner, "inputs", None) or getattr(self.runner, "args", None) or ()
+        return next((a.device for a in args if isinstance(a, Tensor)), torch.device("cpu"))
+
+    def reference(self):
+        with self.context(self._device()):
+            output, feature = self.runner.reference()
+        return self._cast(output), self._cast(feature)
+
+    def layer_tensor(self) -> Tensor:
+        with self.context(self._device()):
+            return self._cast(self.runner.layer_tensor())
+
+    def __call__(self, perturb: Callable[[Tensor], Tensor], rows: Tensor) -> Tensor:
+        with self.context(rows.device):
+            out = self.runner(perturb, rows)
+        return self._cast(out)
+
+
 # --------------------------------------------------------------------------- #
 # Targets, sigma, references.
 # --------------------------------------------------------------------------- #
@@ -598,14 +648,48 @@ def _training_module(model: Optional[Module]) -> Optional[Module]:
     return model
 
 
+#: Copies of models in another dtype, per process (``dtype=``, the poster's float64): the latest few,
+#: keyed on the model's identity and :func:`~captum_smocam._fastpath.module_fingerprint`.
+_DTYPE_COPIES: "OrderedDict[Tuple, Tuple[Any, Module, Tuple[Tensor, ...]]]" = OrderedDict()
+#: Layer features of reference inputs, per process: the latest few (model, layer, references).
+_REFERENCE_FEATURES: "OrderedDict[Tuple, Tuple[Any, Tuple[Tensor, ...], Tensor, Tuple[Tensor, ...]]]" = OrderedDict()
+#: How many entries each of the two caches above keeps.
+CACHE_SIZE = 2
+
+
+def _remember(cache: "OrderedDict", key: Tuple, value: Tuple) -> None:
+    cache[key] = value
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
 def _model_in_dtype(model: Module, layer: Module, dtype: torch.dtype) -> Tuple[Module, Module]:
-    """A copy of ``model`` in ``dtype`` and the copy of ``layer`` inside it (the user's model is untouched)."""
+    """A copy of ``model`` in ``dtype`` and the copy of ``layer`` inside it (the user's model is untouched).
+
+    The copy is made once and reused while the model's state is unchanged
+    (:func:`~captum_smocam._fastpath.module_fingerprint`), so its traced
+    split is reused too.
+    """
+    from ._fastpath import REUSE_SPLITS, module_fingerprint
+
     name = next((n for n, m in model.named_modules() if m is layer), None)
     if name is None:
         logger.info("SMOCAM: the layer is not a submodule of the model; the optimisation stays in the model's dtype")
         return model, layer
-    copy = deepcopy(model).to(dtype)
+    key = (id(model), name, dtype, module_fingerprint(model))
+    hit = _DTYPE_COPIES.get(key) if REUSE_SPLITS else None
+    if hit is not None and hit[0]() is model:
+        _DTYPE_COPIES.move_to_end(key)
+        copy = hit[1]
+    else:
+        copy = deepcopy(model).to(dtype)
+        # The entry holds the original tensors, so that no other tensor can take their identity.
+        _remember(_DTYPE_COPIES, key, (weakref.ref(model), copy, _held_tensors(model)))
     return copy, copy.get_submodule(name)
+
+
+def _held_tensors(module: Optional[Module]) -> Tuple[Tensor, ...]:
+    return () if module is None else (*module.parameters(), *module.buffers())
 
 
 def _cast_floating(args: Any, dtype: torch.dtype) -> Any:
@@ -773,7 +857,11 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         GradientAttribution.__init__(self, forward_func)
         self.history: Optional[Dict[str, Tensor]] = None
         self.path: Optional[str] = None
-        self._reference_cache: Optional[Tuple[Any, Tuple[Tensor, ...], Tensor]] = None
+        #: The kernel plan of the last call (:mod:`captum_smocam._kernels`), and where it came from.
+        self.plan: Optional[Any] = None
+        self.plan_source: Optional[str] = None
+        self._min_rows = MIN_ROWS
+        self._run_settings: Optional[Tuple[Any, Optional[torch.dtype], torch.dtype]] = None
 
     @log_usage()
     def attribute(
@@ -802,6 +890,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         upsample_to_input: bool = False,
         fast: bool = True,
         dtype: Optional[torch.dtype] = None,
+        kernel_plan: Union[str, Any] = "auto",
+        autocast: Optional[torch.dtype] = None,
     ) -> Tensor:
         r"""Optimise one SMOCAM mask per example.
 
@@ -888,6 +978,34 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 for ``"poster"`` (its optimum is otherwise not reproducible
                 between a batch and single calls), the model's own for
                 ``"preserve"``. Default: None
+            kernel_plan (str or KernelPlan, optional): which kernels run the
+                network (:mod:`captum_smocam._kernels`). ``"auto"``: on CPU, a
+                plan is chosen once per model architecture, layer, input shape,
+                dtype and thread count (never per batch size): oneDNN
+                convolutions for every batch size with row-wise matrix
+                products (row-wise products alone in float64) if that plan
+                proves per-row invariance on the model (every row computed
+                alone equals the same row in batches of 2, 3 and 5, bitwise),
+                and then runs without padding; else PyTorch's own kernels. The
+                rule does not time anything, so every process chooses alike.
+                ``"fastest"`` (or ``SMOCAM_KERNEL_TUNING=fastest`` with
+                ``"auto"``): the fastest invariant plan on this machine, also
+                trying ``channels_last_3d`` and the padded stock kernels,
+                timed. Choices are cached per process and on disk
+                (``SMOCAM_PLAN_CACHE``). ``"stock"`` (or ``"off"``, or
+                ``SMOCAM_KERNEL_TUNING=0`` with ``"auto"``): PyTorch's own
+                kernels with every evaluation padded to :data:`MIN_ROWS` rows,
+                as before plans. A :class:`~captum_smocam._kernels.KernelPlan`
+                is used as given. The plan used is in :attr:`plan`. Default:
+                ``"auto"``
+            autocast (torch.dtype, optional): mixed precision: the network runs
+                under ``torch.autocast`` in this dtype (``torch.bfloat16`` or
+                ``torch.float16``) while the mask, the optimiser and the
+                objective stay in the inputs' dtype; kernel plans are not used
+                (:data:`MIN_ROWS` padding is). Masks agree with full precision
+                only approximately (``benchmarks/speed.py`` measures by how
+                much) and are not covered by the reproducibility guarantee.
+                Default: None (full precision)
 
         Returns:
             Tensor: the masks, shape ``N x 1 x <spatial dims of the layer output>``
@@ -980,6 +1098,13 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                               "nothing about the scan", UserWarning, stacklevel=3)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        from ._kernels import KernelPlan
+
+        if not (isinstance(kernel_plan, KernelPlan) or kernel_plan in ("auto", "fastest", "stock", "off")):
+            raise ValueError(f"kernel_plan must be 'auto', 'fastest', 'stock', 'off' or a KernelPlan, "
+                             f"got {kernel_plan!r}")
+        if autocast is not None and autocast not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
         base = _format_baselines(baselines, inputs) if objective == "preserve" else None
         additional_args = _format_additional_forward_args(additional_forward_args)
         layer = self.layer
@@ -1018,7 +1143,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             mask = self._attribute(
                 forward_func, layer, inputs, target, additional_args, n, output_std, obj, base,
                 int(settings["n_steps"]), float(settings["lr"]), attribute_to_layer_input, show_progress,
-                init, lr_decay, tol, int(patience), internal_batch_size, upsample_to_input, fast,
+                init, lr_decay, tol, int(patience), internal_batch_size, upsample_to_input, fast, kernel_plan,
+                autocast,
             )
             return mask.to(out_dtype)
         finally:
@@ -1031,22 +1157,25 @@ class SMOCAM(LayerAttribution, GradientAttribution):
     def _attribute(
         self, forward_func, layer, inputs, target, additional_args, n, output_std, obj, baselines, n_steps, lr,
         to_input, show_progress, init, lr_decay, tol, patience, internal_batch_size, upsample_to_input, fast,
+        kernel_plan="stock", autocast=None,
     ) -> Tensor:
         # Run the network before the layer once per distinct example.
         distinct, rows_of = _distinct_rows(inputs, additional_args, n)
         n_distinct = len(distinct)
-        if n_distinct < MIN_ROWS:  # copies of the last distinct example fill the batch (see MIN_ROWS)
-            distinct = torch.cat([distinct, distinct[-1:].expand(MIN_ROWS - len(distinct))])
+        plan = self._plan(forward_func, layer, inputs, additional_args, distinct, n, to_input, fast, kernel_plan,
+                          autocast)
+        self.plan = plan
+        self._min_rows = plan.min_rows
+        if n_distinct < plan.min_rows:  # copies of the last distinct example fill the batch (see MIN_ROWS)
+            distinct = torch.cat([distinct, distinct[-1:].expand(plan.min_rows - len(distinct))])
         sub_inputs = tuple(x[distinct] for x in inputs)
         sub_args = tuple(_index_rows(a, distinct, n) for a in (additional_args or ()))
-        runner = None
-        if fast:
-            from ._fastpath import build_fast_runner
-
-            runner = build_fast_runner(forward_func, layer, sub_inputs, sub_args, to_input)
-        if runner is None:
-            runner = _HookRunner(forward_func, layer, sub_inputs, sub_args, to_input)
+        self._run_settings = (plan, autocast, inputs[0].dtype)
+        # The fast path's check runs (and keeps) the prefix: under the plan, as every later evaluation.
+        with _PlannedRunner(None, *self._run_settings).context(inputs[0].device):
+            runner = self._runner(forward_func, layer, sub_inputs, sub_args, to_input, fast)
         self.path = runner.name
+        runner = self._planned(runner)
         with torch.no_grad():
             output, feature = runner.reference()
         if not isinstance(output, Tensor) or output.dim() == 0 or output.shape[0] != len(distinct):
@@ -1098,6 +1227,84 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         if upsample_to_input:
             mask = upsample_mask(mask, inputs[0].shape[2:])
         return mask
+
+    def _planned(self, runner):
+        """``runner`` evaluating under this call's kernel plan and autocast setting."""
+        if self._run_settings is None:
+            return runner
+        return _PlannedRunner(runner, *self._run_settings)
+
+    @staticmethod
+    def _runner(forward_func, layer, inputs, args, to_input, fast):
+        runner = None
+        if fast:
+            from ._fastpath import build_fast_runner
+
+            runner = build_fast_runner(forward_func, layer, inputs, args, to_input)
+        if runner is None:
+            runner = _HookRunner(forward_func, layer, inputs, args, to_input)
+        return runner
+
+    def _plan(self, forward_func, layer, inputs, additional_args, distinct, n, to_input, fast, kernel_plan, autocast):
+        """The kernel plan of this call (see ``kernel_plan`` of :meth:`attribute`); sets :attr:`plan_source`."""
+        from . import _kernels
+
+        if isinstance(kernel_plan, _kernels.KernelPlan):
+            self.plan_source = "given"
+            return kernel_plan
+        module = forward_func if isinstance(forward_func, Module) else None
+        training = module is not None and any(m.training for m in module.modules())
+        mode = "fastest" if kernel_plan == "fastest" else _kernels.kernel_tuning_mode()
+        why_stock = ("asked for" if kernel_plan in ("stock", "off") else
+                     f"{_kernels.TUNING_ENV} is off" if mode == "off" else
+                     "forward_func is not an nn.Module" if module is None else
+                     "the model is in training mode" if training else
+                     "autocast" if autocast is not None else None)
+        layer_name = None if module is None else next((k for k, m in module.named_modules() if m is layer), None)
+        if why_stock is None and layer_name is None:
+            why_stock = "the layer is not a submodule of the model"
+        if why_stock is None and _kernels.candidates(inputs[0].device, inputs[0].dtype) == [_kernels.STOCK]:
+            why_stock = f"no other plan on {inputs[0].device.type}"
+        if why_stock is not None:
+            self.plan_source = f"stock: {why_stock}"
+            return _kernels.STOCK
+        device = inputs[0].device
+        key = _kernels.plan_key(module, layer_name, [x.shape[1:] for x in inputs], inputs[0].dtype, device, to_input)
+        key += f"|{mode}"
+
+        def choose():
+            one = distinct[:1]
+            sub_inputs = tuple(x[one] for x in inputs)
+            sub_args = tuple(_index_rows(a, one, n) for a in (additional_args or ()))
+            try:
+                runner = self._runner(forward_func, layer, sub_inputs, sub_args, to_input, fast)
+                with torch.no_grad():
+                    _, feature = runner.reference()
+                g = torch.Generator().manual_seed(0)
+                masks = (0.5 + torch.rand((5, 1, *feature.shape[2:]), generator=g, dtype=torch.float64))
+                masks = masks.to(device=feature.device, dtype=feature.dtype)
+                weights: Dict[int, Tensor] = {}
+
+                def probe(plan, m):
+                    rows = torch.zeros(m.shape[0], dtype=torch.long, device=device)
+                    m = m.detach().clone().requires_grad_(True)
+                    with torch.enable_grad(), plan.activate():
+                        out = runner(lambda t: t * m, rows)
+                    flat = out.reshape(m.shape[0], -1)
+                    if flat.shape[1] not in weights:
+                        weights[flat.shape[1]] = torch.linspace(-1.0, 1.0, flat.shape[1], dtype=flat.dtype,
+                                                                device=flat.device)
+                    (grad,) = torch.autograd.grad((flat * weights[flat.shape[1]]).sum(), m)
+                    return flat.detach(), grad
+
+                return _kernels.choose_plan(probe, masks, fastest=(mode == "fastest"))
+            except Exception as exc:  # the probe could not run: PyTorch's kernels, padded
+                logger.info("SMOCAM: no kernel plan could be tried (%s: %s); using PyTorch's kernels",
+                            type(exc).__name__, exc)
+                return dataclasses.replace(_kernels.STOCK, reason=f"probe failed ({type(exc).__name__})")
+
+        plan, self.plan_source = _kernels.plan_for(key, choose)
+        return plan
 
     @staticmethod
     def _check_mask_reaches_output(runner, output: Tensor, rows_of: Tensor, flat_target: Tensor) -> None:
@@ -1163,7 +1370,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             flat = tuple(c.reshape(d * k, *c.shape[2:]) for c in copies)
             rows = torch.arange(d, device=inputs[0].device).repeat_interleave(k)
             ref_args = tuple(_index_rows(a, rows, d) for a in args)
-            feats = _HookRunner(forward_func, layer, flat, ref_args, to_input).layer_tensor()
+            feats = self._planned(_HookRunner(forward_func, layer, flat, ref_args, to_input)).layer_tensor()
             return self._checked_reference(feats.reshape(d, k, *feats.shape[1:]), feature, "shifted copies")
         k = baselines[0].shape[0]
         per_example = any(isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == d for a in args)
@@ -1172,17 +1379,26 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             for i in range(d):
                 rows = torch.full((k,), i, dtype=torch.long, device=inputs[0].device)
                 ref_args = tuple(_index_rows(a, rows, d) for a in args)
-                feats.append(_HookRunner(forward_func, layer, baselines, ref_args, to_input).layer_tensor())
+                runner = self._planned(_HookRunner(forward_func, layer, baselines, ref_args, to_input))
+                feats.append(runner.layer_tensor())
             return self._checked_reference(torch.stack(feats), feature, source)
         module = forward_func if isinstance(forward_func, Module) else None
-        key = (id(forward_func), id(layer), to_input, _state_key(module), _state_key(layer),
+        from ._fastpath import module_fingerprint
+
+        key = (id(forward_func), id(layer), to_input, module_fingerprint(module) if module is not None else (),
+               _state_key(layer), self.plan.name if self.plan is not None else None,
                tuple((b.shape, b.dtype, b.device) for b in baselines), tuple(a for a in args if not isinstance(a, Tensor)))
-        cached = self._reference_cache
-        if cached is not None and cached[0] == key and all(torch.equal(a, b) for a, b in zip(cached[1], baselines)):
-            return cached[2]
-        feats = _HookRunner(forward_func, layer, baselines, args, to_input).layer_tensor()
+        hit = _REFERENCE_FEATURES.get(key)
+        if hit is not None and hit[0]() is forward_func and all(torch.equal(a, b) for a, b in zip(hit[1], baselines)):
+            _REFERENCE_FEATURES.move_to_end(key)
+            return hit[2]
+        feats = self._planned(_HookRunner(forward_func, layer, baselines, args, to_input)).layer_tensor()
         feats = self._checked_reference(feats.unsqueeze(0), feature, source)
-        self._reference_cache = (key, tuple(b.clone() for b in baselines), feats)
+        try:
+            _remember(_REFERENCE_FEATURES, key, (weakref.ref(forward_func), tuple(b.clone() for b in baselines), feats,
+                                                 _held_tensors(module) + _held_tensors(layer)))
+        except TypeError:  # a forward function that takes no weak reference: not cached
+            pass
         return feats
 
     @staticmethod
@@ -1202,8 +1418,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         lr_decay, tol, patience, show_progress,
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
         n_real = rows.shape[0]
-        if n_real < MIN_ROWS:  # pad with copies of the last example (see MIN_ROWS)
-            pad = MIN_ROWS - n_real
+        min_rows = getattr(self, "_min_rows", MIN_ROWS)
+        if n_real < min_rows:  # pad with copies of the last example (see MIN_ROWS)
+            pad = min_rows - n_real
             rows, targets = torch.cat([rows, rows[-1:].expand(pad)]), torch.cat([targets, targets[-1:].expand(pad)])
             reference, std = torch.cat([reference, reference[-1:].expand(pad)]), torch.cat([std, std[-1:].expand(pad)])
             if init is not None:

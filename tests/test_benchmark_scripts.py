@@ -124,19 +124,52 @@ def test_sweep_quick_ranks_its_configurations(repo_untouched):
 @pytest.mark.slow
 def test_speed_quick_times_and_measures_every_method(repo_untouched):
     md, js = _fresh(QUICK / "speed" / "speed_quick.md", QUICK / "speed" / "speed_quick.json")
-    run_script("speed", "--quick")
+    run_script("speed", "--quick", "--poster-scale")
     report = json.loads(js.read_text())
-    assert {r["method"] for r in report["memory"]} == {"naive", "fast", "hook", "fast K", "LayerGradCam",
+    assert {r["method"] for r in report["memory"]} == {"naive", "fast", "fast-stock", "hook", "fast K", "LayerGradCam",
                                                         "Saliency", "DeepLift", "Occlusion"}
     assert all(r["peak_mib"] > 0 for r in report["memory"]) and "Peak extra memory" in md.read_text()
+    assert all(r["suffix_flops"] > 0 and r["fast/roofline"] > 0 for r in report["per_mask"])
+    assert report["pairs"] and report["autocast"] and report["trace"][0]["cold_s"] > report["trace"][0]["warm_s"]
+    assert [r["layer"] for r in report["poster"]] == ["features.pool1", "features.conv2"]
+    assert all("extrapolated from 2 outputs" == r["all_165_how"] for r in report["poster"])
+    text = md.read_text()
+    assert "Issue 15's criteria" in text and "The poster's scale" in text and "Mixed precision" in text
+
+
+def test_gpu_script_refuses_to_start_without_cuda(tmp_path):
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh")], cwd=REPO, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "no CUDA device" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_speed_refuses_cuda_cleanly_where_there_is_none():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"), "--device", "cuda", "--quick"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "torch.cuda.is_available() is False" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
 def test_cohort_throughput_quick_times_the_cohort_command(repo_untouched):
     (report,) = _fresh(QUICK / "cohort_throughput" / "throughput.json")
     run_script("cohort_throughput", "--quick")
-    (row,) = json.loads(report.read_text())["results"]
-    assert row["nprocs"] == 1 and row["n_scans"] == 2 and row["wall_s"] > 0
+    rows = json.loads(report.read_text())["results"]
+    assert [(r["nprocs"], r["variant"]) for r in rows] == [(1, "plans"), (1, "stock")]
+    assert all(r["n_scans"] == 2 and r["wall_s"] > 0 for r in rows)
+    assert rows[1]["plans"] == ["stock"] and rows[1]["env"]["SMOCAM_KERNEL_TUNING"] == "0"
 
 
 @pytest.mark.slow

@@ -65,3 +65,37 @@ def test_peak_memory_on_cuda_counts_the_tensors_of_the_block():
         t = torch.ones(2**24, device="cuda")  # 64 MiB
         del t
     assert mem.method == "cuda" and 63 < mem.peak_mb < 66 and "CUDA" in mem.description
+
+
+def test_matmul_peak_is_a_positive_rate():
+    from captum_smocam.benchmarking import matmul_peak_gflops
+
+    assert matmul_peak_gflops(n=128, repeats=2) > 0.0
+
+
+def test_suffix_step_counts_the_suffix_forward_and_the_masks_gradient():
+    from torch import nn
+
+    from captum_smocam.benchmarking import SuffixStep
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 3, 3, padding=1), nn.Conv3d(3, 4, 3, padding=1), nn.Flatten(),
+                        nn.Linear(4 * 125, 2)).eval()
+    step = SuffixStep(net, "0", torch.randn(1, 1, 5, 5, 5))  # the mask on the first convolution's output
+    conv = 2 * 125 * 4 * 3 * 27  # the second convolution: 2 x voxels x C_out x C_in x kernel
+    linear = 2 * 500 * 2
+    assert step.flops(1) == 2 * (conv + linear)  # forward, and the same again for the gradient to the mask
+    assert step.flops(3) == 3 * step.flops(1)  # linear in the number of masks; no weight gradients
+    assert step.seconds(2, repeats=1) > 0.0
+
+    class Branching(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(1, 1, 1)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return h.sum(dim=(1, 2, 3, 4)) if bool(h.sum() > 0) else -h.sum(dim=(1, 2, 3, 4))
+
+    with pytest.raises(ValueError, match="cannot be split"):
+        SuffixStep(Branching(), "conv", torch.randn(1, 1, 5, 5, 5))

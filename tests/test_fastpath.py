@@ -6,9 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_smocam.smocam import MIN_ROWS, SMOCAM
+from captum_smocam._kernels import STOCK, KernelPlan
+from captum_smocam.smocam import SMOCAM
 
 SHAPE = (8, 10, 12)
+#: The prefix-counting tests run under a given plan (plan choice itself runs the prefix on one row):
+#: PyTorch's kernels padded to 4 rows, and a per-row invariant plan without padding.
+PLANS = [STOCK, KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1)]
 
 
 def _block(cin, cout):
@@ -120,7 +124,8 @@ def _count_prefix_passes(model, layer, call):
     return passes
 
 
-def test_prefix_runs_once():
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
+def test_prefix_runs_once(plan):
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
     calls = {"block2": 0}
@@ -134,30 +139,32 @@ def test_prefix_runs_once():
     try:
         smocam = SMOCAM(model, model.features.block2)
         passes = _count_prefix_passes(model, layer, lambda: smocam.attribute(x, target=0, n_steps=20,
-                                                                               objective="poster"))
+                                                                               objective="poster", kernel_plan=plan))
     finally:
         h2.remove()
-    assert len(passes) == 1  # the prefix: one pass
+    assert passes == [plan.min_rows]  # the prefix: one pass
     assert calls["block2"] == 1  # the masked layer's own output is cached too
 
 
-def test_references_take_one_prefix_pass_and_are_cached():
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
+def test_references_take_one_prefix_pass_and_are_cached(plan):
+    rows = plan.min_rows
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
     x = torch.randn(1, 1, *SHAPE)
     refs = torch.randn(5, 1, *SHAPE)
     smocam = SMOCAM(model, model.features.block2)
-    run = lambda: smocam.attribute(x, target=0, n_steps=5, baselines=refs)  # noqa: E731
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]  # the scan, then the 5 references
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS]  # the references' features are reused
+    run = lambda: smocam.attribute(x, target=0, n_steps=5, baselines=refs, kernel_plan=plan)  # noqa: E731
+    assert _count_prefix_passes(model, layer, run) == [rows, 5]  # the scan, then the 5 references
+    assert _count_prefix_passes(model, layer, run) == [rows]  # the references' features are reused
     refs += 1.0  # changed in place: recomputed
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]
+    assert _count_prefix_passes(model, layer, run) == [rows, 5]
     with torch.no_grad():
         model.features.block1[0].weight.mul_(2.0)  # the model changed: recomputed
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS, 5]
+    assert _count_prefix_passes(model, layer, run) == [rows, 5]
     # Without baselines: copies of the scan shifted along each of the 3 axes, both ways.
-    shifted = lambda: smocam.attribute(x, target=0, n_steps=5)  # noqa: E731
-    assert _count_prefix_passes(model, layer, shifted) == [MIN_ROWS, 6]
+    shifted = lambda: smocam.attribute(x, target=0, n_steps=5, kernel_plan=plan)  # noqa: E731
+    assert _count_prefix_passes(model, layer, shifted) == [rows, 6]
 
 
 def test_model_reference_inputs_are_the_default_baselines():
@@ -176,7 +183,8 @@ def test_model_reference_inputs_are_the_default_baselines():
     assert not torch.allclose(smocam.attribute(x, target=0, n_steps=10, output_std=1e-3), given)
 
 
-def test_expanded_batch_runs_prefix_once_per_distinct_scan():
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
+def test_expanded_batch_runs_prefix_once_per_distinct_scan(plan):
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
     x = torch.randn(1, 1, *SHAPE)
@@ -185,11 +193,11 @@ def test_expanded_batch_runs_prefix_once_per_distinct_scan():
 
     def run():
         out["many"] = smocam.attribute(x.expand(3, 1, *SHAPE), target=[0, 1, 2], n_steps=10, output_std=1e-3,
-                                       internal_batch_size=2, objective="poster")
+                                       internal_batch_size=2, objective="poster", kernel_plan=plan)
 
-    assert _count_prefix_passes(model, layer, run) == [MIN_ROWS]  # one pass, the one distinct scan filling it
+    assert _count_prefix_passes(model, layer, run) == [plan.min_rows]  # one pass, the one distinct scan (filling it)
     assert out["many"].shape == (3, 1, 2, 2, 3)
-    one = smocam.attribute(x, target=2, n_steps=10, output_std=1e-3, objective="poster")
+    one = smocam.attribute(x, target=2, n_steps=10, output_std=1e-3, objective="poster", kernel_plan=plan)
     torch.testing.assert_close(out["many"][2:], one, rtol=1e-4, atol=1e-6)
 
 
@@ -231,3 +239,143 @@ def test_shipped_architectures_take_the_fast_path(arch, caplog):
     with caplog.at_level(logging.INFO, logger="captum_smocam"):
         smocam.attribute(x, target=1, n_steps=2)
     assert smocam.path == "fast", caplog.text
+
+
+# --------------------------------------------------------------------------- #
+# Reuse across calls: trace and split once per model state, never serve a stale one.
+# --------------------------------------------------------------------------- #
+def _trace_counter(monkeypatch):
+    from captum_smocam import _fastpath
+
+    traced = []
+    original = _fastpath._trace_split
+
+    def counting(model, *args):
+        traced.append(model)
+        return original(model, *args)
+
+    monkeypatch.setattr(_fastpath, "_trace_split", counting)
+    return traced
+
+
+def test_a_model_is_traced_once_across_calls_and_instances(monkeypatch):
+    traced = _trace_counter(monkeypatch)
+    model, layer, _ = _models()["nested-vgg"]
+    model.eval()
+    x = torch.randn(1, 1, *SHAPE)
+    first = SMOCAM(model, layer).attribute(x, target=0, n_steps=5)
+    again = SMOCAM(model, layer).attribute(x, target=0, n_steps=5)  # a new instance, as pipeline.explain makes
+    other_scan = SMOCAM(model, layer).attribute(torch.randn(1, 1, *SHAPE), target=1, n_steps=5)
+    assert len(traced) == 1
+    assert torch.equal(first, again) and other_scan.shape == first.shape
+
+
+@pytest.mark.parametrize("change", ["replace-weight", "replace-functional-parameter", "in-place", "swap-module",
+                                    "train-mode", "attribute"])
+def test_a_changed_model_is_traced_again_and_gives_the_fresh_result(change, monkeypatch):
+    import copy
+
+    traced = _trace_counter(monkeypatch)
+    torch.manual_seed(1)
+    model = Functional().double().eval()
+    model.scale = 1.0
+    x = torch.randn(1, 1, *SHAPE, dtype=torch.float64)
+    kw = dict(target=1, n_steps=8, output_std=1e-3)
+    SMOCAM(model, model.conv2).attribute(x, **kw)
+    with torch.no_grad():
+        if change == "replace-weight":
+            model.conv2.weight = nn.Parameter(torch.randn_like(model.conv2.weight))
+        elif change == "replace-functional-parameter":  # a parameter the traced graph reads directly (get_attr)
+            model.w = nn.Parameter(torch.randn_like(model.w))
+        elif change == "in-place":
+            model.conv1.weight.mul_(-1.0)
+        elif change == "swap-module":
+            model.conv2 = nn.Conv3d(4, 4, 3, padding=1).double()
+        elif change == "train-mode":
+            model.train()
+        else:
+            model.scale = 2.0  # a plain attribute: part of the fingerprint
+    layer = model.conv2
+    if change == "train-mode":
+        with pytest.warns(UserWarning, match="training mode"):
+            SMOCAM(model, layer).attribute(x, **kw)
+        assert len(traced) == 2  # traced again; the masks of a training-mode model are noisy by design
+        return
+    cached = SMOCAM(model, layer).attribute(x, **kw)
+    fresh_model = copy.deepcopy(model)
+    fresh = SMOCAM(fresh_model, fresh_model.conv2).attribute(x, **kw)
+    assert len(traced) == 3  # first call, after the change, the fresh copy
+    torch.testing.assert_close(cached, fresh, rtol=0, atol=0)
+
+
+def test_cache_entries_go_with_their_model():
+    import gc
+
+    from captum_smocam import _fastpath
+
+    _fastpath.clear_cache()
+    model, layer, _ = _models()["sequential"]
+    SMOCAM(model.eval(), layer).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=2)
+    assert _fastpath.cache_info()["entries"] == 1
+    del model, layer
+    gc.collect()
+    assert _fastpath.cache_info()["entries"] == 0
+
+
+def test_reuse_can_be_turned_off(monkeypatch):
+    from captum_smocam import _fastpath
+
+    traced = _trace_counter(monkeypatch)
+    monkeypatch.setattr(_fastpath, "REUSE_SPLITS", False)
+    model, layer, _ = _models()["sequential"]
+    for _ in range(2):
+        SMOCAM(model.eval(), layer).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=2,
+                                              kernel_plan="stock")  # plan choice would trace too
+    assert len(traced) == 2
+
+
+def test_untraceable_model_is_not_traced_at_every_call(monkeypatch, caplog):
+    traced = _trace_counter(monkeypatch)
+    model, layer, _ = _models()["untraceable"]
+    for _ in range(2):
+        with caplog.at_level(logging.INFO, logger="captum_smocam"):
+            sm = SMOCAM(model.eval(), layer)
+            sm.attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=2)
+        assert sm.path == "hook" and "cannot be traced" in caplog.text  # said at every call
+        caplog.clear()
+    assert len(traced) == 1
+
+
+def test_poster_float64_copy_is_reused_until_the_model_changes():
+    from captum_smocam.smocam import _model_in_dtype
+
+    model, layer, _ = _models()["nested-vgg"]
+    model.eval()
+    copy1, layer1 = _model_in_dtype(model, layer, torch.float64)
+    copy2, _ = _model_in_dtype(model, layer, torch.float64)
+    assert copy1 is copy2 and layer1.weight.dtype == torch.float64
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    copy3, layer3 = _model_in_dtype(model, layer, torch.float64)
+    assert copy3 is not copy1
+    torch.testing.assert_close(layer3.weight, layer.weight.double())
+
+
+def test_references_are_cached_across_instances():
+    model, layer, _ = _models()["nested-vgg"]
+    model.eval()
+    x = torch.randn(1, 1, *SHAPE)
+    refs = torch.randn(5, 1, *SHAPE)
+    run = lambda: SMOCAM(model, model.features.block2).attribute(x, target=0, n_steps=5, baselines=refs)  # noqa: E731
+    assert _count_prefix_passes(model, layer, run)[-1] == 5
+    assert len(_count_prefix_passes(model, layer, run)) == 1  # a new instance reuses the references' features
+
+
+def test_reuse_environment_variable_is_read_at_import():
+    import subprocess
+    import sys
+
+    code = "from captum_smocam import _fastpath; print(_fastpath.REUSE_SPLITS)"
+    env = {**__import__("os").environ, "SMOCAM_REUSE_SPLITS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

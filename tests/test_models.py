@@ -82,6 +82,40 @@ def test_alexnet_layer_names_and_strides():
     model.get_submodule(model.default_layer)
 
 
+def test_rebsamen_configuration_has_the_papers_layer_sizes_at_256():
+    """Rebsamen et al. (2020): 11³/3 x144 -> pool -> 5³/2 x192 -> pool -> 3³ x192 -> pool -> FC 384 -> 192 -> 165."""
+    with torch.device("meta"):  # shapes without computing (or allocating) anything
+        model = models.rebsamen_alexnet3d().eval()
+        out = {}
+        for name, _ in model.features.named_children():
+            model.features.get_submodule(name).register_forward_hook(
+                lambda m, i, o, name=name: out.__setitem__(name, tuple(o.shape[1:])))
+        y = model(torch.empty(2, 1, 256, 256, 256))
+    assert out == {"conv1": (144, 82, 82, 82), "pool1": (144, 40, 40, 40), "conv2": (192, 18, 18, 18),
+                   "pool2": (192, 8, 8, 8), "conv3": (192, 8, 8, 8), "pool3": (192, 3, 3, 3)}
+    conv1, conv2 = model.features.conv1[0], model.features.conv2[0]
+    assert (conv1.kernel_size, conv1.stride) == ((11,) * 3, (3,) * 3)
+    assert (conv2.kernel_size, conv2.stride) == ((5,) * 3, (2,) * 3)
+    assert [m.out_features for m in model.head if isinstance(m, torch.nn.Linear)] == [384, 192, 165]
+    assert tuple(y.shape) == (2, 165) and model.default_layer == "features.conv2"
+
+
+def test_rebsamen_configuration_round_trips_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = models.rebsamen_alexnet3d(4, channels=(2, 3, 4), hidden=(5, 6)).eval()  # small widths, same layout
+    x = torch.randn(1, 1, 113, 113, 113)  # the least input the layout takes (3³ after pool3)
+    save_checkpoint(tmp_path / "r.pt", model, {"output_names": list("abcd")})
+    loaded, meta = load_checkpoint(tmp_path / "r.pt")
+    assert meta["arch_kwargs"]["strides"] == [3, 2] and meta["arch_kwargs"]["pool3"] is True
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_default_alexnet_checkpoint_metadata_is_unchanged_by_the_new_settings(tmp_path):
+    written = save_checkpoint(tmp_path / "a.pt", _tiny("alexnet"), {"output_names": list("abc")})
+    assert set(written["arch_kwargs"]) == {"n_outputs", "in_channels", "channels", "kernel_sizes", "hidden",
+                                           "dropout", "pool_size"}
+
+
 @pytest.mark.parametrize("arch", ["vgg", "alexnet"])
 def test_outputs_are_destandardised(arch):
     mean, std = [100.0, 2.0, 30.0], [10.0, 0.5, 3.0]

@@ -13,13 +13,15 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from typing import Optional
+import time
+from typing import Optional, Sequence
 
 import torch
 
 from ..methods import attribute_map
 
-__all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up", "cpu_model", "machine_description"]
+__all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up", "cpu_model", "machine_description", "matmul_peak_gflops",
+           "SuffixStep"]
 
 #: How :class:`PeakMemory` measures: ``"auto"`` picks ``"cuda"`` for a CUDA
 #: device, else ``"vmhwm"`` where the kernel allows the reset, else ``"sampled"``.
@@ -219,3 +221,103 @@ def machine_description(device: str = "cpu") -> str:
     if torch.device(device).type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
     return text
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device="cpu", n: int = 4096, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's measured matrix-product rate: GFLOP/s of the fastest of ``repeats`` ``n x n`` products.
+
+    ``2 n^3`` floating-point operations per product, in ``dtype`` on ``device``,
+    with the threads torch uses now; one untimed product first. This is the
+    "peak" every roofline ratio in ``docs/performance.md`` divides by: it is
+    measured, in the same run, not taken from a data sheet, and it is lower
+    on a loaded machine.
+
+    Examples::
+
+        >>> matmul_peak_gflops(n=64, repeats=2) > 0
+        True
+    """
+    device = torch.device(device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+class SuffixStep:
+    """One step of the masked suffix alone: forward from the layer's cached tensor, gradient to the mask.
+
+    What any implementation of SMOCAM's loop pays per step, built on the
+    package's own split of the model (:mod:`captum_smocam._fastpath`): the
+    layer's tensor ``F`` of one input is computed once; :meth:`__call__` runs
+    the layers after it on ``F * M`` for ``rows`` masks and takes the gradient
+    of the outputs' sum with respect to ``M``. :meth:`flops` counts it with
+    ``torch.utils.flop_counter`` (PyTorch's kernels; a kernel plan changes
+    the time, not the count).
+
+    Args:
+        model (Module): the network (traceable by torch.fx).
+        layer_name (str): the masked layer.
+        x (Tensor): one input, ``1 x C x ...``.
+
+    Examples::
+
+        >>> from captum_smocam.models import VGG3D
+        >>> net = VGG3D(2, channels=(4, 8)).eval()
+        >>> step = SuffixStep(net, "features.block2", torch.randn(1, 1, 8, 8, 8))
+        >>> step.flops() > 0
+        True
+    """
+
+    def __init__(self, model, layer_name: str, x: torch.Tensor) -> None:
+        from .._fastpath import build_fast_runner
+
+        runner = build_fast_runner(model, model.get_submodule(layer_name), (x,), (), False)
+        if runner is None:
+            raise ValueError(f"the model cannot be split at {layer_name!r} (see the fast path's log)")
+        with torch.no_grad():
+            _, feature = runner.reference()
+        self.runner, self.spatial, self.device = runner, tuple(feature.shape[2:]), x.device
+        self.dtype = feature.dtype
+
+    def __call__(self, rows: int = 1, plan=None) -> None:
+        from .._kernels import STOCK
+
+        plan = plan or STOCK
+        mask = torch.ones((rows, 1, *self.spatial), device=self.device, dtype=self.dtype, requires_grad=True)
+        index = torch.zeros(rows, dtype=torch.long, device=self.device)
+        with torch.enable_grad(), plan.activate():
+            out = self.runner(lambda t: t * mask, index)
+        torch.autograd.grad(out.sum(), mask)
+
+    def flops(self, rows: int = 1) -> int:
+        """Floating-point operations of one call with ``rows`` masks (forward and the mask's gradient)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self(rows)
+        return int(counter.get_total_flops())
+
+    def seconds(self, rows: int = 1, plan=None, repeats: int = 5) -> float:
+        """The least time of ``repeats`` calls (one untimed call first)."""
+        self(rows, plan)
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(self.device)
+            start = time.perf_counter()
+            self(rows, plan)
+            _sync(self.device)
+            best = min(best, time.perf_counter() - start)
+        return best
