@@ -103,7 +103,7 @@ def main(argv=None) -> int:
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     common = ["-m", "captum_smocam.cli", "cohort", "--images", str(data / "sub-*_T1w.nii.gz"),
-              "--labels", str(data / "sub-*_labels.nii.gz"), "--model", model, "--targets", args.targets,
+              "--labels", str(data / "sub-*_labels.nii.gz"), "--model", model, "--target", args.targets,
               "--n-steps", str(args.n_steps), "--no-progress"]
     results = []
     for n in args.nprocs:
