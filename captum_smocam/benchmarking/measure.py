@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .._kernels import _cpu_model
 from ..methods import attribute_map
 
 __all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up", "cpu_model", "machine_description", "matmul_peak_gflops",
@@ -191,21 +192,16 @@ def warm_up(model, x, target: int, methods, **method_kwargs) -> None:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``"unknown CPU"`` where it cannot be read).
+    """The CPU's model name from ``/proc/cpuinfo`` (else ``platform.processor()``, else ``"unknown CPU"``).
+
+    The same name keys the kernel plans' cache (``captum_smocam._kernels``).
 
     Examples::
 
         >>> isinstance(cpu_model(), str)
         True
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    return _cpu_model()
 
 
 def machine_description(device: str = "cpu") -> str:
