@@ -81,8 +81,9 @@ __all__ = [
 #: ``off``, ``false``, ``no``: no plans, every call uses :data:`STOCK` (PyTorch's own kernels with
 #: ``min_rows = 4``, SMOCAM before plans).
 TUNING_ENV = "SMOCAM_KERNEL_TUNING"
-#: Environment variable naming the on-disk plan cache (a JSON file); ``off`` disables it. Default:
-#: ``$XDG_CACHE_HOME/captum_smocam/kernel_plans.json`` (``~/.cache/...``).
+#: Environment variable naming an on-disk plan cache (a JSON file). Unset (the default) or ``off``: plans
+#: are cached per process only, so SMOCAM writes nothing outside the folders a user names; a cohort can set
+#: it to share the choices (and skip the checks) between processes.
 PLAN_CACHE_ENV = "SMOCAM_PLAN_CACHE"
 
 _tuning: Optional[str] = None  # None: read TUNING_ENV
@@ -575,12 +576,9 @@ def plan_key(model: Any, layer_name: str, input_shapes: Sequence[Sequence[int]],
 
 def _disk_path() -> Optional[str]:
     value = os.environ.get(PLAN_CACHE_ENV, "").strip()
-    if value.lower() in ("off", "0", "none", "false", "no"):
+    if not value or value.lower() in ("off", "0", "none", "false", "no"):
         return None
-    if value:
-        return value
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "captum_smocam", "kernel_plans.json")
+    return value
 
 
 def _read_disk() -> Dict[str, dict]:

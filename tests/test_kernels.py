@@ -153,6 +153,15 @@ def test_plans_are_cached_per_process_and_on_disk(tmp_path, monkeypatch):
     _kernels.clear_plan_cache()
 
 
+def test_no_plan_cache_on_disk_unless_asked(monkeypatch):
+    monkeypatch.delenv(_kernels.PLAN_CACHE_ENV, raising=False)
+    assert _kernels._disk_path() is None
+    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, "off")
+    assert _kernels._disk_path() is None
+    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, "/tmp/x/plans.json")
+    assert _kernels._disk_path() == "/tmp/x/plans.json"
+
+
 def test_plan_key_ignores_weights_and_batch_but_not_shape_or_threads():
     a, b = nn.Conv3d(1, 2, 3), nn.Conv3d(1, 2, 3)
     key = _kernels.plan_key(a, "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"), False)
