@@ -124,3 +124,13 @@ def test_read_training_volumes_reads_the_chunked_cache_of_the_models_synth(tmp_p
     Path(f"{stems[2]}_y.npy").unlink()  # a missing chunk
     assert D.read_training_volumes(meta, tmp_path) is None
 
+
+
+def test_reference_scans_are_what_the_shipped_checkpoint_carries():
+    model, meta = D.load_model("vgg")
+    carried = model.reference_inputs
+    scans = D.reference_scans(meta, 2)
+    assert scans.shape == (2, *carried.shape[1:]) and scans.dtype == torch.float32
+    # The checkpoint stores them in float16: equal to that precision, and in the same order.
+    assert torch.allclose(carried[:2].float(), scans, atol=1e-2, rtol=1e-3)
+    assert not torch.allclose(carried[1].float(), scans[0], atol=1e-2, rtol=1e-3)
