@@ -53,7 +53,9 @@ WATCH = POSTER_TARGETS
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=("vgg", "alexnet"), required=True)
+    p.add_argument("--arch", choices=("vgg", "alexnet", "monai_resnet"), required=True,
+                   help="monai_resnet: MONAI's 3-D ResNet, an architecture from outside this package "
+                        "(captum_smocam.benchmarking.outside; needs pip install monai)")
     p.add_argument("--lr-correlation", type=float, required=True,
                    help="left/right volume correlation of the synthetic cohort")
     p.add_argument("--out", required=True, help="checkpoint path (.pt)")
@@ -263,6 +265,12 @@ def main(argv=None):
         cpb = args.convs_per_block[0] if len(args.convs_per_block) == 1 else args.convs_per_block
         model = VGG3D(len(names), channels=channels, convs_per_block=cpb, hidden=args.hidden,
                       pool_size=pool_size, output_mean=mean, output_std=std)
+    elif args.arch == "monai_resnet":
+        from captum_smocam.benchmarking.outside import monai_resnet
+
+        channels = args.channels or [16, 32, 64, 128]
+        model = monai_resnet(len(names), channels=channels, output_mean=torch.as_tensor(mean),
+                             output_std=torch.as_tensor(std))
     else:
         channels = args.channels or [16, 32, 64]
         model = AlexNet3D(len(names), channels=channels, hidden=args.hidden,
@@ -334,7 +342,12 @@ def main(argv=None):
     }
     # The first training subjects: SMOCAM's default references (benchmarks/reference_inputs.py).
     set_reference_inputs(model, torch.from_numpy(np.asarray(x_tr[:args.n_reference_inputs], np.float32))[:, None])
-    save_checkpoint(args.out, model, meta)
+    if args.arch == "monai_resnet":
+        from captum_smocam.benchmarking.outside import save_outside_checkpoint
+
+        save_outside_checkpoint(args.out, model, meta, {"channels": [int(c) for c in channels]})
+    else:
+        save_checkpoint(args.out, model, meta)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)", flush=True)
 
 

@@ -86,6 +86,33 @@ PRESERVE_N_STEPS = 150
 #: Preserve objective: initial logit of every voxel (``sigmoid(-3) = 0.047``).
 PRESERVE_INIT_LOGIT = -3.0
 
+#: Preserve objective: the prediction the mask must keep, in units of sigma. While an example's masked
+#: prediction is further than this from the unmasked one, the weight of its distance term grows (dual
+#: ascent on a Lagrange multiplier, floored at 1, i.e. at the plain objective); ``None`` keeps the plain
+#: objective (the default of issue 12).
+PRESERVE_FIDELITY_TOL: Optional[float] = None
+#: Step of that dual ascent: the multiplier grows by ``rate * (|y_M - y| / sigma - tol)`` per step.
+FIDELITY_RATE = 1.0
+#: Largest value the multiplier may take.
+FIDELITY_MAX_WEIGHT = 1000.0
+#: After the optimisation, a warning is given for an example whose mask does not keep its prediction:
+#: the mean over the references of ``|y_M - y| / sigma`` above this (see :attr:`SMOCAM.fidelity`).
+FIDELITY_WARN = 0.25
+#: ... or whose mask is empty: its largest value below this (``"preserve"``; the mask is in ``[0, 1]``).
+EMPTY_MASK_WARN = 0.05
+
+#: Preserve objective: the unit of the distance term. ``"sigma"``: ``output_std`` (the population spread,
+#: as the poster); ``"effect"``: per example, the root mean square over the references of the change of
+#: the prediction when every feature is the reference's (the most a mask can change it), so that the
+#: same settings mean the same on any model, output scale and reference set (ours).
+DISTANCE_UNITS = ("sigma", "effect")
+PRESERVE_DISTANCE_UNIT = "sigma"
+
+#: References of ``objective="preserve"`` when neither ``baselines`` nor the model's ``reference_inputs``
+#: are given (see :func:`fallback_references`); the first is the default.
+FALLBACKS = ("shift", "minimum", "minimum+shift", "blur", "zero")
+DEFAULT_FALLBACK = "shift"
+
 #: Final step size of the cosine decay, as a fraction of ``lr``.
 LR_FLOOR = 0.01
 #: Every network evaluation runs on at least this many rows (a smaller batch is filled with copies of
@@ -105,7 +132,9 @@ DEFAULT_SMOOTHING = 0.01
 #: Default settings of each objective (``None`` in :meth:`SMOCAM.attribute` means these).
 OBJECTIVE_DEFAULTS: Dict[str, Dict[str, float]] = {
     "preserve": {"area_weight": DEFAULT_AREA_WEIGHT, "smooth_weight": PRESERVE_SMOOTH_WEIGHT,
-                 "n_steps": PRESERVE_N_STEPS, "lr": PRESERVE_LR},
+                 "n_steps": PRESERVE_N_STEPS, "lr": PRESERVE_LR,
+                 "fidelity_tol": math.inf if PRESERVE_FIDELITY_TOL is None else PRESERVE_FIDELITY_TOL,
+                 "distance_unit": PRESERVE_DISTANCE_UNIT},
     "poster": {"l2_weight": DEFAULT_L2_WEIGHT, "smooth_weight": DEFAULT_SMOOTH_WEIGHT,
                "n_steps": DEFAULT_N_STEPS, "lr": DEFAULT_LR},
 }
@@ -292,6 +321,7 @@ class PosterObjective:
 
     name = "poster"
     needs_reference = False
+    fidelity_tol = math.inf
 
     def __init__(self, l2_weight: float, smooth_weight: float, smoothing: float, nonnegative: bool) -> None:
         self.l2_weight, self.smooth_weight = l2_weight, smooth_weight
@@ -338,8 +368,11 @@ class PreserveObjective:
     name = "preserve"
     needs_reference = True
 
-    def __init__(self, area_weight: float, smooth_weight: float, smoothing: float) -> None:
+    def __init__(self, area_weight: float, smooth_weight: float, smoothing: float,
+                 fidelity_tol: float = math.inf, fallback: str = DEFAULT_FALLBACK,
+                 distance_unit: str = PRESERVE_DISTANCE_UNIT) -> None:
         self.area_weight, self.smooth_weight, self.smoothing = area_weight, smooth_weight, smoothing
+        self.fidelity_tol, self.fallback, self.distance_unit = fidelity_tol, fallback, distance_unit
 
     @staticmethod
     def initial(shape: Tuple[int, ...], init: Optional[Tensor], like: Tensor) -> Tensor:
@@ -623,6 +656,54 @@ def shifted_copies(x: Tensor, shift: Sequence[int]) -> Tensor:
     return torch.stack(copies, dim=1)
 
 
+def fallback_references(x: Tensor, shift: Sequence[int], scheme: str = DEFAULT_FALLBACK) -> Tensor:
+    """Reference inputs made from the scan itself, for a model that carries none.
+
+    Schemes (``scheme=``, all ours; ``docs/method.md`` says how they were compared):
+
+    * ``"shift"``: the scan moved by ``+-shift[a]`` voxels along every spatial axis
+      (:func:`shifted_copies`; ``2d`` references);
+    * ``"minimum"``: a constant image at the scan's minimum, i.e. its background (1 reference);
+    * ``"minimum+shift"``: both (``1 + 2d`` references);
+    * ``"blur"``: the scan blurred by a Gaussian whose standard deviation is ``shift`` voxels per
+      axis (one layer voxel; 1 reference);
+    * ``"zero"``: an all-zero input, Captum's default baseline (1 reference).
+
+    Args:
+        x (Tensor): ``N x C x <spatial dims>``.
+        shift (sequence of int): one layer voxel in input voxels, per spatial dim.
+        scheme (str, optional): one of :data:`FALLBACKS`. Default: ``DEFAULT_FALLBACK``
+
+    Returns:
+        Tensor: ``N x K x C x <spatial dims>``.
+
+    Examples::
+
+        >>> import torch
+        >>> x = torch.arange(4.0).reshape(1, 1, 4)
+        >>> fallback_references(x, [1], "minimum")[0, :, 0]
+        tensor([[0., 0., 0., 0.]])
+        >>> fallback_references(x, [1], "minimum+shift").shape
+        torch.Size([1, 3, 1, 4])
+    """
+    if scheme not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {scheme!r}")
+    n = x.shape[0]
+    if scheme == "shift":
+        return shifted_copies(x, shift)
+    if scheme == "zero":
+        return torch.zeros_like(x).unsqueeze(1)
+    if scheme == "blur":
+        from .spatial import gaussian_blur
+
+        return gaussian_blur(x, [float(v) for v in shift]).unsqueeze(1)
+    low = x.reshape(n, -1).amin(dim=1).reshape(n, *([1] * (x.dim() - 1)))
+    minimum = low.expand_as(x).unsqueeze(1)
+    if scheme == "minimum":
+        return minimum.clone()
+    return torch.cat([minimum, shifted_copies(x, shift)], dim=1)
+
+
 def _state_key(module: Optional[Module]) -> Tuple:
     """Changes whenever a parameter or buffer of ``module`` is replaced or modified in place."""
     if module is None:
@@ -862,6 +943,14 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         self.plan_source: Optional[str] = None
         self._min_rows = MIN_ROWS
         self._run_settings: Optional[Tuple[Any, Optional[torch.dtype], torch.dtype]] = None
+        #: Per example of the last call: the mean over the references of ``|y_M - y| / sigma`` for the
+        #: returned mask (``N``); a warning is given above :data:`FIDELITY_WARN`.
+        self.fidelity: Optional[Tensor] = None
+        #: The sigma of each example of the last call (``N``), given or derived (see ``output_std``).
+        self.output_std_used: Optional[Tensor] = None
+        #: Where the references of the last ``"preserve"`` call came from (``"baselines"``,
+        #: ``"reference_inputs"`` or ``"fallback: <scheme>"``).
+        self.reference_source: Optional[str] = None
 
     @log_usage()
     def attribute(
@@ -873,7 +962,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         *,
         baselines: Union[None, float, Tensor, Tuple[Union[float, Tensor], ...]] = None,
         objective: str = DEFAULT_OBJECTIVE,
-        output_std: Union[float, Tensor, Sequence[float]] = 1.0,
+        output_std: Union[None, float, Tensor, Sequence[float]] = None,
         area_weight: Optional[float] = None,
         l2_weight: Optional[float] = None,
         smooth_weight: Optional[float] = None,
@@ -892,6 +981,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         dtype: Optional[torch.dtype] = None,
         kernel_plan: Union[str, Any] = "auto",
         autocast: Optional[torch.dtype] = None,
+        fidelity_tol: Optional[float] = None,
+        fallback: Optional[str] = None,
+        distance_unit: Optional[str] = None,
     ) -> Tensor:
         r"""Optimise one SMOCAM mask per example.
 
@@ -930,9 +1022,32 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             output_std (float, sequence or Tensor, optional): :math:`\sigma`,
                 the training-set standard deviation of the output, so that the
                 distance term is in units of population spread: a float, or one
-                value per model output (``target`` picks it). Default: 1.0
+                value per model output (``target`` picks it). ``None``: the
+                model's ``output_std`` buffer when it has one value per output
+                (the shipped models do), else the size of the change that the
+                mask could make at most, per example: the root mean square over
+                the references of ``y(F_ref) - y(F)`` for ``"preserve"``,
+                ``|y(0) - y(F)|`` for ``"poster"``. The value used is in
+                :attr:`output_std_used`. Default: None
             area_weight (float, optional): ``"preserve"``: :math:`\alpha`, weight
                 of the mask's mean. Default: ``DEFAULT_AREA_WEIGHT``
+            fidelity_tol (float, optional): ``"preserve"``: the prediction the
+                mask must keep, in units of :math:`\sigma`: while an example's
+                masked prediction is further than this from the unmasked one,
+                the weight of its distance term grows (dual ascent, rate
+                :data:`FIDELITY_RATE`); ``math.inf`` keeps the plain objective.
+                Default: ``OBJECTIVE_DEFAULTS["preserve"]["fidelity_tol"]``
+            distance_unit (str, optional): ``"preserve"``: the unit of the
+                distance term, ``"sigma"`` (``output_std``) or ``"effect"``
+                (per example, the root mean square over the references of the
+                change of the prediction when every feature is the
+                reference's; see :data:`DISTANCE_UNITS`). Fidelity
+                (:attr:`fidelity`) is reported in units of ``output_std``
+                either way. Default: ``OBJECTIVE_DEFAULTS["preserve"]["distance_unit"]``
+            fallback (str, optional): ``"preserve"``: references made from the
+                scan when neither ``baselines`` nor the model's
+                ``reference_inputs`` exist (:func:`fallback_references`; a
+                warning says so). Default: ``DEFAULT_FALLBACK``
             l2_weight (float, optional): ``"poster"``: :math:`\lambda`, weight of
                 ``|1 - ||M||_2|``. Default: ``DEFAULT_L2_WEIGHT``
             smooth_weight (float, optional): weight of the total variation
@@ -1040,15 +1155,26 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         defaults = OBJECTIVE_DEFAULTS[objective]
-        for name, value in (("area_weight", area_weight), ("l2_weight", l2_weight)):
+        for name, value in (("area_weight", area_weight), ("l2_weight", l2_weight),
+                            ("fidelity_tol", fidelity_tol), ("distance_unit", distance_unit)):
             if value is not None and name not in defaults:
                 raise ValueError(f"{name} is a setting of another objective than {objective!r}; "
                                  f"{objective!r} takes {sorted(defaults)}")
         settings = dict(defaults)
         for name, value in (("area_weight", area_weight), ("l2_weight", l2_weight),
-                            ("smooth_weight", smooth_weight), ("n_steps", n_steps), ("lr", lr)):
+                            ("smooth_weight", smooth_weight), ("n_steps", n_steps), ("lr", lr),
+                            ("fidelity_tol", fidelity_tol), ("distance_unit", distance_unit)):
             if value is not None:
                 settings[name] = value
+        if settings.get("distance_unit", "sigma") not in DISTANCE_UNITS:
+            raise ValueError(f"distance_unit must be one of {DISTANCE_UNITS}, got {settings['distance_unit']!r}")
+        if "fidelity_tol" in settings:
+            tol_ = settings["fidelity_tol"]
+            if isinstance(tol_, bool) or not isinstance(tol_, numbers.Real) or math.isnan(tol_) or tol_ < 0:
+                raise ValueError(f"fidelity_tol must be a number >= 0 (math.inf: off), got {tol_!r}")
+        fallback = DEFAULT_FALLBACK if fallback is None else fallback
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         _check_number("n_steps", settings["n_steps"], positive=True, integer=True)
         _check_number("lr", settings["lr"], positive=True)
         for name in ("area_weight", "l2_weight", "smooth_weight"):
@@ -1066,6 +1192,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             raise ValueError(f"init must be 'uniform' or a tensor, got {init!r}")
         if not isinstance(init, (str, Tensor)):
             raise TypeError(f"init must be 'uniform' or a tensor, got {type(init).__name__}")
+        if output_std is None:
+            output_std = self._model_output_std(forward_func=_unwrap_compiled(self.forward_func))
         if isinstance(output_std, numbers.Real) and not (math.isfinite(output_std) and output_std > 0):
             raise ValueError(f"output_std must be finite and > 0, got {output_std!r}")
 
@@ -1134,7 +1262,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             obj: Any = PosterObjective(settings["l2_weight"], settings["smooth_weight"], float(smoothing),
                                        bool(nonnegative))
         else:
-            obj = PreserveObjective(settings["area_weight"], settings["smooth_weight"], float(smoothing))
+            obj = PreserveObjective(settings["area_weight"], settings["smooth_weight"], float(smoothing),
+                                    float(settings["fidelity_tol"]), fallback, settings["distance_unit"])
         # Forwards in training mode update BatchNorm statistics: snapshot every buffer.
         saved_buffers = (
             {k: b.detach().clone() for k, b in model.named_buffers()} if (training and model is not None) else None
@@ -1190,7 +1319,6 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             )
         full_shape = (n, *output.shape[1:])
         flat_target = _target_flat_indices(target, full_shape).to(output.device)
-        std = _std_per_output(output_std, full_shape).to(output.device)[flat_target]
         reference = output.reshape(output.shape[0], -1).detach()[rows_of, flat_target]
         if not torch.isfinite(reference).all():
             bad = sorted({int(t) for t, ok in zip(flat_target.tolist(), torch.isfinite(reference).tolist()) if not ok})
@@ -1205,25 +1333,42 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 raise ValueError("init has negative values but nonnegative=True")
             if obj.name == "preserve" and ((init < 0) | (init > 1)).any():
                 raise ValueError("init of objective 'preserve' must be mask values in [0, 1]")
-        self._check_mask_reaches_output(runner, output, rows_of, flat_target)
+        removed = self._check_mask_reaches_output(runner, output, rows_of, flat_target)
         ref_features = None
+        self.reference_source = None
         if obj.needs_reference:
             ref_features = self._reference_features(forward_func, layer, sub_inputs, sub_args, baselines, feature,
-                                                    to_input, n_distinct)
+                                                    to_input, n_distinct, getattr(obj, "fallback", DEFAULT_FALLBACK))
+        effect = self._removal_effect(runner, output, rows_of, flat_target, ref_features, removed)
+        if bool((effect == 0).any()):
+            warnings.warn(
+                f"for {int((effect == 0).sum())} of {n} example(s) the references give exactly the prediction of the "
+                f"scan itself ({self.reference_source or 'zero features'}): the mask cannot show anything; pass "
+                "other baselines (e.g. scans of other subjects)", UserWarning, stacklevel=4)
+        effect = torch.where(effect > 0, effect, torch.ones_like(effect)).to(output.dtype)
+        if output_std is None:
+            std = effect
+        else:
+            std = _std_per_output(output_std, full_shape).to(output.device)[flat_target].to(output.dtype)
+        self.output_std_used = std.detach().cpu()
+        unit = effect if getattr(obj, "distance_unit", "sigma") == "effect" else std
 
         chunk = internal_batch_size or n
-        masks, histories = [], []
+        masks, histories, kept = [], [], []
         for start in range(0, n, chunk):
             sel = slice(start, min(n, start + chunk))
             mask, hist = self._optimise(
-                obj, runner, rows_of[sel], flat_target[sel], reference[sel], std[sel], spatial, feature,
+                obj, runner, rows_of[sel], flat_target[sel], reference[sel], (unit[sel], std[sel]), spatial, feature,
                 ref_features, init[sel] if isinstance(init, Tensor) else None, n_steps, lr, lr_decay, tol,
                 patience, show_progress,
             )
             masks.append(mask)
             histories.append(hist)
+            kept.append(hist.pop("fidelity"))
         mask = torch.cat(masks)
         self.history = _merge_histories(histories)
+        self.fidelity = torch.cat(kept)
+        self._warn_if_empty(obj, mask, self.fidelity)
         if upsample_to_input:
             mask = upsample_mask(mask, inputs[0].shape[2:])
         return mask
@@ -1333,9 +1478,60 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 UserWarning,
                 stacklevel=4,
             )
+        return after
+
+    def _model_output_std(self, forward_func) -> Union[float, Tensor, None]:
+        """The model's ``output_std`` buffer (the shipped models' training sigma), or None."""
+        model = _training_module(forward_func) if isinstance(forward_func, Module) else None
+        std = getattr(model, "output_std", None)
+        if isinstance(std, Tensor) and std.is_floating_point() and std.numel() >= 1:
+            return std.detach()
+        return None
+
+    @staticmethod
+    def _removal_effect(runner, output, rows_of, flat_target, ref_features, removed) -> Tensor:
+        """Per example: how far the prediction moves when every feature is replaced (``N``).
+
+        The root mean square over the references of ``y(F_ref) - y(F)``, or
+        ``|y(0) - y(F)|`` without references: the largest change a mask can make.
+        """
+        before = output.reshape(output.shape[0], -1)[rows_of, flat_target]
+        if ref_features is None:
+            return (removed - before).abs().detach()
+        d = output.shape[0]
+        rows = torch.arange(d, device=output.device)
+        shared = ref_features.shape[0] == 1
+        squares = torch.zeros_like(before)
+        with torch.no_grad():
+            for k in range(ref_features.shape[1]):
+                ref = ref_features[0, k].unsqueeze(0) if shared else ref_features[rows, k]
+                out = runner(lambda feature, ref=ref: ref.expand_as(feature), rows)
+                squares = squares + (out.reshape(d, -1)[rows_of, flat_target] - before) ** 2
+        return (squares / ref_features.shape[1]).sqrt().detach()
+
+    def _warn_if_empty(self, obj, mask: Tensor, fidelity: Tensor) -> None:
+        """Warn when a returned mask is empty or does not keep its prediction (see :data:`FIDELITY_WARN`)."""
+        n = mask.shape[0]
+        peak = mask.reshape(n, -1).amax(dim=1).detach().cpu()
+        empty = peak < EMPTY_MASK_WARN if obj.name == "preserve" else torch.zeros(n, dtype=torch.bool)
+        loose = fidelity > FIDELITY_WARN
+        if bool(empty.any()):
+            warnings.warn(
+                f"{int(empty.sum())} of {n} mask(s) are empty (largest value {float(peak.min()):.3g} < "
+                f"{EMPTY_MASK_WARN}): the references barely change the prediction, or area_weight is too high "
+                "for this model; pass output_std (the output's spread) or a lower area_weight",
+                UserWarning, stacklevel=5)
+        if bool(loose.any()):
+            worst = float(fidelity.max())
+            hint = ("lower area_weight / smooth_weight, or set fidelity_tol" if obj.name == "preserve"
+                    else "lower l2_weight / smooth_weight, or use objective='preserve'")
+            warnings.warn(
+                f"{int(loose.sum())} of {n} mask(s) do not keep the prediction: the masked output is up to "
+                f"{worst:.3g} sigma from the unmasked one (threshold {FIDELITY_WARN}); {hint}",
+                UserWarning, stacklevel=5)
 
     def _reference_features(self, forward_func, layer, inputs, args, baselines, feature, to_input,
-                            n_distinct) -> Tensor:
+                            n_distinct, fallback: str = DEFAULT_FALLBACK) -> Tensor:
         """The layer's tensor for the references: ``R x K x <feature shape without batch>``.
 
         ``R`` is 1 when every example shares the references, else one entry per
@@ -1346,7 +1542,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         if n_distinct < d:
             feats = self._reference_features(forward_func, layer, tuple(x[:n_distinct] for x in inputs),
                                              tuple(_index_rows(a, torch.arange(n_distinct), d) for a in args),
-                                             baselines, feature, to_input, n_distinct)
+                                             baselines, feature, to_input, n_distinct, fallback)
             if feats.shape[0] == 1:
                 return feats
             return torch.cat([feats, feats[-1:].expand(d - n_distinct, *feats.shape[1:])])
@@ -1356,8 +1552,15 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             if isinstance(stored, Tensor):
                 baselines = _format_baselines(stored, inputs)
                 source = "reference_inputs"
+        self.reference_source = source if baselines is None else f"{source}: {baselines[0].shape[0]} input(s)"
         if baselines is None:
-            # Copies of each input shifted by one layer voxel along every axis.
+            # References made from each scan itself (fallback_references), one layer voxel as the unit.
+            self.reference_source = f"fallback: {fallback}"
+            warnings.warn(
+                f"SMOCAM: no baselines and the model carries no reference_inputs; using references made from the "
+                f"scan itself (fallback={fallback!r}), which localise less well than scans of other subjects: "
+                "build references from a few scans with captum_smocam.references or `smocam references`",
+                UserWarning, stacklevel=5)
             layer_spatial = feature.shape[2:]
             copies = []
             for x in inputs:
@@ -1365,13 +1568,13 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                     shift = [max(1, int(round(s / max(1, t)))) for s, t in zip(x.shape[2:], layer_spatial)]
                 else:
                     shift = [1] * len(layer_spatial)
-                copies.append(shifted_copies(x, shift))
+                copies.append(fallback_references(x, shift, fallback))
             k = copies[0].shape[1]
             flat = tuple(c.reshape(d * k, *c.shape[2:]) for c in copies)
             rows = torch.arange(d, device=inputs[0].device).repeat_interleave(k)
             ref_args = tuple(_index_rows(a, rows, d) for a in args)
             feats = self._planned(_HookRunner(forward_func, layer, flat, ref_args, to_input)).layer_tensor()
-            return self._checked_reference(feats.reshape(d, k, *feats.shape[1:]), feature, "shifted copies")
+            return self._checked_reference(feats.reshape(d, k, *feats.shape[1:]), feature, f"fallback {fallback}")
         k = baselines[0].shape[0]
         per_example = any(isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == d for a in args)
         if per_example:  # forward arguments differ per example: one reference pass per example
@@ -1418,11 +1621,13 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         lr_decay, tol, patience, show_progress,
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
         n_real = rows.shape[0]
+        std, report_std = std  # the distance's unit, and sigma (the unit fidelity is reported in)
         min_rows = getattr(self, "_min_rows", MIN_ROWS)
         if n_real < min_rows:  # pad with copies of the last example (see MIN_ROWS)
             pad = min_rows - n_real
             rows, targets = torch.cat([rows, rows[-1:].expand(pad)]), torch.cat([targets, targets[-1:].expand(pad)])
             reference, std = torch.cat([reference, reference[-1:].expand(pad)]), torch.cat([std, std[-1:].expand(pad)])
+            report_std = torch.cat([report_std, report_std[-1:].expand(pad)])
             if init is not None:
                 init = torch.cat([init, init[-1:].expand(pad, *init.shape[1:])])
         b = rows.shape[0]
@@ -1441,6 +1646,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         best = torch.full((b,), math.inf, device=device)
         since_improved = torch.zeros(b, dtype=torch.long, device=device)
         stop_step = torch.full((b,), n_steps - 1, dtype=torch.long)
+        # Lagrange multiplier of the fidelity constraint |y_M - y| / sigma <= tol (1: the plain objective).
+        tol_fid = float(getattr(obj, "fidelity_tol", math.inf))
+        weight = torch.ones(b, device=device, dtype=reference.dtype)
         history: Dict[str, List[Tensor]] = {k: [] for k in LOSS_TERMS[obj.name]}
         steps = range(n_steps)
         if show_progress:
@@ -1460,6 +1668,11 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 masked = out.reshape(b, -1)[index, targets]
                 # Regularise.
                 terms, loss = obj.terms(masked, reference, mask, std)
+                if math.isfinite(tol_fid):  # the distance term weighs `weight` times (dual ascent)
+                    loss = loss + (weight - 1.0) * terms["distance"]
+                    with torch.no_grad():
+                        gap = (masked.detach() - reference).abs() / report_std - tol_fid
+                        weight = (weight + FIDELITY_RATE * gap).clamp(1.0, FIDELITY_MAX_WEIGHT)
                 for k_ in history:
                     history[k_].append(terms[k_].detach())
                 # Stop.
@@ -1492,7 +1705,18 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                         param[~active] = frozen
         hist = {k: torch.stack(v)[:, :n_real].cpu() for k, v in history.items()}
         hist["stop_step"] = stop_step[:n_real]
-        return obj.mask(param).detach()[:n_real], hist
+        final = obj.mask(param).detach()
+        # Check: does the returned mask keep the prediction, with every reference?
+        with torch.no_grad():
+            gaps = []
+            for k in range(max(1, n_refs)):
+                ref = None
+                if n_refs:
+                    ref = ref_features[0, k].unsqueeze(0) if shared_refs else ref_features[rows, k]
+                out = runner(obj.perturbation(final, ref), rows)
+                gaps.append(((out.reshape(b, -1)[index, targets] - reference).abs() / report_std)[:n_real])
+            hist["fidelity"] = torch.stack(gaps).mean(dim=0).cpu()
+        return final[:n_real], hist
 
 
 def _distinct_rows(inputs, additional_args, n) -> Tuple[Tensor, Tensor]:

@@ -1,0 +1,172 @@
+"""Choose SMOCAM's settings across architectures, on VALIDATION subjects of left/right-independent models.
+
+Issue 19: the defaults chosen on one model (the shipped VGG) must hold on the models users bring. Each
+configuration (a set of :meth:`captum_smocam.SMOCAM.attribute` settings and a reference condition) runs on
+the first ``--n-subjects`` validation subjects of every ``--models`` entry, the four poster targets of each
+subject in one batch, and every map is scored where the truth is known (models trained with
+``lr_correlation=0``):
+
+* ``mass_dilated``: share of the map's mass within ``--margin-mm`` (6) of the structure;
+* ``auroc``: the structure's voxels against the rest of the brain, ranked by the map;
+* ``max_on_target``: 1 when the map's maximum lies within 6 mm of the structure;
+* ``components``: connected pieces (26-neighbours) of the map above half its maximum;
+* ``fidelity``: mean over the references of ``|y_M - y| / sigma`` for the returned mask
+  (:attr:`captum_smocam.SMOCAM.fidelity`);
+* ``seconds_per_map``.
+
+Reference conditions: ``model`` (the checkpoint's ``reference_inputs``, its first training scans),
+``none`` (the model's references removed: the fallback named by the configuration runs), ``scans``
+(8 validation scans that are not scored, as a user's own references).
+
+Selection rule (written before the run, in this docstring, and applied by
+:func:`captum_smocam.benchmarking.sweep.rank_configs`-style ranking below):
+
+1. a configuration is *eligible* when its time per map is at most ``--max-cost`` (1.5) times that of
+   the current default (``current``) in the same run, and its mean ``fidelity`` is at most 0.1 on every
+   model (when no configuration meets the fidelity bound, the bound is dropped and the table says so);
+2. eligible configurations are ranked, on each model, by the mean over maps of ``mass_dilated``,
+   ``auroc`` and ``max_on_target`` (higher is better) and of ``components`` (lower is better); the
+   configuration with the smallest mean rank over models and these four scores wins; ties go to the
+   lower time.
+
+Usage::
+
+    python benchmarks/tune_smocam.py --models vgg_independent benchmarks/runs/v3/alexnet3d_independent.pt \\
+        --references model --configs current smooth1 smooth1_fid ...
+    python benchmarks/tune_smocam.py --references none --configs shift minimum minimum+shift ...
+
+Writes ``<out-dir>/tune_<tag>.csv`` (a row per configuration x model x map) and
+``<out-dir>/tune_<tag>.md`` (means per configuration and model, ranks, the winner) after every model.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from captum_smocam import SMOCAM, metrics
+from captum_smocam.benchmarking import (POSTER_TARGETS, load_subject, split_indices, structure_mask, voxel_spacing,
+                                        write_csv)
+from captum_smocam.benchmarking.io import write_text
+from captum_smocam.benchmarking.tuning import CONFIGS, load_any_model, rank_table
+from captum_smocam.models import set_reference_inputs
+from captum_smocam.spatial import upsample
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", required=True, help="shipped names or checkpoint paths")
+    p.add_argument("--configs", nargs="+", required=True, help=f"names from {sorted(CONFIGS)}")
+    p.add_argument("--references", choices=("model", "none", "scans"), default="model")
+    p.add_argument("--n-subjects", type=int, default=5, help="validation subjects scored per model")
+    p.add_argument("--targets", nargs="+", default=list(POSTER_TARGETS))
+    p.add_argument("--margin-mm", type=float, default=6.0)
+    p.add_argument("--max-cost", type=float, default=1.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "tune"))
+    p.add_argument("--tag", required=True)
+    return p.parse_args(argv)
+
+
+def score_map(mask_up: np.ndarray, struct: np.ndarray, brain: np.ndarray, margin_mm: float, spacing) -> dict:
+    peak = float(mask_up.max())
+    if peak > 0:
+        labelled, n_comp = ndimage.label(mask_up >= 0.5 * peak, structure=np.ones((3, 3, 3)))
+    else:
+        n_comp = 0
+    inside = brain | struct
+    return {
+        "mass_dilated": metrics.mass_inside_dilated(mask_up, struct, margin_mm, spacing),
+        "auroc": metrics.auroc(np.where(inside, mask_up, 0.0)[inside], struct[inside]),
+        "max_on_target": float(metrics.pointing_game(mask_up, struct, margin_mm=margin_mm, spacing=spacing)),
+        "components": float(n_comp),
+        "peak": peak,
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configs {unknown}; known: {sorted(CONFIGS)}")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    t_start = time.time()
+    for spec in args.models:
+        model, meta = load_any_model(spec)
+        name = Path(spec).stem if spec.endswith(".pt") else spec
+        if float(meta.get("lr_correlation", 0.0)) != 0.0:
+            print(f"note: {name} has lr_correlation {meta.get('lr_correlation')}: the truth is not clean there")
+        layer = model.get_submodule(meta["default_layer"])
+        std = torch.as_tensor(meta["output_std"], dtype=torch.float32)
+        targets = [meta["output_names"].index(t) for t in args.targets]
+        val = split_indices(meta, "val")
+        subjects = val[: args.n_subjects]
+        baselines = None
+        own_refs = getattr(model, "reference_inputs", None)
+        if args.references == "none":
+            set_reference_inputs(model, None)
+        elif args.references == "scans":
+            scans = val[-8:]
+            if set(scans) & set(subjects):
+                raise SystemExit("not enough validation subjects for 8 reference scans apart from the scored ones")
+            baselines = torch.cat([load_subject(i, meta)[0] for i in scans])
+        loaded = [load_subject(i, meta) for i in subjects]
+        for cname in args.configs:
+            cfg = dict(CONFIGS[cname])
+            smocam = SMOCAM(model, layer)
+            # warm-up (tracing, kernel plans) outside the timing
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                smocam.attribute(loaded[0][0], target=targets[0], output_std=std, baselines=baselines, n_steps=2,
+                                 **{k: v for k, v in cfg.items() if k != "n_steps"})
+            for idx, (x, subject) in zip(subjects, loaded):
+                xs = x.expand(len(targets), *x.shape[1:])
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    mask = smocam.attribute(xs, target=targets, output_std=std, baselines=baselines, **cfg)
+                seconds = (time.perf_counter() - t0) / len(targets)
+                up = upsample(mask, x.shape[2:], "linear").numpy()[:, 0]
+                brain = np.asarray(subject.labels) > 0
+                spacing = voxel_spacing(subject)
+                for j, tname in enumerate(args.targets):
+                    struct = structure_mask(subject, tname)
+                    sc = score_map(up[j], struct, brain, args.margin_mm, spacing)
+                    rows.append({"config": cname, "model": name, "references": args.references, "subject": idx,
+                                 "target": tname, **sc, "fidelity": float(smocam.fidelity[j]),
+                                 "seconds_per_map": seconds, "reference_source": smocam.reference_source})
+            df = pd.DataFrame(rows)
+            last = df[(df.config == cname) & (df.model == name)]
+            print(f"[{time.time() - t_start:6.0f} s] {name:24s} {cname:18s} mass {last.mass_dilated.mean():.3f} "
+                  f"auroc {last.auroc.mean():.3f} max_on {last.max_on_target.mean():.2f} "
+                  f"comp {last.components.median():.0f} fid {last.fidelity.mean():.3f} "
+                  f"s/map {last.seconds_per_map.mean():.2f}", flush=True)
+        if own_refs is not None:
+            set_reference_inputs(model, own_refs)
+        df = pd.DataFrame(rows)
+        write_csv(df, out_dir / f"tune_{args.tag}.csv")
+        text = rank_table(df, base="current" if "current" in args.configs else args.configs[0],
+                          max_cost=args.max_cost, fidelity_bound=0.1)
+        cmd = "python benchmarks/tune_smocam.py " + " ".join(
+            [f"--models {' '.join(args.models)}", f"--configs {' '.join(args.configs)}",
+             f"--references {args.references}", f"--n-subjects {args.n_subjects}", f"--threads {args.threads}",
+             f"--tag {args.tag}"])
+        write_text(f"# SMOCAM tuning ({args.tag})\n\nCommand: `{cmd}`\n\n" + text + "\n",
+                   out_dir / f"tune_{args.tag}.md")
+    print(f"done in {(time.time() - t_start) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The configurations and the selection rule of ``benchmarks/tune_smocam.py`` (issue 19).
+
+Each configuration is a set of :meth:`captum_smocam.SMOCAM.attribute` settings; ``current`` is the
+default before issue 19. The rule (:func:`rank_table`) is the one in the script's docstring, fixed
+before the run.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .io import markdown_table
+
+__all__ = ["CONFIGS", "SCORES", "load_any_model", "rank_table"]
+
+_INF = math.inf
+#: Named configurations (settings passed to ``SMOCAM.attribute``).
+CONFIGS: Dict[str, dict] = {
+    # the default of issue 12 (area 20, smoothness 0.01, no fidelity constraint)
+    "current": {"area_weight": 20.0, "smooth_weight": 0.01, "fidelity_tol": _INF},
+    "smooth0.3": {"area_weight": 20.0, "smooth_weight": 0.3, "fidelity_tol": _INF},
+    "smooth1": {"area_weight": 20.0, "smooth_weight": 1.0, "fidelity_tol": _INF},
+    "smooth3": {"area_weight": 20.0, "smooth_weight": 3.0, "fidelity_tol": _INF},
+    "smooth1_area40": {"area_weight": 40.0, "smooth_weight": 1.0, "fidelity_tol": _INF},
+    "fid": {"area_weight": 20.0, "smooth_weight": 0.01, "fidelity_tol": 0.05},
+    "smooth0.3_fid": {"area_weight": 20.0, "smooth_weight": 0.3, "fidelity_tol": 0.05},
+    "smooth1_fid": {"area_weight": 20.0, "smooth_weight": 1.0, "fidelity_tol": 0.05},
+    "smooth3_fid": {"area_weight": 20.0, "smooth_weight": 3.0, "fidelity_tol": 0.05},
+    "smooth1_area40_fid": {"area_weight": 40.0, "smooth_weight": 1.0, "fidelity_tol": 0.05},
+}
+for _base in list(CONFIGS):
+    CONFIGS[f"{_base}_effect"] = {**CONFIGS[_base], "distance_unit": "effect"}
+for _scheme in ("shift", "minimum", "minimum+shift", "blur", "zero"):
+    for _base in [c for c in CONFIGS if "/" not in c]:
+        CONFIGS[f"{_base}/{_scheme}"] = {**CONFIGS[_base], "fallback": _scheme}
+
+#: Scores of the rule, and whether higher is better.
+SCORES: Tuple[Tuple[str, bool], ...] = (("mass_dilated", True), ("auroc", True), ("max_on_target", True),
+                                        ("components", False))
+
+
+def load_any_model(spec: str):
+    """``(model, metadata)``: a shipped name, a package checkpoint, or an outside (MONAI) checkpoint."""
+    import torch
+
+    from .data import load_model
+
+    if spec.endswith(".pt"):
+        blob_meta = torch.load(spec, map_location="cpu", weights_only=False).get("metadata", {})
+        if "factory" in blob_meta and blob_meta.get("arch") == "monai_resnet":
+            from .outside import load_outside_checkpoint
+
+            return load_outside_checkpoint(spec)
+    return load_model(spec)
+
+
+def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_bound: float = 0.1) -> str:
+    """Means per configuration and model, eligibility, mean ranks and the winner, as Markdown.
+
+    Examples::
+
+        >>> df = pd.DataFrame({"config": ["a", "b"], "model": ["m", "m"], "mass_dilated": [0.1, 0.2],
+        ...                    "auroc": [0.9, 0.95], "max_on_target": [0.0, 1.0], "components": [5, 2],
+        ...                    "fidelity": [0.05, 0.05], "seconds_per_map": [1.0, 1.2]})
+        >>> "winner: **b**" in rank_table(df, base="a")
+        True
+    """
+    cols = [s for s, _ in SCORES] + ["fidelity", "seconds_per_map"]
+    means = df.groupby(["config", "model"], sort=False)[cols].mean()
+    medians = df.groupby(["config", "model"], sort=False)["components"].median().rename("components_median")
+    means = means.join(medians)
+    configs = list(dict.fromkeys(df["config"]))
+    models = list(dict.fromkeys(df["model"]))
+    cost = df.groupby("config")["seconds_per_map"].mean()
+    base_cost = cost.get(base, np.nan)
+    worst_fid = means["fidelity"].groupby(level="config").max()
+    cheap = {c: bool(cost[c] <= max_cost * base_cost) if np.isfinite(base_cost) else True for c in configs}
+    faithful = {c: bool(worst_fid[c] <= fidelity_bound) for c in configs}
+    use_fid = any(cheap[c] and faithful[c] for c in configs)
+    eligible = [c for c in configs if cheap[c] and (faithful[c] or not use_fid)]
+    ranks = {}
+    for m in models:
+        for s, higher in SCORES:
+            vals = pd.Series({c: means.loc[(c, m), s] for c in eligible if (c, m) in means.index})
+            ranks[(m, s)] = vals.rank(ascending=not higher, method="average")
+    mean_rank = pd.DataFrame(ranks).mean(axis=1) if ranks else pd.Series(dtype=float)
+    lines = ["## Means per configuration and model", "",
+             markdown_table(means.reset_index()), "",
+             f"## Rule: cost <= {max_cost} x `{base}` ({base_cost:.3g} s/map); mean fidelity <= {fidelity_bound} "
+             "sigma on every model" + ("" if use_fid else " (no configuration meets it: bound dropped)"), ""]
+    table = pd.DataFrame({"config": configs, "seconds_per_map": [cost[c] for c in configs],
+                          "worst_model_fidelity": [worst_fid[c] for c in configs],
+                          "eligible": [c in eligible for c in configs],
+                          "mean_rank": [mean_rank.get(c, np.nan) for c in configs]})
+    lines += [markdown_table(table.sort_values(["mean_rank", "seconds_per_map"])), ""]
+    if len(mean_rank):
+        order = sorted(mean_rank.index, key=lambda c: (mean_rank[c], cost[c]))
+        lines.append(f"winner: **{order[0]}**")
+    return "\n".join(lines)
