@@ -655,6 +655,7 @@ def _cache_lock(path: str):
     except ImportError:  # pragma: no cover - Windows: no lock
         yield
         return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # as atomic_write does for the cache
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

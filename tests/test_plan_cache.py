@@ -36,6 +36,15 @@ def test_a_file_that_is_not_a_plan_cache_is_never_touched(cache, content):
     assert cache.read_bytes() == content
 
 
+def test_a_cache_in_a_new_folder_is_written(tmp_path, monkeypatch):
+    path = tmp_path / "new" / "plans.json"
+    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, str(path))
+    _kernels._PLANS.clear()
+    plan_for(KEY, lambda: ONEDNN)
+    assert KEY in json.loads(path.read_text())
+    _kernels._PLANS.clear()
+
+
 def test_the_cache_is_marked_and_read_back(cache):
     plan_for(KEY, lambda: ONEDNN)
     data = json.loads(cache.read_text())
