@@ -24,12 +24,11 @@ and an entry is dropped when its model is garbage-collected. What a cached
 split cannot see is a change to code the forward runs (e.g. a monkey-patched
 function it calls); :func:`clear_cache` (or ``REUSE_SPLITS = False``) forgets
 everything; the environment variable ``SMOCAM_REUSE_SPLITS=0`` turns reuse off
-for a process (as ``REUSE_SPLITS = False``).
+(read at every call, as ``REUSE_SPLITS = False``).
 """
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, Optional, Set, Tuple, Union
@@ -39,12 +38,22 @@ import torch.fx as fx
 from torch import Tensor
 from torch.nn import Module
 
+from . import _settings
+from ._model_state import state_fingerprint
+
 logger = logging.getLogger(__name__)
 
-#: Environment variable that turns reuse across calls off (``0``, ``off``, ``false``, ``no``), read at import.
-REUSE_ENV = "SMOCAM_REUSE_SPLITS"
-#: Reuse traced and split models across calls (False: trace at every call, as before the cache).
-REUSE_SPLITS = os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+#: Environment variable that turns reuse across calls off (``0``, ``off``, ``false``, ``no``), read at every
+#: call (:mod:`captum_smocam._settings`).
+REUSE_ENV = _settings.REUSE_SPLITS
+#: Reuse traced and split models across calls: True or False sets it for this process (False: trace at every
+#: call, as before the cache); None (default) follows ``SMOCAM_REUSE_SPLITS``.
+REUSE_SPLITS: Optional[bool] = None
+
+
+def reuse_splits() -> bool:
+    """Whether splits and model copies are reused across calls: :data:`REUSE_SPLITS`, else the environment."""
+    return _settings.reuse_splits() if REUSE_SPLITS is None else bool(REUSE_SPLITS)
 #: Most (model, layer) splits kept per process (least recently used dropped first).
 CACHE_SIZE = 8
 
@@ -231,8 +240,9 @@ def module_fingerprint(module: Module) -> Tuple:
     For every submodule: its name, identity, type, train/eval mode, plain
     attributes (numbers, strings, tuples of them; any other attribute by
     identity) and an instance-level ``forward`` override; for every parameter
-    and buffer: its storage and version counter (bumped by every in-place
-    change, ``load_state_dict`` included).
+    and buffer: its storage, version counter (bumped by every in-place
+    change, ``load_state_dict`` included) and a digest of its values (which
+    also sees edits through ``.data``; :func:`~captum_smocam._model_state.state_fingerprint`).
 
     Examples::
 
@@ -251,8 +261,7 @@ def module_fingerprint(module: Module) -> Tuple:
         attrs = tuple(sorted((k, _plain_value(v)) for k, v in vars(m).items()
                              if not k.startswith("_") and k != "training"))
         parts.append((name, id(m), type(m), m.training, attrs))
-    tensors = tuple((id(t), t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
-    return tuple(parts), tensors
+    return tuple(parts), state_fingerprint(module)
 
 
 def call_signature(inputs, additional_args) -> Optional[Tuple]:
@@ -299,7 +308,7 @@ _STATS = {"hits": 0, "misses": 0}
 
 def _cached(model: Module, key: Tuple, build: Callable[[], Any]) -> Any:
     """``build()`` once per ``key`` (whose first item is ``id(model)``) while ``model`` lives."""
-    if not REUSE_SPLITS:
+    if not reuse_splits():
         return build()
     entry = _SPLITS.get(key)
     if entry is not None and entry.model_ref() is model:
@@ -391,7 +400,7 @@ def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_i
         return None
     runner = _FastRunner(split, inputs, additional_args, to_input)
     signature = call_signature(inputs, additional_args)
-    verdict = split.checked.get(signature) if (signature is not None and REUSE_SPLITS) else None
+    verdict = split.checked.get(signature) if (signature is not None and reuse_splits()) else None
     if verdict is None:
         verdict = _check(runner, inputs[0].shape[0], inputs[0].device)
         if signature is not None:

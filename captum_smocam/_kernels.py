@@ -44,13 +44,17 @@ import json
 import logging
 import os
 import platform
+import re
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
+
+from . import _settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +84,11 @@ __all__ = [
 #: ``fastest``: the fastest invariant candidate, timed on this machine (see :func:`choose_plan`); ``0``,
 #: ``off``, ``false``, ``no``: no plans, every call uses :data:`STOCK` (PyTorch's own kernels with
 #: ``min_rows = 4``, SMOCAM before plans).
-TUNING_ENV = "SMOCAM_KERNEL_TUNING"
+TUNING_ENV = _settings.KERNEL_TUNING
 #: Environment variable naming an on-disk plan cache (a JSON file). Unset (the default) or ``off``: plans
 #: are cached per process only, so SMOCAM writes nothing outside the folders a user names; a cohort can set
 #: it to share the choices (and skip the checks) between processes.
-PLAN_CACHE_ENV = "SMOCAM_PLAN_CACHE"
+PLAN_CACHE_ENV = _settings.PLAN_CACHE
 
 _tuning: Optional[str] = None  # None: read TUNING_ENV
 #: The modes of plan choice (:func:`kernel_tuning_mode`).
@@ -357,10 +361,7 @@ def kernel_tuning_mode() -> str:
     """``"first"`` (default), ``"fastest"`` or ``"off"``: :func:`set_kernel_tuning`, else ``SMOCAM_KERNEL_TUNING``."""
     if _tuning is not None:
         return _tuning
-    value = os.environ.get(TUNING_ENV, "1").strip().lower()
-    if value in ("0", "off", "false", "no"):
-        return "off"
-    return "fastest" if value == "fastest" else "first"
+    return _settings.kernel_tuning()
 
 
 def kernel_tuning_enabled() -> bool:
@@ -575,45 +576,146 @@ def plan_key(model: Any, layer_name: str, input_shapes: Sequence[Sequence[int]],
 
 
 def _disk_path() -> Optional[str]:
-    value = os.environ.get(PLAN_CACHE_ENV, "").strip()
-    if not value or value.lower() in ("off", "0", "none", "false", "no"):
-        return None
-    return value
+    return _settings.plan_cache_path()
+
+
+#: The entry that marks a file as a kernel plan cache (written into every cache file).
+CACHE_MARKER = "__smocam_kernel_plans__"
+#: The format of the cache files this version writes and reads.
+CACHE_FORMAT = 1
+_KEY = re.compile(r"^[0-9a-f]{40}\|[a-z]+$")
+#: Paths already warned about in this process (one warning each).
+_WARNED: set = set()
+
+
+def _warn_once(path: str, message: str) -> None:
+    if (path, message) not in _WARNED:
+        _WARNED.add((path, message))
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _load_cache(path: str) -> Tuple[Optional[Dict[str, Any]], str]:
+    """``(entries, "")`` of the plan cache at ``path`` (``{}`` when absent or empty), or ``(None, why)`` when
+    the file is not a plan cache (then it must not be touched)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}, ""
+    except IsADirectoryError:
+        return None, "it is a folder"
+    if not raw.strip():
+        return {}, ""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, "it is not JSON"
+    if not isinstance(data, dict):
+        return None, "it is not a JSON object"
+    marker = data.pop(CACHE_MARKER, None)
+    if marker is not None and marker != CACHE_FORMAT:
+        return None, f"its format {marker!r} is not {CACHE_FORMAT}"
+    if marker is None and not all(isinstance(k, str) and _KEY.match(k) and isinstance(v, dict)
+                                  for k, v in data.items()):
+        return None, "its entries are not kernel plans"
+    return data, ""
+
+
+def _entry_problem(data: Any) -> Optional[str]:
+    """Why a cache entry is not a valid plan (None if it is)."""
+    if not isinstance(data, dict):
+        return f"the entry is a {type(data).__name__}, not an object"
+    checks = [
+        ("name", lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+        ("conv", lambda v: v in ("stock", "onednn"), "'stock' or 'onednn'"),
+        ("linear", lambda v: v in ("stock", "rowwise"), "'stock' or 'rowwise'"),
+        ("channels_last", lambda v: isinstance(v, bool), "true or false"),
+        ("min_rows", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024,
+         "an integer in [1, 1024]"),
+        ("verified", lambda v: v is None or isinstance(v, bool), "true, false or null"),
+        ("seconds", lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) and isinstance(t, list)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in t) for k, t in v.items()),
+         "an object of lists of numbers"),
+        ("reason", lambda v: isinstance(v, str), "a string"),
+    ]
+    if "name" not in data:
+        return "it has no name"
+    for field, ok, what in checks:
+        if field in data and not ok(data[field]):
+            return f"{field} must be {what}, got {data[field]!r}"
+    return None
+
+
+@contextlib.contextmanager
+def _cache_lock(path: str):
+    """An exclusive ``flock`` on ``<path>.lock`` (beside the cache) while the block runs."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # as atomic_write does for the cache
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _read_disk() -> Dict[str, dict]:
+    """The entries of the on-disk plan cache; ``{}`` when there is none or the file is not a plan cache."""
     path = _disk_path()
-    if path is None or not os.path.isfile(path):
+    if path is None:
         return {}
     try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        entries, why = _load_cache(path)
+    except OSError:
         return {}
+    if entries is None:
+        _warn_once(path, f"{_settings.PLAN_CACHE}={path!r} names a file that is not a kernel plan cache ({why}): "
+                         "it is left untouched and kernel plans are kept per process only")
+        return {}
+    return entries
 
 
 def _write_disk(key: str, plan: KernelPlan) -> None:
+    """Add ``plan`` to the on-disk cache: merged under the cache's lock, written atomically, never over a file
+    that is not a plan cache."""
     path = _disk_path()
     if path is None:
         return
     try:
         from ._io import atomic_write
 
-        data = _read_disk()
-        data[key] = plan.to_json()
-        with atomic_write(path) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
+        with _cache_lock(path):
+            entries, why = _load_cache(path)
+            if entries is None:
+                _warn_once(path, f"{_settings.PLAN_CACHE}={path!r} names a file that is not a kernel plan cache "
+                                 f"({why}): it is left untouched and kernel plans are kept per process only")
+                return
+            entries[key] = plan.to_json()
+            with atomic_write(path) as tmp:
+                with open(tmp, "w") as f:
+                    json.dump({CACHE_MARKER: CACHE_FORMAT, **entries}, f, indent=1, sort_keys=True)
     except OSError as exc:  # a read-only home: plans are then kept per process only
         logger.info("SMOCAM: cannot write the kernel plan cache %s (%s)", path, exc)
 
 
 def clear_plan_cache(disk: bool = False) -> None:
-    """Forget the plans chosen in this process (and, with ``disk=True``, remove the on-disk cache file)."""
+    """Forget the plans chosen in this process (and, with ``disk=True``, remove the on-disk cache file, if it is
+    one: a file that is not a plan cache is left untouched)."""
     _PLANS.clear()
     path = _disk_path()
-    if disk and path is not None and os.path.isfile(path):
+    if not disk or path is None or not os.path.isfile(path):
+        return
+    with _cache_lock(path):
+        entries, why = _load_cache(path)
+        if entries is None:
+            _warn_once(path, f"{_settings.PLAN_CACHE}={path!r} names a file that is not a kernel plan cache "
+                             f"({why}): it is left untouched")
+            return
         os.remove(path)
 
 
@@ -626,13 +728,14 @@ def plan_for(key: str, choose: Callable[[], KernelPlan]) -> Tuple[KernelPlan, st
     if key in _PLANS:
         return _PLANS[key], "process"
     stored = _read_disk().get(key)
-    if isinstance(stored, dict):
-        try:
+    if stored is not None:
+        problem = _entry_problem(stored)
+        if problem is None:
             plan = KernelPlan.from_json(stored)
             _PLANS[key] = plan
             return plan, "disk"
-        except TypeError:
-            pass
+        _warn_once(str(_disk_path()), f"ignoring an invalid entry of the kernel plan cache {_disk_path()!r} "
+                                      f"({problem}); the plan is chosen again")
     start = time.perf_counter()
     plan = choose()
     logger.info("SMOCAM: kernel plan %s chosen in %.2f s", plan.describe(), time.perf_counter() - start)

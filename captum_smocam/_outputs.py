@@ -81,8 +81,11 @@ def prepare_out(out: Union[str, os.PathLike]) -> Path:
     folder fails at once with a message that names the output folder.
 
     Raises:
+        ValueError: ``out`` is empty (``""`` would mean the current folder, never what a user meant).
         OSError: ``out`` cannot be created or is not a writable folder.
     """
+    if not os.fspath(out).strip():
+        raise ValueError(f"the output folder is empty ({os.fspath(out)!r}); name a folder (e.g. --out results)")
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

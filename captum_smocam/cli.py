@@ -22,6 +22,7 @@ import sys
 import warnings
 
 from . import __version__, commands
+from ._cli_checks import check_args
 from .commands import CLIError
 
 __all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_args(args)  # numbers in range, no empty path: one line, before anything runs
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return int(args.func(args) or 0)

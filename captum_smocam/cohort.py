@@ -339,6 +339,19 @@ def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_
     return written
 
 
+#: The cohort files rank 0 may write into ``--out`` (:func:`_merge_cohort`).
+COHORT_FILES = ("cohort_predictions.csv", "cohort_regions.csv", "cohort_summary.png")
+
+
+def _retire_stale_cohort_files(out: Path, written: Dict[str, Path]) -> None:
+    """Remove the cohort files of an earlier run that this run did not write (e.g. ``cohort_regions.csv`` of a
+    run with ``--labels``, or ``cohort_predictions.csv`` when every scan failed): nothing stale looks current."""
+    kept = {p.name for p in written.values()}
+    for name in COHORT_FILES:
+        if name not in kept:
+            child_path(out, name).unlink(missing_ok=True)
+
+
 def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n_scans: int) -> Path:
     from matplotlib.figure import Figure
 
@@ -605,6 +618,7 @@ def _finish_cohort(out: Path, job: str, world_size: int, settings: dict, lut: Op
             records.extend(json.load(fh))
     records.sort(key=lambda rec: rec["index"])
     files = _merge_cohort(out, records, target_names, with_labels, show_progress)
+    _retire_stale_cohort_files(out, files)
     counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
     write_json({
         "created": datetime.datetime.now().isoformat(timespec="seconds"),

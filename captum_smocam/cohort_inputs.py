@@ -38,7 +38,7 @@ def find_scans(images: Union[str, Sequence[str]]) -> List[Path]:
         list of pathlib.Path: sorted by their string form, duplicates removed.
 
     Raises:
-        ValueError: no item given, or a glob matches nothing.
+        ValueError: no item given, an empty item, or a glob matches nothing.
 
     Examples::
 
@@ -54,6 +54,10 @@ def find_scans(images: Union[str, Sequence[str]]) -> List[Path]:
     items = [os.fspath(i) for i in images]
     if not items:
         raise ValueError("no images given; expected a glob such as 'data/sub-*_T1w.nii.gz', a list file or paths")
+    empty = [i for i in items if not i.strip()]
+    if empty:
+        raise ValueError(f"an image path is empty ({empty[0]!r}); expected a glob such as 'data/sub-*_T1w.nii.gz', "
+                         "a list file or paths")
     found = set()
     for item in items:
         if glob.has_magic(item):

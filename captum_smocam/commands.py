@@ -130,6 +130,26 @@ def _smocam_kwargs(args) -> Dict:
     return smocam_settings(args.objective, n_steps=args.n_steps)[0]
 
 
+def run_settings(args, model, layer_name: str, methods: Sequence[str]) -> Dict:
+    """What a run's maps depend on beyond the scan: recorded in the manifest; a rerun with other settings
+    replaces the output set as a whole (see :func:`staged_output`)."""
+    from .pipeline import smocam_settings
+
+    refs = getattr(model, "reference_inputs", None)
+    labels = getattr(args, "labels", None)
+    lut = getattr(args, "lut", None)
+    return {
+        "methods": list(methods),
+        "model": str(args.model),
+        "layer": layer_name,
+        **({"smocam": smocam_settings(args.objective, n_steps=args.n_steps)[1]} if "smocam" in methods else {}),
+        "references": (f"the model's reference_inputs ({int(refs.shape[0])} scans)"
+                       if isinstance(refs, torch.Tensor) else "shifted copies of the scan"),
+        "labels": os.path.abspath(labels) if labels else None,
+        "lut": os.path.abspath(lut) if lut else None,
+    }
+
+
 def output_set(out_dir, manifest: str, source: str, overwrite: bool = False) -> OutputSet:
     """The output set ``manifest`` in ``out_dir``, after checking that ``out_dir`` is usable and that
     the set does not hold another input's outputs (unless ``overwrite``); see :func:`staged_output`."""
@@ -146,8 +166,12 @@ def staged_output(oset: OutputSet, source: str, overwrite: bool = False, **recor
     With the set's lock held: a publication a killed run left half done is
     finished or undone and stale staging folders are removed; then the block
     writes into a new staging folder, whose files are committed as the set
-    (:meth:`OutputSet.commit`, ``merge=True``: other files of the same
-    ``source`` stay). An exception leaves the folder as it was.
+    (:meth:`OutputSet.commit`): other files of the same ``source`` stay only
+    when the old set was made with the same ``settings`` (a ``record`` entry:
+    method, model, layer, objective and its settings, references, labels);
+    otherwise the old set is replaced as a whole, so no file of a run with
+    other settings is left looking current. An exception leaves the folder as
+    it was.
 
     Args:
         oset (OutputSet): from :func:`output_set`.
@@ -170,9 +194,10 @@ def staged_output(oset: OutputSet, source: str, overwrite: bool = False, **recor
         stage = oset.new_stage()
         try:
             yield stage
+            old = oset.read_manifest() or {}
             oset.commit(stage, {"source": source, **record,
                                 "written": datetime.datetime.now().isoformat(timespec="seconds")},
-                        merge=True, overwrite=overwrite)
+                        merge=old.get("settings") == record.get("settings"), overwrite=overwrite)
         finally:
             oset.discard(stage)
 
@@ -274,7 +299,8 @@ def _run_explain(args) -> int:
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
                    show_progress=not args.no_progress)
     seconds = time.perf_counter() - t0
-    with staged_output(oset, source, args.force, command="explain", model=str(args.model)) as stage:
+    with staged_output(oset, source, args.force, command="explain", model=str(args.model),
+                       settings=run_settings(args, model, layer_name, [args.method])) as stage:
         write_csv(preds, child_path(stage, f"{stem}_predictions.csv"))
         rows = []
         for k, t in enumerate(targets):
@@ -376,7 +402,8 @@ def _run_compare(args) -> int:
     preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
     source = os.path.abspath(args.image)
     oset = output_set(args.out, "compare_outputs.json", source, args.force)
-    with staged_output(oset, source, args.force, command="compare", model=str(args.model)) as stage:
+    with staged_output(oset, source, args.force, command="compare", model=str(args.model),
+                       settings=run_settings(args, model, layer_name, methods)) as stage:
         write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
                            smocam_kwargs=kwargs, show_progress=not args.no_progress)
@@ -413,7 +440,7 @@ def _run_demo(args) -> int:
     occlusion = {"occlusion_window": 12, "occlusion_stride": 12} if args.quick else {}
     oset = output_set(args.out, "demo_outputs.json", "smocam demo", args.force)
     with staged_output(oset, "smocam demo", args.force, command="demo", model=str(args.model),
-                       subject=index) as stage:
+                       subject=index, settings=run_settings(args, model, layer_name, COMPARE_METHODS)) as stage:
         t1_path, lab_path = write_subject(subject, stage)
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)

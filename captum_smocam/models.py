@@ -560,11 +560,10 @@ def _to_plain(value):
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside ``nn.DataParallel`` / ``DistributedDataParallel`` wrappers (``.module``)."""
-    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
-    while isinstance(model, parallel):
-        model = model.module
-    return model
+    """The module inside ``nn.DataParallel`` / ``DistributedDataParallel`` / ``torch.compile`` wrappers."""
+    from ._model_state import unwrap_model
+
+    return unwrap_model(model)
 
 
 def set_reference_inputs(model: nn.Module, inputs: Optional[torch.Tensor]) -> nn.Module:
@@ -573,8 +572,8 @@ def set_reference_inputs(model: nn.Module, inputs: Optional[torch.Tensor]) -> nn
     The inputs (a few normalised training scans of the model's population,
     ``K x in_channels x X x Y x Z``) are kept as the non-persistent buffer
     ``model.reference_inputs``: they move with ``model.to(...)``, are not part
-    of ``state_dict()``, and :func:`save_checkpoint` stores them (as float16)
-    beside the weights. ``None`` removes them.
+    of ``state_dict()``, and :func:`save_checkpoint` stores them beside the
+    weights (as float16 when that keeps every value exactly, else float32). ``None`` removes them.
 
     Args:
         model (torch.nn.Module): the model (``in_channels`` is checked when it has one).
@@ -616,7 +615,8 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     """Write a model and its metadata to a file that :func:`load_checkpoint` reads.
 
     The file holds ``{"state_dict": ..., "metadata": ...}`` made of tensors and
-    plain values only, and ``"reference_inputs"`` (float16) when the model has
+    plain values only, and ``"reference_inputs"`` (float16 when every value
+    survives float16 exactly, else float32: they load back as they were) when the model has
     reference inputs (:func:`set_reference_inputs`); ``metadata`` then records
     their number as ``n_reference_inputs``. ``metadata`` is completed with ``format_version``,
     ``arch``, ``arch_kwargs``, ``output_mean``, ``output_std`` and
@@ -672,7 +672,7 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     blob = {"state_dict": state, "metadata": meta}
     reference = getattr(model, "reference_inputs", None)
     if isinstance(reference, torch.Tensor):
-        blob["reference_inputs"] = reference.detach().cpu().to(torch.float16)
+        blob["reference_inputs"] = _stored_references(reference, meta)
         meta["n_reference_inputs"] = int(reference.shape[0])
     else:
         meta.pop("n_reference_inputs", None)
@@ -680,6 +680,21 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
         torch.save(blob, tmp)
     return meta
 
+
+
+def _stored_references(reference: torch.Tensor, meta: dict) -> torch.Tensor:
+    """The reference inputs as stored in a checkpoint: float16 when every value survives the round trip
+    exactly, else float32 (so they always load back as they were); checked as :func:`load_checkpoint` does."""
+    ref = reference.detach().cpu().float()
+    if not bool(torch.isfinite(ref).all()):
+        raise ValueError(f"the model's reference_inputs contain {int((~torch.isfinite(ref)).sum())} NaN or Inf "
+                         "value(s); set them again with set_reference_inputs")
+    shape = meta.get("input_shape")
+    if shape is not None and list(ref.shape[2:]) != list(shape):
+        raise ValueError(f"the model's reference_inputs have spatial shape {tuple(ref.shape[2:])}, but "
+                         f"metadata['input_shape'] is {tuple(shape)}")
+    half = ref.to(torch.float16)
+    return half if torch.equal(half.float(), ref) else ref
 
 
 def _first_line(err: BaseException) -> str:

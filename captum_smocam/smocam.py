@@ -52,6 +52,7 @@ from ._captum_compat import (
     _format_additional_forward_args,
     log_usage,
 )
+from ._model_state import state_fingerprint, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -705,28 +706,23 @@ def fallback_references(x: Tensor, shift: Sequence[int], scheme: str = DEFAULT_F
 
 
 def _state_key(module: Optional[Module]) -> Tuple:
-    """Changes whenever a parameter or buffer of ``module`` is replaced or modified in place."""
-    if module is None:
-        return ()
-    return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+    """Changes whenever a parameter or buffer of ``module`` is replaced or modified (``.data`` edits included)."""
+    return state_fingerprint(module)
 
 
 def _unwrap_compiled(forward_func: Any) -> Any:
-    """The original module of a ``torch.compile``\\ d one (hooks on a compiled graph have no effect)."""
-    orig = getattr(forward_func, "_orig_mod", None)
-    if isinstance(forward_func, Module) and isinstance(orig, Module):
-        logger.info("SMOCAM: the model is torch.compile'd; using its original module (%s)", type(orig).__name__)
-        return orig
-    return forward_func
+    """The module inside ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrappers (hooks on a
+    compiled graph have no effect; the wrapped module holds ``reference_inputs``): :func:`unwrap_model`."""
+    inner = unwrap_model(forward_func)
+    if inner is not forward_func:
+        logger.info("SMOCAM: the model is wrapped (%s); using the module inside (%s)", type(forward_func).__name__,
+                    type(inner).__name__)
+    return inner
 
 
 def _training_module(model: Optional[Module]) -> Optional[Module]:
-    """The module whose train/eval mode matters (the one inside DataParallel / DistributedDataParallel)."""
-    while isinstance(model, Module) and isinstance(getattr(model, "module", None), Module) and type(model).__name__ in (
-        "DataParallel", "DistributedDataParallel"
-    ):
-        model = model.module
-    return model
+    """The module whose train/eval mode matters (the one inside any wrapper)."""
+    return unwrap_model(model)
 
 
 #: Copies of models in another dtype, per process (``dtype=``, the poster's float64): the latest few,
@@ -751,14 +747,14 @@ def _model_in_dtype(model: Module, layer: Module, dtype: torch.dtype) -> Tuple[M
     (:func:`~captum_smocam._fastpath.module_fingerprint`), so its traced
     split is reused too.
     """
-    from ._fastpath import REUSE_SPLITS, module_fingerprint
+    from ._fastpath import module_fingerprint, reuse_splits
 
     name = next((n for n, m in model.named_modules() if m is layer), None)
     if name is None:
         logger.info("SMOCAM: the layer is not a submodule of the model; the optimisation stays in the model's dtype")
         return model, layer
     key = (id(model), name, dtype, module_fingerprint(model))
-    hit = _DTYPE_COPIES.get(key) if REUSE_SPLITS else None
+    hit = _DTYPE_COPIES.get(key) if reuse_splits() else None
     if hit is not None and hit[0]() is model:
         _DTYPE_COPIES.move_to_end(key)
         copy = hit[1]
@@ -809,13 +805,19 @@ def _format_inputs(inputs: Any) -> Tuple[Tensor, ...]:
     raise TypeError(f"inputs must be a torch.Tensor or a tuple of Tensors, got {got}")
 
 
-def _format_baselines(baselines: Any, inputs: Tuple[Tensor, ...]) -> Optional[Tuple[Tensor, ...]]:
-    """``None``, or one ``K x <input shape without batch>`` tensor per input (same ``K``)."""
+def _format_baselines(baselines: Any, inputs: Tuple[Tensor, ...], what: str = "baselines"
+                      ) -> Optional[Tuple[Tensor, ...]]:
+    """``None``, or one ``K x <input shape without batch>`` tensor per input (same ``K``).
+
+    ``what`` names the references in errors (``"the model's reference_inputs"``
+    when they come from the model, not from the caller).
+    """
     if baselines is None:
         return None
     items = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(items) != len(inputs):
-        raise ValueError(f"baselines must give one entry per input: got {len(items)} for {len(inputs)} input(s)")
+        raise ValueError(f"{what} must give one entry per input: got {len(items)} for {len(inputs)} input(s)")
+    model_refs = what != "baselines"
     out = []
     for i, (b, x) in enumerate(zip(items, inputs)):
         if isinstance(b, numbers.Real) and not isinstance(b, bool):
@@ -825,16 +827,66 @@ def _format_baselines(baselines: Any, inputs: Tuple[Tensor, ...]) -> Optional[Tu
         if tuple(b.shape) == tuple(x.shape[1:]):
             b = b.unsqueeze(0)
         if b.dim() != x.dim() or tuple(b.shape[1:]) != tuple(x.shape[1:]) or b.shape[0] < 1:
+            if model_refs:
+                raise ValueError(
+                    f"{what} have shape {tuple(b.shape)} but input {i} has shape {tuple(x.shape)}: the model "
+                    f"expects inputs of size {tuple(b.shape[1:])} per example, got {tuple(x.shape[1:])} "
+                    "(resample the input onto the model's grid, or pass baselines of the input's size)"
+                )
             raise ValueError(
                 f"baselines for input {i} have shape {tuple(b.shape)}; expected K x {tuple(x.shape[1:])} "
                 "(K reference inputs, shared by every example)"
             )
+        if b.device.type == "meta":
+            raise ValueError(f"{what} for input {i} are on the meta device (shapes only, no values); "
+                             f"give them on {x.device}")
         if not b.is_floating_point() or not torch.isfinite(b).all():
+            if model_refs:
+                raise ValueError(f"{what} are not finite floating-point values (dtype {b.dtype}, "
+                                 f"{int((~torch.isfinite(b)).sum()) if b.is_floating_point() else 0} NaN or Inf): "
+                                 "set them again with models.set_reference_inputs, or pass baselines")
             raise ValueError(f"baselines for input {i} must be finite floating-point values")
         out.append(b.detach().to(device=x.device, dtype=x.dtype))
     if len({b.shape[0] for b in out}) != 1:
         raise ValueError(f"every input needs the same number of baselines, got {[b.shape[0] for b in out]}")
     return tuple(out)
+
+
+#: Dtypes in which SMOCAM's optimisation cannot run (the objective's small terms underflow: zero or NaN masks).
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _check_work_dtype(work_dtype: torch.dtype, given: bool) -> None:
+    """Refuse to optimise in float16 / bfloat16 (a one-line error naming the dtype and what to use)."""
+    if work_dtype in HALF_DTYPES:
+        where = f"dtype={work_dtype}" if given else f"a model and input in {work_dtype}"
+        raise ValueError(f"SMOCAM cannot optimise a mask in {work_dtype} ({where}): the objective underflows to "
+                         f"zero or NaN masks; use dtype=torch.float32 (or float64), and autocast={work_dtype} to "
+                         "run the network in half precision")
+
+
+def _check_finite_mask(mask: Tensor) -> None:
+    """Never return a mask with NaN or Inf values."""
+    if not bool(torch.isfinite(mask).all()):
+        bad = int((~torch.isfinite(mask)).sum())
+        raise ValueError(f"the optimised mask has {bad} NaN or Inf value(s) of {mask.numel()}: the model's "
+                         "gradients are not finite here (check the model, the input, dtype and autocast)")
+
+
+def _warn_if_references_match(feature: Tensor, ref_features: Tensor, given: bool) -> None:
+    """Warn when every reference gives an example's own layer features: no mask can show anything then."""
+    ref = ref_features.to(feature.dtype)
+    if ref.shape[0] == 1:
+        ref = ref.expand(feature.shape[0], *ref.shape[1:])
+    diff = (ref - feature.unsqueeze(1)).abs().flatten(2).amax(dim=2)  # rows x K
+    scale = feature.abs().flatten(1).amax(dim=1, keepdim=True)
+    same = (diff <= 1e-6 * (1.0 + scale)).all(dim=1)
+    if bool(same.any()):
+        rows = [int(r) for r in torch.nonzero(same).flatten()]
+        what = "the baselines (the references)" if given else "the references (shifted copies of the input)"
+        warnings.warn(f"{what} give the same layer features as the input for example(s) {rows}: the mask "
+                      "cannot show anything (every mask keeps the output); pass baselines that differ from the scan",
+                      UserWarning, stacklevel=4)
 
 
 # --------------------------------------------------------------------------- #
@@ -1197,6 +1249,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         if isinstance(output_std, numbers.Real) and not (math.isfinite(output_std) and output_std > 0):
             raise ValueError(f"output_std must be finite and > 0, got {output_std!r}")
 
+        from ._settings import check_environment
+
+        check_environment()  # SMOCAM_* switches: an unknown word is an error, not "on"
         forward_func = _unwrap_compiled(self.forward_func)
         model = forward_func if isinstance(forward_func, Module) else None
         inputs = _format_inputs(inputs)
@@ -1213,6 +1268,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                     f"input {i} has dtype {x.dtype} but the model's parameters are {model_dtype}; "
                     f"convert the input with x.to({model_dtype})"
                 )
+            if x.device.type == "meta":
+                raise ValueError(f"input {i} is on the meta device (shapes only, no values); "
+                                 "move it to cpu or cuda")
             if not torch.isfinite(x).all():
                 n_bad = int((~torch.isfinite(x)).sum())
                 raise ValueError(f"input {i} contains {n_bad} NaN or Inf value(s)")
@@ -1226,6 +1284,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                               "nothing about the scan", UserWarning, stacklevel=3)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        _check_work_dtype(dtype if dtype is not None else OBJECTIVE_DTYPE[objective] or inputs[0].dtype,
+                          given=dtype is not None)
         from ._kernels import KernelPlan
 
         if not (isinstance(kernel_plan, KernelPlan) or kernel_plan in ("auto", "fastest", "stock", "off")):
@@ -1275,6 +1335,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 init, lr_decay, tol, int(patience), internal_batch_size, upsample_to_input, fast, kernel_plan,
                 autocast,
             )
+            _check_finite_mask(mask)
             return mask.to(out_dtype)
         finally:
             if saved_buffers:
@@ -1339,6 +1400,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         if obj.needs_reference:
             ref_features = self._reference_features(forward_func, layer, sub_inputs, sub_args, baselines, feature,
                                                     to_input, n_distinct, getattr(obj, "fallback", DEFAULT_FALLBACK))
+            _warn_if_references_match(feature[:n_distinct], ref_features[:n_distinct], baselines is not None
+                                      or isinstance(getattr(forward_func, "reference_inputs", None), Tensor))
         effect = self._removal_effect(runner, output, rows_of, flat_target, ref_features, removed)
         if bool((effect == 0).any()):
             warnings.warn(
@@ -1550,8 +1613,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         if baselines is None:
             stored = getattr(forward_func, "reference_inputs", None)
             if isinstance(stored, Tensor):
-                baselines = _format_baselines(stored, inputs)
-                source = "reference_inputs"
+                baselines = _format_baselines(stored, inputs, what="the model's reference_inputs")
+                source = "model's reference_inputs"
         self.reference_source = source if baselines is None else f"{source}: {baselines[0].shape[0]} input(s)"
         if baselines is None:
             # References made from each scan itself (fallback_references), one layer voxel as the unit.

@@ -371,11 +371,11 @@ def test_references_are_cached_across_instances():
     assert len(_count_prefix_passes(model, layer, run)) == 1  # a new instance reuses the references' features
 
 
-def test_reuse_environment_variable_is_read_at_import():
+def test_reuse_environment_variable_is_read():
     import subprocess
     import sys
 
-    code = "from captum_smocam import _fastpath; print(_fastpath.REUSE_SPLITS)"
+    code = "from captum_smocam import _fastpath; print(_fastpath.reuse_splits())"
     env = {**__import__("os").environ, "SMOCAM_REUSE_SPLITS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

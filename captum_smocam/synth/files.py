@@ -1,6 +1,8 @@
 """A synthetic cohort on disk: NIfTI scans and label maps, the label table (LUT) and the volumes table."""
 from __future__ import annotations
 
+import os
+
 from .anatomy import DEFAULT_SPACING, LABEL_COLORS, LABELS, STRUCTURE_NAMES, _check_spacing
 from .subjects import DEFAULT_LR_CORRELATION, Subject, _check_correlation, _check_int, generate_cohort
 
@@ -120,6 +122,8 @@ def write_cohort(
     seed = _check_int("seed", seed)
     lr_correlation = _check_correlation(lr_correlation)
     spacing = _check_spacing(spacing)
+    if not os.fspath(out_dir).strip():
+        raise ValueError(f"out_dir is empty ({os.fspath(out_dir)!r}); name a folder")
     out_dir = Path(out_dir)
     subjects = []
     for subject in generate_cohort(
