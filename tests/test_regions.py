@@ -1,4 +1,6 @@
 """Tests of captum_smocam.regions: region tables, LUT parsing, aggregation."""
+import types
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -76,8 +78,10 @@ def test_region_table_accepts_tensors_batch_dims_and_nifti_labels(phantom):
     attr, labels = phantom
     expected = get_region_table(attr, labels)
     img = nib.Nifti1Image(labels.astype(np.float32), np.eye(4))
-    got = get_region_table(torch.from_numpy(attr)[None, None], img)
+    got = get_region_table(torch.from_numpy(attr)[None, None], img, map_affine=np.eye(4))
     pd.testing.assert_frame_equal(got, expected)
+    with pytest.raises(ValueError, match="map's grid is unknown"):  # a NIfTI label map needs the map's grid
+        get_region_table(attr, img)
     got = get_region_table(attr[None], torch.from_numpy(labels.astype(np.int64)))
     pd.testing.assert_frame_equal(got, expected)
 
@@ -86,15 +90,17 @@ def test_region_table_upsamples_layer_resolution_map():
     labels = np.zeros(SHAPE, dtype=int)
     labels[:3] = 1
     labels[4:] = 2
+    # A layer-resolution map of the model grid (info says which), labels on that grid.
+    info = types.SimpleNamespace(grid_shape=SHAPE, grid_affine=np.eye(4))
     # constant coarse map: every label-grid voxel gets the same value
-    table = get_region_table(np.full((4, 4, 5), 0.25), labels, include_background=True)
+    table = get_region_table(np.full((4, 4, 5), 0.25), labels, include_background=True, info=info)
     for _, row in table.iterrows():
         assert row["attention_sum"] == pytest.approx(0.25 * row["n_voxels"], rel=1e-6)
         assert row["attention_mean"] == pytest.approx(0.25, rel=1e-6)
     # coarse map hot in its first x-half -> region 1 (low x) gets more than region 2
     coarse = np.zeros((4, 4, 5))
     coarse[:2] = 1.0
-    table = get_region_table(coarse, labels).set_index("label")
+    table = get_region_table(coarse, labels, info=info).set_index("label")
     assert table.loc[1, "attention_mean"] > 0.9
     assert table.loc[2, "attention_mean"] < 0.2
     # compare with the explicit trilinear upsampling used by Captum
@@ -102,6 +108,10 @@ def test_region_table_upsamples_layer_resolution_map():
         torch.tensor(coarse, dtype=torch.float32)[None, None], size=SHAPE, mode="trilinear", align_corners=False
     )[0, 0].numpy()
     assert table.loc[1, "attention_sum"] == pytest.approx(fine[labels == 1].sum(), rel=1e-5)
+    # Without a grid, two shapes are refused (which grid the coarse map covers is a guess), issue 20.
+    with pytest.raises(ValueError, match=r"shape \(4, 4, 5\) and the labels \(7, 8, 9\), and neither carries a grid"):
+        get_region_table(coarse, labels)
+    pd.testing.assert_frame_equal(get_region_table(upsample_to(coarse, SHAPE), labels).set_index("label"), table)
 
 
 def test_region_table_names_from_lut(tmp_path, phantom):
