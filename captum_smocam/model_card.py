@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._text import shorten_list
+from ._text import shorten_list, shorten_message
 
 __all__ = [
     "DESCRIPTION_ATTR",
@@ -94,8 +94,9 @@ def _check_affine(value, where: str) -> list:
     except (TypeError, ValueError):
         ok = False
     if not ok:
+        shown = np.asarray(value).tolist() if isinstance(value, np.ndarray) else value
         raise ValueError(f"{_where(where, 'affine')} must be an invertible 4 x 4 voxel -> world matrix with last "
-                         f"row [0, 0, 0, 1], got {value!r}")
+                         f"row [0, 0, 0, 1], got {shorten_message(repr(shown), 200)}")
     return a.tolist()
 
 

@@ -227,3 +227,63 @@ def test_aggregate_errors():
         aggregate_region_tables([t])
     with pytest.raises(TypeError, match="list"):
         aggregate_region_tables([[1, 2]])
+
+
+# --- geometry: a map on the model grid and a label map on its own grid (issue 20) ----------------------------
+
+MNI2MM_LAS = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
+
+
+def _world(shape, affine):
+    ijk = np.indices(shape).reshape(3, -1).astype(np.float64)
+    return (affine[:3, :3] @ ijk + affine[:3, 3:]).reshape(3, *shape)
+
+
+def _hippocampi(shape, affine):
+    """Labels 17 (left, x < 0) and 53 (right) as 10 mm balls at x = -20 / +20 mm, y = -20, z = -10."""
+    x, y, z = _world(shape, affine)
+    labels = np.zeros(shape, np.int16)
+    labels[(x + 20) ** 2 + (y + 20) ** 2 + (z + 10) ** 2 <= 100] = 17
+    labels[(x - 20) ** 2 + (y + 20) ** 2 + (z + 10) ** 2 <= 100] = 53
+    return labels
+
+
+@pytest.mark.parametrize("scan_grid", ["model", "other"])
+def test_region_table_resamples_in_world_coordinates(tmp_path, scan_grid):
+    """On today's main the same call swapped left and right (LAS model grid) or misplaced the map."""
+    from captum_smocam.nifti import load_label_map, load_scan
+
+    model_shape = (91, 109, 91)
+    meta = {"input_shape": list(model_shape), "affine": MNI2MM_LAS.tolist(), "intensity_normalization": "none"}
+    if scan_grid == "model":
+        shape, affine = model_shape, MNI2MM_LAS
+    else:  # 1.5 mm RAS, shifted: another shape, orientation and origin than the model's
+        shape, affine = (110, 130, 100), np.array([[1.5, 0, 0, -80], [0, 1.5, 0, -110], [0, 0, 1.5, -60],
+                                                   [0, 0, 0, 1]])
+    x = _world(shape, affine)[0]
+    head = (np.abs(x) < 70).astype(np.float32) + 1.0
+    nib.save(nib.Nifti1Image(head, affine), tmp_path / "t1.nii.gz")
+    nib.save(nib.Nifti1Image(_hippocampi(shape, affine), affine), tmp_path / "labels.nii.gz")
+    _, info = load_scan(tmp_path / "t1.nii.gz", meta)
+    labels, lab_affine = load_label_map(tmp_path / "labels.nii.gz", info)
+
+    # The mask on the model grid: 1 over the left hippocampus (world x < 0), 0 elsewhere.
+    mask = (_hippocampi(model_shape, MNI2MM_LAS) == 17).astype(np.float32)
+    lut = {17: "Left-Hippocampus", 53: "Right-Hippocampus"}
+    with pytest.raises(ValueError, match=r"map.s grid is unknown, .*: pass info="):
+        get_region_table(mask, labels, lut)  # the documented call of today's main: refused, not wrong
+    table = get_region_table(mask, labels, lut, info=info).set_index("name")
+    assert table.loc["Left-Hippocampus", "attention_mean"] > 0.85
+    assert table.loc["Right-Hippocampus", "attention_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert table.loc["Left-Hippocampus", "share"] > 0.85  # the rest: partial voxels at its edge (background)
+    # The same with a layer-resolution map and with the label image itself (its own affine).
+    coarse = mask[::2, ::2, ::2]
+    img = nib.load(tmp_path / "labels.nii.gz")
+    t2 = get_region_table(coarse, img, lut, info=info).set_index("name")
+    assert t2.loc["Left-Hippocampus", "share"] > 0.8 and t2.loc["Right-Hippocampus", "share"] < 0.05
+    # A plain label array of another shape than the map is refused.
+    if scan_grid == "other":
+        with pytest.raises(ValueError, match=r"shape \(91, 109, 91\) and the labels \(110, 130, 100\)"):
+            get_region_table(mask, np.asarray(labels), lut)
+        with pytest.raises(ValueError, match=r"labels have shape \(110, 130, 100\) but the map's grid is"):
+            get_region_table(mask, np.asarray(labels), lut, info=info)
