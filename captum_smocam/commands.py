@@ -327,14 +327,14 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
 
     name = meta["output_names"][target]
     fname = safe_name(name)  # in file names; titles keep the name as the checkpoint spells it
-    std = torch.tensor(meta["output_std"], dtype=torch.float32)
+    std = torch.tensor(meta.get("output_std", [1.0] * len(meta["output_names"])), dtype=torch.float32)  # as explain
     maps, rows, tables = {}, [], []
     for method in methods:
         history: Dict = {}
         t0 = time.perf_counter()
         m = attribute_map(method, model, x, target, layer=layer, output_std=std,
                           smocam_kwargs=smocam_kwargs, show_progress=show_progress, history=history,
-                          **(occlusion_kwargs if method == "occlusion" else {}))
+                          **((occlusion_kwargs or {}) if method == "occlusion" else {}))
         seconds = time.perf_counter() - t0
         maps[METHOD_LABELS[method]] = m[0, 0]
         save_map(m[0], info, child_path(stage, f"{method}_{fname}.nii.gz"))

@@ -246,7 +246,9 @@ def resolve_layer(model: Module, metadata: Mapping[str, Any], name: Optional[str
     """The layer to explain at: ``name``, or the checkpoint's ``default_layer``."""
     name = name or metadata.get("default_layer") or getattr(model, "default_layer", None)
     if not name:
-        raise ValueError("no layer given and the checkpoint names no default_layer")
+        known = [n for n, _ in model.named_modules() if n]
+        raise ValueError(f"no layer given and the model names no default_layer: pass one (--layer NAME, or "
+                         f"describe_model(..., default_layer=NAME)); its layers include {shorten_list(known, 12)}")
     try:
         return name, model.get_submodule(name)
     except AttributeError:

@@ -147,7 +147,7 @@ def las_scan(tmp_path):
     return path
 
 
-def test_cli_explain_and_cohort_accept_a_user_checkpoint(tmp_path, described, las_scan, capsys):
+def test_cli_explain_compare_and_cohort_accept_a_user_checkpoint(tmp_path, described, las_scan, capsys, user_nets):
     ckpt = tmp_path / "net.pt"
     save_checkpoint(ckpt, described, factory="usernets:UserNet", factory_kwargs={"width": 4})
     args = ["--model", str(ckpt), "--n-steps", "2", "--device", "cpu", "--no-progress"]
@@ -159,6 +159,14 @@ def test_cli_explain_and_cohort_accept_a_user_checkpoint(tmp_path, described, la
                  "--labels", str(tmp_path / "sub-01_labels.nii.gz"), "--lut", str(tmp_path / "lut.txt"),
                  *args]) == 0
     assert (tmp_path / "co" / "cohort_regions.csv").is_file()
+    # compare, with a description that names no output_std (a KeyError on today's main, too)
+    bare = user_nets.UserNet(2, 4).eval()
+    describe_model(bare, input_shape=SHAPE, affine=AFFINE, output_names=["a", "b"], normalization="none")
+    save_checkpoint(tmp_path / "bare.pt", bare, factory="usernets:UserNet")
+    assert main(["compare", "--image", str(las_scan), "--target", "b", "--out", str(tmp_path / "cmp"),
+                 "--labels", str(tmp_path / "sub-01_labels.nii.gz"), "--lut", str(tmp_path / "lut.txt"),
+                 "--model", str(tmp_path / "bare.pt"), "--layer", "body", "--methods", "smocam,gradcam",
+                 "--n-steps", "2", "--device", "cpu", "--no-progress"]) == 0
     # The whole module pickled: refused with a one-line hint, read with --trust-checkpoint.
     whole = tmp_path / "whole.pt"
     save_checkpoint(whole, described, trust_pickle=True)
