@@ -199,3 +199,10 @@ def test_run_cohort_with_a_module_in_memory(tmp_path, described, las_scan, user_
         run_cohort(str(las_scan), user_nets.UserNet(), "all", out=tmp_path / "co2", show_progress=False)
     assert len(str(err.value)) < 400
     assert not os.path.exists(tmp_path / "co2")
+    # A bare module with its description in a JSON file.
+    from captum_smocam.model_card import model_description, save_model_description
+
+    card = save_model_description(model_description(described), tmp_path / "net.json")
+    res = run_cohort(str(las_scan), user_nets.UserNet(), "left_thing", metadata=card, out=tmp_path / "co3",
+                     n_steps=2, device="cpu", show_progress=False)
+    assert res["n_done"] == 1 and (tmp_path / "co3" / "sub-01" / "sub-01_smocam_left-thing.nii.gz").is_file()
