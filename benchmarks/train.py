@@ -42,7 +42,7 @@ from captum_smocam.benchmarking import (
     synth_sha1,
 )
 from captum_smocam.models import AlexNet3D, VGG3D, load_checkpoint, save_checkpoint, set_reference_inputs
-from captum_smocam.preprocessing import normalize_intensity
+from captum_smocam.preprocessing import canonical_normalization, normalize_intensity
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_START = 10_000
@@ -103,7 +103,7 @@ def parse_args(argv=None):
 def _make_subject(index, **kwargs):
     """One subject's normalised float16 image and its volumes, in STRUCTURE_NAMES order."""
     subject = synth.generate_subject(index, **kwargs)
-    x = normalize_intensity(subject.image, NORMALIZATION).astype(np.float16)
+    x = normalize_intensity(subject.image, canonical_normalization(NORMALIZATION, warn=False)).astype(np.float16)
     y = np.array([subject.volumes[name] for name in synth.STRUCTURE_NAMES])
     # A brain is ~1500 cm³: a volume outside (0, 2000) means a broken subject, not data.
     if not (np.all(np.isfinite(y)) and np.all(y > 0) and np.all(y < 2000)):
@@ -146,7 +146,7 @@ def _load_range(start, stop, args, cache_dir: Path):
     cache_dir.mkdir(parents=True, exist_ok=True)
     shape, _ = synth.default_grid(args.spacing)
     n = stop - start
-    tmp_x = Path(f"{stem}_x.part.npy")
+    tmp_x = Path(f"{stem}_x.part{os.getpid()}.npy")  # one per process: two runs may fill the same chunk
     xs = np.lib.format.open_memmap(tmp_x, mode="w+", dtype=np.float16, shape=(n, *shape))
     ys = np.zeros((n, len(synth.STRUCTURE_NAMES)), dtype=np.float64)
     t0 = time.time()

@@ -1,7 +1,8 @@
 """captum_smocam: SMOCAM attention masks for 3-D convolutional regression models.
 
 The attribution class is :class:`SMOCAM` (a Captum ``LayerAttribution``);
-the rest lives in sub-modules: ``captum_smocam.synth`` (synthetic T1 cohort),
+:func:`describe_model` describes any network (input grid, outputs,
+normalisation, layer) for everything else; the rest lives in sub-modules: ``captum_smocam.synth`` (synthetic T1 cohort),
 ``captum_smocam.models`` (3-D regressors and shipped weights),
 ``captum_smocam.metrics`` (scores of attribution maps),
 ``captum_smocam.regions`` (per-region attention), ``captum_smocam.nifti``
@@ -22,11 +23,13 @@ from .smocam import (  # noqa: E402
     smocam_objective,
     upsample_mask,
 )
+from .model_card import describe_model  # noqa: E402
 
 __all__ = [
     "SMOCAM",
     "smocam_objective",
     "upsample_mask",
+    "describe_model",
     "DEFAULT_L2_WEIGHT",
     "DEFAULT_SMOOTH_WEIGHT",
     "DEFAULT_N_STEPS",

@@ -62,8 +62,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _first_line(exc: BaseException) -> str:
+    """The error's first line, shortened (:func:`captum_smocam._text.shorten_message`): never a whole network."""
+    from ._text import shorten_message
+
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return shorten_message(text.splitlines()[0], max_lines=1) if text else type(exc).__name__
 
 
 def main(argv=None) -> int:

@@ -70,8 +70,10 @@ from . import __version__
 from ._dist import DIST_TIMEOUT, DistContext, dist_context
 from ._io import child_path, save_figure, write_csv, write_json
 from ._outputs import OutputSet, prepare_out
+from ._text import shorten_message
 from .cohort_inputs import PAIRINGS, find_scans, match_labels, subject_id
-from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, map_to_grid, save_map
+from .model_card import model_fingerprint
+from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, save_map
 from .pipeline import (  # noqa: F401  (load_model: importable from here as before)
     DEFAULT_MODEL, check_finite_outputs, explain, load_model, resolve_layer, resolve_model, resolve_targets,
     smocam_settings,
@@ -205,8 +207,7 @@ def _region_tables(maps: np.ndarray, info, label_map, target_names: Sequence[str
     rows = []
     for k, t in enumerate(target_names):
         # Map (model grid) -> label grid in world coordinates, as save_map does for the scan grid.
-        on_labels = map_to_grid(maps[k], info, affine, labels.shape)
-        table = get_region_table(on_labels, labels, names)
+        table = get_region_table(maps[k], labels, names, info=info, labels_affine=affine)
         table.insert(0, "target", t)
         rows.append(table)
     return pd.concat(rows, ignore_index=True)
@@ -412,7 +413,7 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
         oset.commit(stage, {**record, "inputs": inputs, "settings": settings, "versions": _versions()},
                     merge=False, overwrite=True)
     except Exception as exc:  # one bad scan never stops the cohort
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        msg = shorten_message(str(exc).strip().splitlines()[0], 300) if str(exc).strip() else ""
         record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
                       timings={"total_s": time.perf_counter() - t0})
         record.pop("finished", None)
@@ -425,9 +426,11 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
 
 def run_cohort(
     images: Union[str, Sequence[str]],
-    model: Optional[str] = None,
+    model: Union[None, str, "torch.nn.Module"] = None,
     targets: Union[str, Sequence[Union[str, int]]] = "all",
     *,
+    metadata: Optional[Union[dict, str, os.PathLike]] = None,
+    trust_checkpoint: bool = False,
     labels: Optional[Union[str, Sequence[str]]] = None,
     lut: Optional[Union[str, os.PathLike]] = None,
     out: Union[str, os.PathLike] = DEFAULT_OUT,
@@ -456,7 +459,10 @@ def run_cohort(
     Args:
         images (str or sequence of str): globs, list files (``.txt``) or paths
             of T1 scans registered to the model's space (see :func:`find_scans`).
-        model (str, optional): checkpoint path or shipped name. Default: ``"vgg"``
+        model (str or torch.nn.Module, optional): checkpoint path (any
+            architecture, :func:`captum_smocam.models.save_checkpoint`),
+            shipped name, or a network in memory with a description
+            (:func:`captum_smocam.describe_model`, or ``metadata``). Default: ``"vgg"``
         targets (str or sequence, optional): ``"all"``, names or indices
             (:func:`captum_smocam.pipeline.resolve_targets`). Default: ``"all"``
         labels (str or sequence of str, optional): label maps, paired with the
@@ -479,6 +485,11 @@ def run_cohort(
         show_progress (bool, optional): tqdm bar over this rank's scans. Default: True
         pair_labels (str, optional): ``"id"`` or ``"sorted"``, see
             :func:`match_labels`. Default: ``"id"``
+        metadata (dict or str, optional): the description of a ``model`` given
+            in memory (a dict, or a JSON file, see
+            :mod:`captum_smocam.model_card`). Default: the one it carries
+        trust_checkpoint (bool, optional): read checkpoints that could run
+            code (see :func:`captum_smocam.models.load_checkpoint`). Default: False
 
     Returns:
         dict: ``"records"`` (per-scan dicts as in the manifest; on rank 0 all
@@ -500,14 +511,14 @@ def run_cohort(
     out = Path(out)
     scans, sids, label_map, lut = _study(images, labels, lut, pair_labels)
     lut_names = read_lut(lut) if lut is not None else None
-    net, metadata, model_file = resolve_model(model)
+    net, metadata, model_file = resolve_model(model, metadata=metadata, trust_checkpoint=trust_checkpoint)
     layer_name, layer_module = resolve_layer(net, metadata, layer)
     target_idx = resolve_targets(metadata, targets)
     target_names = _target_names(metadata, target_idx)
     settings = {  # what a done-marker must match for its scan to be complete
         "method": "smocam",
-        "model": str(model or DEFAULT_MODEL),
-        "model_sha256": _file_sha256(model_file),
+        "model": str(model or DEFAULT_MODEL) if model_file is not None else f"<{type(net).__name__} in memory>",
+        "model_sha256": _file_sha256(model_file) if model_file is not None else model_fingerprint(net, metadata),
         "layer": layer_name,
         "targets": target_names,
         **effective,

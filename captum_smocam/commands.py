@@ -84,7 +84,11 @@ def _add_flag(p: argparse.ArgumentParser, flag: str, *, old: Optional[str] = Non
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="CKPT_OR_NAME",
-                   help=f"checkpoint file or shipped model name (default: {DEFAULT_MODEL})")
+                   help=f"checkpoint file (any architecture, see docs/own-model.md) or shipped model name "
+                        f"(default: {DEFAULT_MODEL})")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="also read a checkpoint that can run code when loaded (a whole pickled module, or a "
+                        "factory that is a function); only for files you made or trust")
     p.add_argument("--layer", default=None, metavar="NAME",
                    help="layer to explain at (default: the checkpoint's default_layer)")
 
@@ -214,20 +218,13 @@ def _label_names(lut: Optional[str], label_path: Optional[str]) -> Optional[Dict
     return read_lut(lut)
 
 
-def _map_on_label_grid(map_model_grid: torch.Tensor, info, labels) -> np.ndarray:
-    """A model-grid map resampled onto the label map's grid (``labels`` from ``load_label_map``)."""
-    from .nifti import map_to_grid
-
-    return map_to_grid(map_model_grid, info, labels[1], labels[0].shape)
-
-
 def _setup(args, image):
     """Validate inputs and load everything; raises before any output is written."""
     from .nifti import load_label_map, load_scan
     from .pipeline import load_model, resolve_device, resolve_layer, resolve_targets
 
     device = resolve_device(args.device)
-    model, meta = load_model(args.model)
+    model, meta = load_model(args.model, trust_checkpoint=getattr(args, "trust_checkpoint", False))
     layer_name, layer = resolve_layer(model, meta, args.layer)
     targets = resolve_targets(meta, args.target)
     x, info = load_scan(image, meta)
@@ -310,7 +307,7 @@ def _run_explain(args) -> int:
             plot_attribution(maps[k], x[0, 0], title=f"{args.method}: {name}",
                              output_file=child_path(stage, f"{base}.png"))
             if labels is not None:
-                table = get_region_table(_map_on_label_grid(maps[k], info, labels), labels[0], names)
+                table = get_region_table(maps[k], labels[0], names, info=info, labels_affine=labels[1])
                 write_csv(table, child_path(stage, f"{base}_regions.csv"))
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
@@ -356,20 +353,20 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
 
     name = meta["output_names"][target]
     fname = safe_name(name)  # in file names; titles keep the name as the checkpoint spells it
-    std = torch.tensor(meta["output_std"], dtype=torch.float32)
+    std = torch.tensor(meta.get("output_std", [1.0] * len(meta["output_names"])), dtype=torch.float32)  # as explain
     maps, rows, tables = {}, [], []
     for method in methods:
         history: Dict = {}
         t0 = time.perf_counter()
         m = attribute_map(method, model, x, target, layer=layer, output_std=std,
                           smocam_kwargs=smocam_kwargs, show_progress=show_progress, history=history,
-                          **(occlusion_kwargs if method == "occlusion" else {}))
+                          **((occlusion_kwargs or {}) if method == "occlusion" else {}))
         seconds = time.perf_counter() - t0
         maps[METHOD_LABELS[method]] = m[0, 0]
         save_map(m[0], info, child_path(stage, f"{method}_{fname}.nii.gz"))
         row = {"method": method, "seconds": round(seconds, 2)}  # top_regions: densest, see _top_regions
         if labels is not None:
-            table = get_region_table(_map_on_label_grid(m[0], info, labels), labels[0], names)
+            table = get_region_table(m[0], labels[0], names, info=info, labels_affine=labels[1])
             table.insert(0, "method", method)
             tables.append(table)
             row["top_regions"] = _top_regions(table)
@@ -431,7 +428,7 @@ def _run_demo(args) -> int:
         args.n_steps = 20
     smocam_kwargs = _smocam_kwargs(args)
     device = resolve_device(args.device)
-    model, meta = load_model(args.model)
+    model, meta = load_model(args.model, trust_checkpoint=getattr(args, "trust_checkpoint", False))
     model = model.to(device)
     layer_name, layer = resolve_layer(model, meta, args.layer)
     (target,) = resolve_targets(meta, DEMO_TARGET)
@@ -508,7 +505,7 @@ def _run_cohort(args) -> int:
         args.images, args.model, args.target, labels=args.labels, lut=args.lut, out=args.out,
         layer=args.layer, objective=args.objective, n_steps=args.n_steps,
         internal_batch_size=args.internal_batch_size, device=args.device, force=args.force,
-        show_progress=not args.no_progress, pair_labels=args.pair_labels,
+        show_progress=not args.no_progress, pair_labels=args.pair_labels, trust_checkpoint=args.trust_checkpoint,
     )
     if res["rank"] != 0:
         return 0
@@ -537,6 +534,12 @@ def _add_synth(sub) -> None:
         help="correlation of left/right volume changes in [-1, 1]. Default: 0.95",
     )
     p.add_argument("--spacing", type=float, default=None, help="voxel size in mm. Default: 3.0")
+    p.add_argument("--grid", choices=("native", "mni1mm", "mni2mm"), default="native",
+                   help="native (default): the cropped RAS grid at --spacing; mni2mm / mni1mm: FSL's MNI152 "
+                        "2 mm (91 x 109 x 91) / 1 mm (182 x 218 x 182) grids (LAS)")
+    p.add_argument("--label-codes", choices=("synth", "freesurfer"), default="synth",
+                   help="synth (default): labels 1-16; freesurfer: aseg codes (17/53 hippocampi, 4/43 lateral "
+                        "ventricles, ...) with a matching labels.txt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_synth)
 
@@ -553,8 +556,11 @@ def _run_synth(args) -> int:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
     if not -1.0 <= r <= 1.0:
         raise CLIError(f"--lr-correlation must be in [-1, 1], got {r}")
+    if args.grid != "native" and args.spacing is not None:
+        raise CLIError(f"--spacing sets the native grid's voxel size; --grid {args.grid} has its own "
+                       f"(give one of them)")
     synth.default_grid(spacing)  # raises ValueError on a bad spacing
     table = synth.write_cohort(args.out, args.n, seed=args.seed, lr_correlation=r, spacing=spacing,
-                               show_progress=not args.no_progress)
+                               show_progress=not args.no_progress, grid=args.grid, label_codes=args.label_codes)
     print(f"wrote {len(table)} subjects, labels.txt and volumes.csv to {args.out}")
     return 0

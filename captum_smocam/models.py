@@ -38,6 +38,7 @@ import torch.fx
 from torch import nn
 
 from ._io import atomic_write
+from ._text import shorten_list, shorten_message
 
 __all__ = [
     "VGG3D",
@@ -611,7 +612,8 @@ def set_reference_inputs(model: nn.Module, inputs: Optional[torch.Tensor]) -> nn
     return model
 
 
-def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> dict:
+def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None, *, factory=None,
+                    factory_kwargs: Optional[dict] = None, trust_pickle: bool = False) -> dict:
     """Write a model and its metadata to a file that :func:`load_checkpoint` reads.
 
     The file holds ``{"state_dict": ..., "metadata": ...}`` made of tensors and
@@ -624,14 +626,32 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     the last three must agree with the model and are overwritten otherwise).
     The file is written atomically (:func:`captum_smocam._io.atomic_write`).
 
+    Any other network (a MONAI ``DenseNet121``, your own module) is saved by
+    :func:`captum_smocam.checkpoints.save_user_checkpoint`: with its
+    description (:func:`captum_smocam.model_card.describe_model`, or the same
+    keys in ``metadata``) and either an entry point that rebuilds it
+    (``factory``, a weights-only file) or, with ``trust_pickle=True``, the
+    whole module pickled (read back only with ``trust_checkpoint=True``). See
+    ``docs/own-model.md``.
+
     Args:
         path (str or os.PathLike): destination file (``.pt``).
-        model (VGG3D or AlexNet3D): the model to save (also inside
+        model (torch.nn.Module): the model to save (also inside
             ``nn.DataParallel`` or ``DistributedDataParallel``: the wrapped
             module is saved).
         metadata (dict, optional): plain values (dict, list, str, int, float,
             bool, None) describing the model; see ``docs/models.md`` for the
             keys of a shipped checkpoint. Default: ``{}``
+        factory (str or callable, optional): for a network other than
+            :class:`VGG3D`/:class:`AlexNet3D`: ``"package.module:Callable"``
+            (or the class itself) that rebuilds it from ``factory_kwargs``.
+            Default: None
+        factory_kwargs (dict, optional): plain keyword arguments of
+            ``factory``. Default: ``{}``
+        trust_pickle (bool, optional): for a network no entry point rebuilds:
+            pickle the whole module. Loading such a file can run any code, so
+            :func:`load_checkpoint` reads it only with ``trust_checkpoint=True``.
+            Default: False
 
     Returns:
         dict: the metadata as written.
@@ -648,6 +668,11 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None) -> 
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     model = _unwrap(model)
+    if not isinstance(model, tuple(ARCHITECTURES.values())):  # any other network: checkpoints.py
+        from .checkpoints import save_user_checkpoint
+
+        return save_user_checkpoint(path, model, metadata, factory=factory, factory_kwargs=factory_kwargs,
+                                    trust_pickle=trust_pickle)
     meta = _to_plain(metadata)
     _check_plain(meta)
     meta["format_version"] = CHECKPOINT_FORMAT_VERSION
@@ -702,7 +727,7 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _read_checkpoint_file(path: str, map_location):
+def _read_checkpoint_file(path: str, map_location, trust_checkpoint: bool = False):
     """``torch.load(path, weights_only=True)``, with a message that says what the file is when it fails.
 
     Raises FileNotFoundError for a missing file and ValueError for everything
@@ -738,14 +763,15 @@ def _read_checkpoint_file(path: str, map_location):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing clearly
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:
         detail = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
         if detail:
             raise ValueError(
                 f"refusing to load {path!r}: it is not a plain captum_smocam checkpoint (it holds "
-                f"objects other than tensors and plain values, which could run code when unpickled). "
-                f"Details: {detail[0]}"
+                f"objects other than tensors and plain values, which could run code when unpickled: "
+                f"{detail[0][:200]}); if you made this file or trust its source, pass trust_checkpoint=True "
+                f"(smocam: --trust-checkpoint)"
             ) from None
         found = [line.strip() for line in str(err).splitlines() if line.strip().startswith("Unsupported")]
         raise ValueError(
@@ -759,7 +785,7 @@ def _read_checkpoint_file(path: str, map_location):
         ) from None
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", *, trust_checkpoint: bool = False):
     """Read a checkpoint written by :func:`save_checkpoint` without running code.
 
     The file is read with ``torch.load(..., weights_only=True)``, which
@@ -775,6 +801,12 @@ def load_checkpoint(path, map_location="cpu"):
         path (str or os.PathLike): the checkpoint file.
         map_location (str or torch.device, optional): where tensors are
             loaded. Default: ``"cpu"``
+        trust_checkpoint (bool, optional): also read files that could run
+            code when loaded: a whole module pickled
+            (``save_checkpoint(..., trust_pickle=True)``) or a factory that
+            is a function rather than an ``nn.Module`` class
+            (:mod:`captum_smocam.checkpoints`). Only for files you made or
+            trust. Default: False
 
     Returns:
         tuple: ``(model, metadata)`` — the model in eval mode and its metadata dict.
@@ -798,14 +830,27 @@ def load_checkpoint(path, map_location="cpu"):
         True
     """
     path = os.fspath(path)
-    blob = _read_checkpoint_file(path, map_location)
+    blob = _read_checkpoint_file(path, map_location, trust_checkpoint)
+    if isinstance(blob, dict) and isinstance(blob.get("metadata"), dict) and blob["metadata"].get("arch") in (
+        "factory", "pickled_module"
+    ):  # any other network than the package's own (checkpoints.USER_ARCHS)
+        from .checkpoints import load_user_checkpoint
+
+        if blob["metadata"].get("format_version") != CHECKPOINT_FORMAT_VERSION:
+            raise ValueError(f"{path!r}: unsupported checkpoint format_version "
+                             f"{blob['metadata'].get('format_version')!r}; expected {CHECKPOINT_FORMAT_VERSION}")
+        return load_user_checkpoint(path, blob, map_location, trust_checkpoint=trust_checkpoint)
     if not isinstance(blob, dict) or not {"state_dict", "metadata"} <= set(blob) <= {
         "state_dict", "metadata", "reference_inputs"
     }:
-        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
+        keys = f"a dict with keys {shorten_list(sorted(map(str, blob)), 5)}" if isinstance(blob, dict) \
+            else f"a {type(blob).__name__}"
+        hint = (" (a bare state_dict? Save the network with captum_smocam.models.save_checkpoint(path, model, "
+                "metadata, factory='package.module:Class', factory_kwargs={...}); see docs/own-model.md)"
+                if isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()) else "")
         raise ValueError(
             f"{path!r} is not a captum_smocam checkpoint: expected a dict with keys "
-            f"['metadata', 'state_dict'] (and optionally 'reference_inputs'), got {keys}"
+            f"['metadata', 'state_dict'] (and optionally 'reference_inputs'), got {keys}{hint}"
         )
     meta = blob["metadata"]
     if not isinstance(meta, dict):
@@ -822,7 +867,7 @@ def load_checkpoint(path, map_location="cpu"):
     except RuntimeError as err:
         raise ValueError(
             f"{path!r}: weights do not match architecture {meta['arch']} "
-            f"{meta['arch_kwargs']}: {err}"
+            f"{meta['arch_kwargs']}: {shorten_message(_first_line(err), 300)}"
         ) from None
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -842,6 +887,7 @@ def load_checkpoint(path, map_location="cpu"):
             raise ValueError(f"{path!r}: reference inputs have spatial shape {tuple(reference.shape[2:])}, "
                              f"the model's input_shape is {tuple(shape)}")
     model.to(map_location)
+    model.smocam_metadata = dict(meta)  # the description it carries (model_card.DESCRIPTION_ATTR): targets by name
     return model.eval(), meta
 
 
@@ -870,10 +916,11 @@ def check_metadata(metadata: dict, model: nn.Module, where: str = "checkpoint") 
         ...
         ValueError: checkpoint: metadata['output_names'] has 1 names but the model has 2 outputs
     """
-    from .preprocessing import NORMALIZATION_METHODS
+    from .preprocessing import DEPRECATED_NORMALIZATION_NAMES, NORMALIZATION_METHODS
 
-    n = int(model.n_outputs)
     names = metadata.get("output_names")
+    n = getattr(model, "n_outputs", None)  # a user's network may not say: then its output_names count
+    n = int(n) if n is not None else (len(names) if isinstance(names, list) else None)
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(v, str) and v.strip() for v in names):
             raise ValueError(f"{where}: metadata['output_names'] must be a list of non-empty str, got {names!r}")
@@ -884,7 +931,7 @@ def check_metadata(metadata: dict, model: nn.Module, where: str = "checkpoint") 
             raise ValueError(f"{where}: metadata['output_names'] repeats {repeated[0]!r}; names must be distinct")
     units = metadata.get("output_units")
     if units is not None and not isinstance(units, str) and not (
-        isinstance(units, list) and len(units) == n and all(isinstance(u, str) for u in units)
+        isinstance(units, list) and (n is None or len(units) == n) and all(isinstance(u, str) for u in units)
     ):
         raise ValueError(f"{where}: metadata['output_units'] must be a str or {n} str, got {units!r}")
     for key in ("output_mean", "output_std"):
@@ -895,7 +942,7 @@ def check_metadata(metadata: dict, model: nn.Module, where: str = "checkpoint") 
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
         ):
             raise ValueError(f"{where}: metadata[{key!r}] must be a list of finite numbers, got {values!r}")
-        if len(values) != n:
+        if n is not None and len(values) != n:
             raise ValueError(f"{where}: metadata[{key!r}] has {len(values)} values but the model has {n} outputs")
         buffer = getattr(model, key, None)
         if isinstance(buffer, torch.Tensor) and not torch.allclose(
@@ -926,7 +973,7 @@ def check_metadata(metadata: dict, model: nn.Module, where: str = "checkpoint") 
         if not ok:
             raise ValueError(f"{where}: metadata['affine'] must be an invertible 4 x 4 matrix, got {affine!r}")
     norm = metadata.get("intensity_normalization")
-    if norm is not None and norm not in NORMALIZATION_METHODS:
+    if norm is not None and norm not in NORMALIZATION_METHODS and norm not in DEPRECATED_NORMALIZATION_NAMES:
         raise ValueError(
             f"{where}: metadata['intensity_normalization'] {norm!r} is not one of {NORMALIZATION_METHODS}"
         )

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from ._io import atomic_write
-from .preprocessing import normalize_intensity
-from .spatial import RESAMPLING_ORDERS, as_spatial_array, resample, upsample_to
+from .preprocessing import canonical_normalization, normalize_intensity
+from .spatial import RESAMPLING_ORDERS, GridArray, as_spatial_array, resample, upsample_to
 
 __all__ = ["ScanInfo", "DataWarning", "load_scan", "load_label_map", "save_map", "map_to_grid", "MIN_GRID_COVERAGE"]
 
@@ -131,7 +131,9 @@ def _grid_from_metadata(metadata: Mapping) -> Tuple[Tuple[int, int, int], np.nda
     affine = np.asarray(metadata["affine"], dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ValueError(f"metadata['affine'] must be an invertible 4x4 matrix; got {metadata['affine']!r}")
-    return shape, affine, str(metadata["intensity_normalization"])
+    method = metadata["intensity_normalization"]
+    canonical_normalization(method, warn=False)  # an unknown name is an error before any work
+    return shape, affine, str(method)
 
 
 def _read_image(path: Path, what: str):
@@ -255,7 +257,7 @@ def load_scan(
             if not mask.any():
                 raise ValueError(f"{where}: no voxel of the scan's foreground (intensity above 0) lies inside "
                                  f"the model grid; nothing to normalise")
-        data = normalize_intensity(resampled, method, mask=mask)
+        data = normalize_intensity(resampled, canonical_normalization(method, warn=False), mask=mask)
     info = ScanInfo(
         original_shape=original_shape,
         original_affine=original_affine,
@@ -300,6 +302,11 @@ def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.nd
         tuple: ``(labels, affine)``: the labels re-oriented to the closest
         canonical orientation (``int32``, ``X x Y x Z``) and their 4 x 4 affine,
         the grid onto which :func:`map_to_grid` brings a map for region tables.
+        ``labels`` is a :class:`~captum_smocam.spatial.GridArray` that carries
+        ``affine`` too, so that
+        :func:`captum_smocam.regions.get_region_table` resamples a map onto
+        it in world coordinates (given ``info=``) or refuses: never a silent
+        voxel-by-voxel intersection of two different grids.
 
     Raises:
         FileNotFoundError: no file at ``path`` ("label map not found").
@@ -353,7 +360,7 @@ def load_label_map(path: Union[str, os.PathLike], info: ScanInfo) -> Tuple[np.nd
     if share < 0.5:
         warnings.warn(f"label map {path}: only {100 * share:.0f}% of its labelled voxels lie inside the model "
                       f"grid; regions outside it get 0 attention", DataWarning, stacklevel=2)
-    return labels, lab_affine
+    return GridArray(labels, lab_affine), lab_affine
 
 
 def _nifti_suffix(path: Path) -> str:

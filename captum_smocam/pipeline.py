@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
+from ._text import shorten_list
 from .methods import attribute_map
 from .models import DEFAULT_MODELS, default_model_file, load_checkpoint, load_default_model
 from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS
@@ -43,25 +44,37 @@ DEFAULT_MODEL = "vgg"
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any], Path]:
-    """The one model resolver: a shipped name (``"vgg"``, ...) or a checkpoint path; None is ``"vgg"``.
+def resolve_model(spec: Union[None, str, os.PathLike, Module] = None, *, metadata=None,
+                  trust_checkpoint: bool = False) -> Tuple[Module, Dict[str, Any], Optional[Path]]:
+    """The one model resolver: a shipped name (``"vgg"``, ...), a checkpoint path, or a module; None is ``"vgg"``.
 
-    The checkpoint must name its outputs (``metadata["output_names"]``): every
-    entry point names files, tables and targets after them.
+    The model must name its outputs (``metadata["output_names"]``): every
+    entry point names files, tables and targets after them. A module in
+    memory (any ``torch.nn.Module``) takes its description from ``metadata``
+    (a dict or the path of a JSON description,
+    :func:`captum_smocam.model_card.load_model_description`) or from the one
+    it carries (:func:`captum_smocam.model_card.describe_model`).
 
     Args:
-        spec (str, optional): a key of :data:`captum_smocam.models.DEFAULT_MODELS`
-            or the path of a checkpoint. Default: :data:`DEFAULT_MODEL`
+        spec (str, Path or torch.nn.Module, optional): a key of
+            :data:`captum_smocam.models.DEFAULT_MODELS`, the path of a
+            checkpoint (:func:`captum_smocam.models.save_checkpoint`, any
+            architecture), or a module. Default: :data:`DEFAULT_MODEL`
+        metadata (dict or str, optional): the description of a module given
+            as ``spec``. Default: None
+        trust_checkpoint (bool, optional): see :func:`captum_smocam.models.load_checkpoint`.
+            Default: False
 
     Returns:
         tuple: ``(model, metadata, file)``: the model in eval mode, its
         checkpoint metadata, and the checkpoint file read (for a shipped model,
-        the file installed in the package), e.g. to hash it.
+        the file installed in the package; None for a module), e.g. to hash it.
 
     Raises:
         FileNotFoundError: ``spec`` is neither a shipped name nor an existing file.
         ValueError: the checkpoint cannot be read, contradicts its metadata
-            (see :func:`captum_smocam.models.check_metadata`) or names no outputs.
+            (see :func:`captum_smocam.models.check_metadata`) or names no
+            outputs; a module has no description.
 
     Examples::
 
@@ -69,7 +82,14 @@ def resolve_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any], P
         >>> path.name, meta["default_layer"]  # doctest: +SKIP
         ('vgg3d_default.pt', 'features.block3')
     """
-    spec = DEFAULT_MODEL if spec is None else str(spec)
+    if isinstance(spec, Module):
+        return _resolve_module(spec, metadata)
+    if metadata is not None:
+        raise ValueError("metadata= describes a module given in memory; a checkpoint carries its own")
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"model must be a shipped name, a checkpoint path or a torch.nn.Module, "
+                        f"got {type(spec).__name__}")
+    spec = DEFAULT_MODEL if spec is None else os.fspath(spec)
     if spec in DEFAULT_MODELS:
         model, meta = load_default_model(spec)
         path = Path(str(default_model_file(spec)))
@@ -79,7 +99,7 @@ def resolve_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any], P
         )
     else:
         path = Path(spec)
-        model, meta = load_checkpoint(path)
+        model, meta = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
     if meta.get("output_names") is None:
         raise ValueError(
             f"checkpoint {spec!r} has no metadata['output_names']; save it with "
@@ -88,9 +108,29 @@ def resolve_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any], P
     return model.eval(), meta, path
 
 
-def load_model(spec: Optional[str] = None) -> Tuple[Module, Dict[str, Any]]:
+def _resolve_module(model: Module, metadata) -> Tuple[Module, Dict[str, Any], None]:
+    """``(model, description, None)`` for a module in memory; see :func:`resolve_model`."""
+    from .model_card import check_description, load_model_description, model_description
+
+    if isinstance(metadata, (str, os.PathLike)):
+        metadata = load_model_description(metadata)
+    meta = metadata if metadata is not None else model_description(model)
+    if meta is None:
+        raise ValueError(
+            f"the {type(model).__name__} given has no description: pass metadata={{...}} or call "
+            f"captum_smocam.describe_model(model, input_shape=..., affine=..., output_names=..., "
+            f"normalization=...) first (see docs/own-model.md)"
+        )
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"metadata must be a dict or the path of a JSON description, got {type(meta).__name__}")
+    meta = check_description(meta, model, where="metadata")
+    return model.eval(), meta, None
+
+
+def load_model(spec: Union[None, str, os.PathLike, Module] = None, *, metadata=None,
+               trust_checkpoint: bool = False) -> Tuple[Module, Dict[str, Any]]:
     """``(model, metadata)`` of :func:`resolve_model`, for callers that do not need the file."""
-    model, meta, _ = resolve_model(spec)
+    model, meta, _ = resolve_model(spec, metadata=metadata, trust_checkpoint=trust_checkpoint)
     return model, meta
 
 
@@ -185,7 +225,7 @@ def resolve_targets(metadata: Mapping[str, Any], spec: Union[str, int, Sequence[
     else:
         items = list(spec)
     if not items:
-        raise ValueError(f"no target given; expected a name, an index or 'all' (outputs: {', '.join(names)})")
+        raise ValueError(f"no target given; expected a name, an index or 'all' (outputs: {shorten_list(names, 12)})")
     out: List[int] = []
     for item in items:
         if isinstance(item, str) and item == "all":
@@ -198,7 +238,7 @@ def resolve_targets(metadata: Mapping[str, Any], spec: Union[str, int, Sequence[
                 raise ValueError(f"target index {idx} is out of range: the model has {len(names)} outputs")
             out.append(idx)
         else:
-            raise ValueError(f"unknown target {item!r}; expected 'all', an index or one of: {', '.join(names)}")
+            raise ValueError(f"unknown target {item!r}; expected 'all', an index or one of: {shorten_list(names, 12)}")
     return out
 
 
@@ -206,12 +246,14 @@ def resolve_layer(model: Module, metadata: Mapping[str, Any], name: Optional[str
     """The layer to explain at: ``name``, or the checkpoint's ``default_layer``."""
     name = name or metadata.get("default_layer") or getattr(model, "default_layer", None)
     if not name:
-        raise ValueError("no layer given and the checkpoint names no default_layer")
+        known = [n for n, _ in model.named_modules() if n]
+        raise ValueError(f"no layer given and the model names no default_layer: pass one (--layer NAME, or "
+                         f"describe_model(..., default_layer=NAME)); its layers include {shorten_list(known, 12)}")
     try:
         return name, model.get_submodule(name)
     except AttributeError:
         known = [n for n, _ in model.named_modules() if n]
-        raise ValueError(f"unknown layer {name!r}; layers of this model include: {', '.join(known[:12])} ...") from None
+        raise ValueError(f"unknown layer {name!r}; layers of this model include: {shorten_list(known, 12)}") from None
 
 
 def check_finite_outputs(outputs: Tensor, names: Sequence[str], indices: Optional[Sequence[int]] = None,

@@ -13,9 +13,15 @@ does that intersection:
 * :func:`read_lut` -- label names from a ``FreeSurferColorLUT.txt``-format
   file.
 
-A map at a layer's resolution is brought onto the label grid by
-:func:`captum_smocam.spatial.upsample_to`; :func:`as_spatial_array` and
-:func:`upsample_to` stay importable from here.
+Geometry: a map and a label map are intersected voxel by voxel only when
+they are known to share a grid. When the label map carries its own grid (a
+NIfTI image, or the labels :func:`captum_smocam.nifti.load_label_map`
+returns) and the map's grid is known (``info`` from
+:func:`captum_smocam.nifti.load_scan`, or ``map_affine``), the map is
+resampled onto the labels in world (mm) coordinates
+(:func:`captum_smocam.nifti.map_to_grid`); when only one grid is known, or two
+plain arrays differ in shape, :func:`get_region_table` refuses rather than
+guess. :func:`as_spatial_array` and :func:`upsample_to` stay importable from here.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .spatial import as_spatial_array, to_numpy, upsample_to
+from .spatial import as_spatial_array, resample, to_numpy, upsample_to
 
 __all__ = [
     "as_spatial_array",
@@ -113,6 +119,59 @@ def _label_array(labels) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def _affine_of(x):
+    affine = getattr(x, "affine", None)
+    return None if affine is None else np.asarray(affine, dtype=np.float64)
+
+
+def _on_label_grid(attribution, labels, info, map_affine, labels_affine) -> np.ndarray:
+    """The map on the labels' grid (float64), by world coordinates when both grids are known; else refuse."""
+    lab_affine = _affine_of(labels) if labels_affine is None else np.asarray(labels_affine, dtype=np.float64)
+    lab_shape = _label_array(labels).shape
+    if map_affine is None and info is None:
+        map_affine = _affine_of(attribution)  # a nibabel image
+    if info is not None and map_affine is not None:
+        raise ValueError("give the map's grid once: info (a ScanInfo) or map_affine, not both")
+    if info is not None and not (hasattr(info, "grid_affine") and hasattr(info, "grid_shape")):
+        raise TypeError(f"info must be the ScanInfo returned by load_scan, got {type(info).__name__}")
+    arr = as_spatial_array(attribution, 3 if len(lab_shape) == 3 else None, what="attribution")
+    if info is not None:
+        grid_affine, grid_shape = np.asarray(info.grid_affine, dtype=np.float64), tuple(info.grid_shape)
+    elif map_affine is not None:
+        grid_affine, grid_shape = np.asarray(map_affine, dtype=np.float64), tuple(arr.shape)
+    else:
+        grid_affine = grid_shape = None
+    if lab_affine is not None and grid_affine is not None:
+        if lab_affine.shape != (4, 4) or grid_affine.shape != (4, 4):
+            raise ValueError(f"affines must be 4 x 4; got {grid_affine.shape} (map) and {lab_affine.shape} (labels)")
+        on_grid = upsample_to(arr, grid_shape, what="attribution")
+        out, _ = resample(np.nan_to_num(on_grid, nan=0.0), grid_affine, lab_affine, lab_shape, order=1)
+        labelled = _label_array(labels) != 0
+        inside, _ = resample(np.ones(grid_shape, np.float32), grid_affine, lab_affine, lab_shape, order=0)
+        if labelled.any() and not inside[labelled].any():
+            raise ValueError("none of the labelled voxels lies inside the map's grid: are the map's grid (info / "
+                             "map_affine) and the label map's affine in the same space?")
+        return out.astype(np.float64)
+    if lab_affine is not None:
+        raise ValueError(
+            f"the labels carry their grid (an affine) but the map's grid is unknown, so the map of shape "
+            f"{tuple(arr.shape)} cannot be placed on them: pass info=<the ScanInfo from load_scan> (or "
+            f"map_affine=...) and the map is resampled in world coordinates"
+        )
+    if grid_shape is not None and lab_shape != grid_shape:
+        raise ValueError(
+            f"the labels have shape {lab_shape} but the map's grid is {grid_shape}, and the labels carry no "
+            f"affine: pass a NIfTI label image, the labels from load_label_map, or labels_affine=..."
+        )
+    if grid_shape is None and tuple(arr.shape) != lab_shape:
+        raise ValueError(
+            f"the map has shape {tuple(arr.shape)} and the labels {lab_shape}, and neither carries a grid: pass "
+            f"info=<ScanInfo from load_scan> with a NIfTI label map (resampled in world coordinates), or bring "
+            f"the map onto the labels first (upsample_to(map, labels.shape) when both cover the same field of view)"
+        )
+    return upsample_to(arr, lab_shape, what="attribution").astype(np.float64)
+
+
 def get_region_table(
     attribution,
     labels,
@@ -120,14 +179,31 @@ def get_region_table(
     *,
     positive_only: bool = True,
     include_background: bool = False,
+    info=None,
+    map_affine=None,
+    labels_affine=None,
 ) -> pd.DataFrame:
     """Attention received by each labelled region of a parcellation.
 
-    The attribution is first brought onto the label grid: leading size-1
-    dimensions are dropped and a map at a layer's (coarser) resolution is
-    upsampled trilinearly with ``align_corners=False`` (as Captum's
-    ``LayerAttribution.interpolate``). Sums are therefore over label-grid
-    voxels. Then, for each label value ``k`` present in ``labels``::
+    The attribution is first brought onto the label grid (leading size-1
+    dimensions dropped), so sums are over label-grid voxels:
+
+    * the labels carry their grid (a NIfTI image, the labels returned by
+      :func:`captum_smocam.nifti.load_label_map`, or ``labels_affine``) and
+      the map's grid is known (``info``: the :class:`~captum_smocam.nifti.ScanInfo`
+      of :func:`~captum_smocam.nifti.load_scan`, the map being on the model
+      grid or at a layer's coarser resolution; or ``map_affine``; or a NIfTI
+      map): the map is resampled in world coordinates
+      (:func:`captum_smocam.nifti.map_to_grid`, linear, 0 outside the map's
+      grid), whatever the two orientations (LAS, RAS, oblique) and shapes;
+    * only the map's grid is known: the labels must be on it (the model
+      grid's shape); a layer-resolution map is upsampled trilinearly with
+      ``align_corners=False`` (as Captum's ``LayerAttribution.interpolate``);
+    * neither is known: the map and the labels must have one shape (upsample
+      a layer map first, :func:`upsample_to`);
+    * only the labels' grid is known: refused (a ValueError saying to pass ``info``).
+
+    Then, for each label value ``k`` present in ``labels``::
 
         attention_sum[k]  = sum of a over voxels with label k
         attention_mean[k] = attention_sum[k] / n_voxels[k]
@@ -146,7 +222,10 @@ def get_region_table(
             at the label grid's resolution or coarser.
         labels (numpy.ndarray, torch.Tensor or nibabel image): integer label
             volume of shape ``(X, Y, Z)`` (leading size-1 dims allowed); 0 is
-            background.
+            background. A nibabel image, or a
+            :class:`~captum_smocam.spatial.GridArray` (what
+            :func:`~captum_smocam.nifti.load_label_map` returns), carries its
+            grid.
         names (dict or str or Path, optional): label -> name, or the path of a
             ``FreeSurferColorLUT.txt``-format file read with :func:`read_lut`.
             Labels without a name are called ``"label_<k>"`` (``"background"``
@@ -155,6 +234,18 @@ def get_region_table(
             Default: ``True``
         include_background (bool, optional): keep the row of label 0.
             Default: ``False``
+        info (ScanInfo, optional): where the map lies: the model grid
+            (``info.grid_affine``, ``info.grid_shape``) of the scan it explains.
+            Default: None
+        map_affine (array-like, optional): 4 x 4 voxel -> world matrix of the
+            map's own grid (instead of ``info``). Default: None
+        labels_affine (array-like, optional): 4 x 4 voxel -> world matrix of
+            the labels' grid, when ``labels`` does not carry it. Default: None
+
+    Raises:
+        ValueError: the grids cannot be matched (see above; the message says
+            what to pass), the labels are not integers, or no labelled voxel
+            lies inside the map's grid.
 
     Returns:
         pandas.DataFrame: one row per label, sorted by ``share`` (descending,
@@ -179,8 +270,8 @@ def get_region_table(
         0     17   Left-Hippocampus       216          216.0             1.0  0.666667
         1     53  Right-Hippocampus       216          108.0             0.5  0.333333
     """
+    attr = _on_label_grid(attribution, labels, info, map_affine, labels_affine)
     lab = _label_array(labels)
-    attr = upsample_to(attribution, lab.shape, what="attribution").astype(np.float64)
     if positive_only:
         attr = np.maximum(attr, 0.0)
     if isinstance(names, (str, os.PathLike)):

@@ -1012,6 +1012,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
         *,
+        relu_attributions: bool = False,
         baselines: Union[None, float, Tensor, Tuple[Union[float, Tensor], ...]] = None,
         objective: str = DEFAULT_OBJECTIVE,
         output_std: Union[None, float, Tensor, Sequence[float]] = None,
@@ -1050,6 +1051,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 as in Captum: an int (or tuple of ints for multi-dimensional
                 outputs) for every example, or a list / 1-D tensor with one per
                 example. May be None only for a model with a single output.
+                Output names (a str, or a list of str) are accepted when the
+                model carries them (:func:`captum_smocam.describe_model`, or a
+                checkpoint loaded by :func:`captum_smocam.models.load_checkpoint`).
                 To explain K outputs of one scan, pass the scan repeated K times
                 (``x.expand(K, *x.shape[1:])``) with ``target=list(range(K))``:
                 identical rows are detected and the network before the layer
@@ -1059,6 +1063,12 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 is ``N`` are treated as per-example. Default: None
             attribute_to_layer_input (bool, optional): mask the layer's input
                 instead of its output. Default: False
+            relu_attributions (bool, optional): Captum's ``LayerGradCam``
+                argument, accepted for a drop-in swap: negative values are set
+                to 0. A SMOCAM mask is already >= 0 (``"preserve"``, and
+                ``"poster"`` with ``nonnegative=True``), so it changes nothing
+                there; with ``nonnegative=False`` it clips the mask at 0.
+                Default: False
             baselines (float, Tensor or tuple, optional): the reference inputs of
                 ``objective="preserve"``, as in Captum's ``GradientShap``: a
                 ``K x <input shape without batch>`` tensor (or one such shape
@@ -1254,6 +1264,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         check_environment()  # SMOCAM_* switches: an unknown word is an error, not "on"
         forward_func = _unwrap_compiled(self.forward_func)
         model = forward_func if isinstance(forward_func, Module) else None
+        from .model_card import target_indices
+
+        target = target_indices(target, model)  # output names -> indices (a clear error without names)
         inputs = _format_inputs(inputs)
         model_dtype = _first_float_dtype(model)
         for i, x in enumerate(inputs):
@@ -1335,6 +1348,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 init, lr_decay, tol, int(patience), internal_batch_size, upsample_to_input, fast, kernel_plan,
                 autocast,
             )
+            if relu_attributions:
+                mask = mask.clamp_min(0)
             _check_finite_mask(mask)
             return mask.to(out_dtype)
         finally:
@@ -1549,6 +1564,9 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         std = getattr(model, "output_std", None)
         if isinstance(std, Tensor) and std.is_floating_point() and std.numel() >= 1:
             return std.detach()
+        card = getattr(model, "smocam_metadata", None)  # a description (captum_smocam.describe_model)
+        if isinstance(card, dict) and card.get("output_std") is not None:
+            return torch.as_tensor(card["output_std"], dtype=torch.float64)
         return None
 
     @staticmethod

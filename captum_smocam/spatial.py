@@ -13,7 +13,10 @@ for a batch):
   fine voxels it covers);
 * :func:`resample` -- a volume sampled at the voxel centres of any other grid,
   in world (millimetre) coordinates given by the two grids' affines
-  (``scipy.ndimage.affine_transform``).
+  (``scipy.ndimage.affine_transform``);
+* :class:`GridArray` -- an array that knows its grid (``.affine``), as
+  :func:`captum_smocam.nifti.load_label_map` returns labels, so that region
+  tables can resample in world coordinates or refuse.
 
 Data flow: SMOCAM mask (layer grid) --:func:`upsample`--> model grid
 --:func:`resample`--> the scan's own grid (:func:`captum_smocam.nifti.save_map`)
@@ -37,6 +40,7 @@ __all__ = [
     "upsample",
     "upsample_to",
     "resample",
+    "GridArray",
 ]
 
 #: The ``torch.nn.functional.interpolate`` mode of a linear upsampling, by number of spatial dimensions.
@@ -316,3 +320,37 @@ def gaussian_blur(x: Tensor, sigma: Sequence[float], truncate: float = 3.0) -> T
         flat = torch.nn.functional.conv1d(flat, k.reshape(1, 1, -1))
         out = flat.reshape(shape).movedim(-1, 2 + a)
     return out
+
+
+class GridArray(np.ndarray):
+    """A NumPy array that carries the 4 x 4 voxel -> world affine of its grid as ``.affine``.
+
+    Arrays derived from it element by element on the same grid (``labels == 17``,
+    ``labels.astype(int)``) keep the affine; anything that moves voxels
+    (flips, transposes, slices, another shape) gets ``affine = None``, so a
+    wrong grid is never carried along.
+
+    Examples::
+
+        >>> a = GridArray(np.zeros((7, 8, 9), dtype=np.int32), np.diag([-2.0, 2.0, 2.0, 1.0]))
+        >>> float(a.astype(np.int64).affine[0, 0]), (a == 0).affine is not None
+        (-2.0, True)
+        >>> a[::-1].affine is None, a[:3].affine is None
+        (True, True)
+    """
+
+    def __new__(cls, data, affine):
+        obj = np.asarray(data).view(cls)
+        obj.affine = np.asarray(affine, dtype=np.float64)
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        affine = getattr(obj, "affine", None)
+        same_grid = (
+            affine is not None and isinstance(obj, np.ndarray) and obj.shape == self.shape
+            and all(a * self.itemsize == b * obj.itemsize for a, b in zip(obj.strides, self.strides))
+        )
+        self.affine = affine if same_grid else None
+
+    def __reduce__(self):  # pickled as the plain array it is (the grid is not trusted across processes)
+        return np.asarray(self).__reduce__()

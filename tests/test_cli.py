@@ -57,7 +57,7 @@ def test_the_registry_is_the_list_of_subcommands():
 @pytest.mark.parametrize("command", ["demo", "explain", "compare", "cohort"])
 def test_every_computing_command_has_the_same_flags(command):
     flags = _options(_subparsers()[command])
-    assert {"--model", "--layer", "--objective", "--n-steps", "--out", "--force", "--device",
+    assert {"--model", "--trust-checkpoint", "--layer", "--objective", "--n-steps", "--out", "--force", "--device",
             "--no-progress"} <= flags
     assert ("--target" in flags) == (command != "demo")
 
@@ -102,3 +102,12 @@ def test_only_given_smocam_settings_are_passed():
     assert commands._smocam_kwargs(args) == {"objective": "poster", "n_steps": 7}
     with pytest.raises(ValueError, match="--n-steps must be >= 1, got 0"):
         commands._smocam_kwargs(parse(["demo", "--n-steps", "0"]))
+
+
+def test_a_long_error_is_printed_short(monkeypatch, capsys):
+    """On today's main a ValueError holding a network's printout was printed whole (36-43 KB, issue 20)."""
+    monkeypatch.setattr(commands, "_run_synth", _failing(ValueError("model " + "Conv3d(1, 8) " * 4000)))
+    assert main(["synth", "--n", "1", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smocam: error: model Conv3d") and err.count("\n") == 1
+    assert len(err) < 800 and "more characters" in err

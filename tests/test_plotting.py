@@ -313,3 +313,49 @@ def test_cut_coords_are_millimetres_when_bg_img_has_an_affine(scan):
     # Without an affine they stay voxel indices.
     fig = plot_attribution(attr, scan, display_mode="z", cut_coords=3, colorbar=False)
     assert fig.axes[0].get_title() == "axial z=3"
+
+
+# --- orientation: the right hemisphere on the right for any stored orientation (issue 20) -------------------
+
+def _hemisphere_images(orientation):
+    """A head and a map with a blob at world x > 0 (right), stored as RAS, LAS, LPS or an oblique grid."""
+    shape = (12, 10, 9)
+    ras = np.diag([2.0, 2.0, 2.0, 1.0])
+    ras[:3, 3] = [-11.0, -9.0, -8.0]  # world x of voxel i is 2 i - 11: i >= 6 is right
+    head = np.ones(shape, np.float32)
+    head[:, :, :2] = 0.0
+    blob = np.zeros(shape, np.float32)
+    blob[8:11, 4:6, 4:6] = 1.0  # x = 5..9 mm: right
+    data, affine = [head, blob], ras
+    if orientation in ("LAS", "LPS"):
+        flip = [0] if orientation == "LAS" else [0, 1]
+        data = [np.flip(d, axis=flip).copy() for d in data]
+        affine = ras.copy()
+        for ax in flip:
+            affine[:, ax] *= -1
+            affine[:3, 3] += ras[:3, ax] * (shape[ax] - 1)
+    elif orientation == "oblique":  # axes stored as (y, x, z) with x flipped, and a 10 degree tilt
+        data = [np.flip(np.transpose(d, (1, 0, 2)), axis=1).copy() for d in data]
+        perm = np.zeros((4, 4))
+        perm[1, 0] = perm[3, 3] = perm[2, 2] = 1.0
+        perm[0, 1] = -1.0
+        perm[0, 3] = shape[0] - 1
+        c, s = np.cos(np.radians(10)), np.sin(np.radians(10))
+        tilt = np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1.0]])
+        affine = tilt @ ras @ perm
+    return nib.Nifti1Image(data[0], affine), nib.Nifti1Image(data[1], affine)
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LAS", "LPS", "oblique"])
+def test_right_hemisphere_is_drawn_on_the_right(orientation):
+    """On today's main the LAS copy drew the blob at x > 0 on the left (arrays were shown in stored order)."""
+    head, blob = _hemisphere_images(orientation)
+    for attr in (blob, np.asarray(blob.dataobj)):  # an image, or an array in the background's axis order
+        fig = plot_attribution(attr, head, display_mode="z", threshold=0.5)
+        drawn = overlay(fig.axes[0])  # rows: y, columns: x (origin "lower")
+        cols = np.nonzero(drawn.max(axis=0) > 0.5)[0]
+        assert cols.size and cols.min() > drawn.shape[1] / 2, (orientation, cols, drawn.shape)
+        plt.close(fig)
+    fig = plot_comparison({"blob": blob}, head, display_mode="z", threshold=0.5)
+    drawn = overlay(fig.axes[0])
+    assert np.nonzero(drawn.max(axis=0) > 0.5)[0].min() > drawn.shape[1] / 2

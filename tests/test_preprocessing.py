@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from captum_smocam.preprocessing import NORMALIZATION_METHODS, normalize_intensity
+from captum_smocam.preprocessing import NORMALIZATION_METHODS, canonical_normalization, normalize_intensity
 
 
 @pytest.fixture
@@ -64,8 +64,40 @@ def test_constant_foreground_is_only_centred():
 def test_bad_input_is_refused(head):
     with pytest.raises(ValueError, match="unknown normalisation method 'minmax'"):
         normalize_intensity(head, "minmax")
-    assert NORMALIZATION_METHODS == ("zscore_nonzero", "none")
+    assert NORMALIZATION_METHODS == ("zscore_by_foreground", "monai_nonzero", "none")
+    with pytest.raises(ValueError, match="unknown normalisation method 'zscore'"):
+        normalize_intensity(head, "zscore")
     with pytest.raises(ValueError, match="no foreground voxel"):
         normalize_intensity(np.zeros((3, 3, 3)))
     with pytest.raises(ValueError, match="empty foreground mask"):
         normalize_intensity(head, mask=np.zeros(head.shape, dtype=bool))
+
+
+def test_old_name_still_works_with_a_deprecation_warning_naming_the_clear_one(head):
+    """"zscore_nonzero" put the background at -mean/sd, not 0: it is "zscore_by_foreground" now (issue 20)."""
+    with pytest.warns(DeprecationWarning, match="zscore_by_foreground"):
+        old = normalize_intensity(head, "zscore_nonzero")
+    np.testing.assert_array_equal(old, normalize_intensity(head, "zscore_by_foreground"))
+    np.testing.assert_array_equal(old, normalize_intensity(head))  # the default is unchanged
+    assert canonical_normalization("zscore_nonzero", warn=False) == "zscore_by_foreground"
+
+
+def test_monai_nonzero_keeps_zeros_at_zero(head):
+    """MONAI's NormalizeIntensity(nonzero=True): only the nonzero voxels are z-scored; zeros stay 0."""
+    head = head.copy()
+    head[1, 2, 2] = -5.0  # a negative voxel is nonzero too
+    y = normalize_intensity(head, "monai_nonzero")
+    nz = head != 0
+    assert np.all(y[~nz] == 0.0)
+    np.testing.assert_allclose(y[nz].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y[nz].std(), 1.0, rtol=1e-5)
+    y_t = normalize_intensity(torch.from_numpy(head), "monai_nonzero")
+    np.testing.assert_allclose(y_t.numpy(), y, rtol=1e-5, atol=1e-6)
+
+
+def test_monai_nonzero_equals_monai():
+    transforms = pytest.importorskip("monai.transforms")
+    x = np.random.default_rng(0).uniform(0, 100, size=(7, 8, 9)).astype(np.float32)
+    x[x < 40] = 0.0
+    expected = np.asarray(transforms.NormalizeIntensity(nonzero=True)(x))
+    np.testing.assert_allclose(normalize_intensity(x, "monai_nonzero"), expected, rtol=1e-5, atol=1e-5)

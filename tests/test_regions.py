@@ -1,4 +1,6 @@
 """Tests of captum_smocam.regions: region tables, LUT parsing, aggregation."""
+import types
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -76,8 +78,10 @@ def test_region_table_accepts_tensors_batch_dims_and_nifti_labels(phantom):
     attr, labels = phantom
     expected = get_region_table(attr, labels)
     img = nib.Nifti1Image(labels.astype(np.float32), np.eye(4))
-    got = get_region_table(torch.from_numpy(attr)[None, None], img)
+    got = get_region_table(torch.from_numpy(attr)[None, None], img, map_affine=np.eye(4))
     pd.testing.assert_frame_equal(got, expected)
+    with pytest.raises(ValueError, match="map's grid is unknown"):  # a NIfTI label map needs the map's grid
+        get_region_table(attr, img)
     got = get_region_table(attr[None], torch.from_numpy(labels.astype(np.int64)))
     pd.testing.assert_frame_equal(got, expected)
 
@@ -86,15 +90,17 @@ def test_region_table_upsamples_layer_resolution_map():
     labels = np.zeros(SHAPE, dtype=int)
     labels[:3] = 1
     labels[4:] = 2
+    # A layer-resolution map of the model grid (info says which), labels on that grid.
+    info = types.SimpleNamespace(grid_shape=SHAPE, grid_affine=np.eye(4))
     # constant coarse map: every label-grid voxel gets the same value
-    table = get_region_table(np.full((4, 4, 5), 0.25), labels, include_background=True)
+    table = get_region_table(np.full((4, 4, 5), 0.25), labels, include_background=True, info=info)
     for _, row in table.iterrows():
         assert row["attention_sum"] == pytest.approx(0.25 * row["n_voxels"], rel=1e-6)
         assert row["attention_mean"] == pytest.approx(0.25, rel=1e-6)
     # coarse map hot in its first x-half -> region 1 (low x) gets more than region 2
     coarse = np.zeros((4, 4, 5))
     coarse[:2] = 1.0
-    table = get_region_table(coarse, labels).set_index("label")
+    table = get_region_table(coarse, labels, info=info).set_index("label")
     assert table.loc[1, "attention_mean"] > 0.9
     assert table.loc[2, "attention_mean"] < 0.2
     # compare with the explicit trilinear upsampling used by Captum
@@ -102,6 +108,10 @@ def test_region_table_upsamples_layer_resolution_map():
         torch.tensor(coarse, dtype=torch.float32)[None, None], size=SHAPE, mode="trilinear", align_corners=False
     )[0, 0].numpy()
     assert table.loc[1, "attention_sum"] == pytest.approx(fine[labels == 1].sum(), rel=1e-5)
+    # Without a grid, two shapes are refused (which grid the coarse map covers is a guess), issue 20.
+    with pytest.raises(ValueError, match=r"shape \(4, 4, 5\) and the labels \(7, 8, 9\), and neither carries a grid"):
+        get_region_table(coarse, labels)
+    pd.testing.assert_frame_equal(get_region_table(upsample_to(coarse, SHAPE), labels).set_index("label"), table)
 
 
 def test_region_table_names_from_lut(tmp_path, phantom):
@@ -217,3 +227,63 @@ def test_aggregate_errors():
         aggregate_region_tables([t])
     with pytest.raises(TypeError, match="list"):
         aggregate_region_tables([[1, 2]])
+
+
+# --- geometry: a map on the model grid and a label map on its own grid (issue 20) ----------------------------
+
+MNI2MM_LAS = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
+
+
+def _world(shape, affine):
+    ijk = np.indices(shape).reshape(3, -1).astype(np.float64)
+    return (affine[:3, :3] @ ijk + affine[:3, 3:]).reshape(3, *shape)
+
+
+def _hippocampi(shape, affine):
+    """Labels 17 (left, x < 0) and 53 (right) as 10 mm balls at x = -20 / +20 mm, y = -20, z = -10."""
+    x, y, z = _world(shape, affine)
+    labels = np.zeros(shape, np.int16)
+    labels[(x + 20) ** 2 + (y + 20) ** 2 + (z + 10) ** 2 <= 100] = 17
+    labels[(x - 20) ** 2 + (y + 20) ** 2 + (z + 10) ** 2 <= 100] = 53
+    return labels
+
+
+@pytest.mark.parametrize("scan_grid", ["model", "other"])
+def test_region_table_resamples_in_world_coordinates(tmp_path, scan_grid):
+    """On today's main the same call swapped left and right (LAS model grid) or misplaced the map."""
+    from captum_smocam.nifti import load_label_map, load_scan
+
+    model_shape = (91, 109, 91)
+    meta = {"input_shape": list(model_shape), "affine": MNI2MM_LAS.tolist(), "intensity_normalization": "none"}
+    if scan_grid == "model":
+        shape, affine = model_shape, MNI2MM_LAS
+    else:  # 1.5 mm RAS, shifted: another shape, orientation and origin than the model's
+        shape, affine = (110, 130, 100), np.array([[1.5, 0, 0, -80], [0, 1.5, 0, -110], [0, 0, 1.5, -60],
+                                                   [0, 0, 0, 1]])
+    x = _world(shape, affine)[0]
+    head = (np.abs(x) < 70).astype(np.float32) + 1.0
+    nib.save(nib.Nifti1Image(head, affine), tmp_path / "t1.nii.gz")
+    nib.save(nib.Nifti1Image(_hippocampi(shape, affine), affine), tmp_path / "labels.nii.gz")
+    _, info = load_scan(tmp_path / "t1.nii.gz", meta)
+    labels, lab_affine = load_label_map(tmp_path / "labels.nii.gz", info)
+
+    # The mask on the model grid: 1 over the left hippocampus (world x < 0), 0 elsewhere.
+    mask = (_hippocampi(model_shape, MNI2MM_LAS) == 17).astype(np.float32)
+    lut = {17: "Left-Hippocampus", 53: "Right-Hippocampus"}
+    with pytest.raises(ValueError, match=r"map.s grid is unknown, .*: pass info="):
+        get_region_table(mask, labels, lut)  # the documented call of today's main: refused, not wrong
+    table = get_region_table(mask, labels, lut, info=info).set_index("name")
+    assert table.loc["Left-Hippocampus", "attention_mean"] > 0.85
+    assert table.loc["Right-Hippocampus", "attention_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert table.loc["Left-Hippocampus", "share"] > 0.85  # the rest: partial voxels at its edge (background)
+    # The same with a layer-resolution map and with the label image itself (its own affine).
+    coarse = mask[::2, ::2, ::2]
+    img = nib.load(tmp_path / "labels.nii.gz")
+    t2 = get_region_table(coarse, img, lut, info=info).set_index("name")
+    assert t2.loc["Left-Hippocampus", "share"] > 0.8 and t2.loc["Right-Hippocampus", "share"] < 0.05
+    # A plain label array of another shape than the map is refused.
+    if scan_grid == "other":
+        with pytest.raises(ValueError, match=r"shape \(91, 109, 91\) and the labels \(110, 130, 100\)"):
+            get_region_table(mask, np.asarray(labels), lut)
+        with pytest.raises(ValueError, match=r"labels have shape \(110, 130, 100\) but the map's grid is"):
+            get_region_table(mask, np.asarray(labels), lut, info=info)

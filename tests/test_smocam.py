@@ -352,7 +352,7 @@ def test_no_hook_survives_an_exception():
     [
         ({"target": 3}, "out of range"),
         ({"target": -4}, "out of range"),
-        ({"target": "hippocampus"}, "not an int"),
+        ({"target": "hippocampus"}, "an output name, but the model carries no output names: pass an index"),
         ({"target": (0, 1)}, "2 index"),
         ({"target": [0, 1, 2]}, "one entry per example"),
         ({"target": torch.tensor([0, 1, 2])}, r"shape \(2,\)"),

@@ -21,7 +21,7 @@ from .. import synth
 from ..synth.deformation import _exact_volumes, _solve_deformation
 from ..synth.subjects import _draw
 from ..models import VGG3D, default_model_file
-from ..preprocessing import normalize_intensity
+from ..preprocessing import canonical_normalization, normalize_intensity
 
 __all__ = [
     "POSTER_TARGETS",
@@ -176,7 +176,7 @@ def load_subject(index: int, meta: dict, *, lr_correlation: Optional[float] = No
         cohort_seed=int(meta.get("cohort_seed", 0) if cohort_seed is None else cohort_seed),
         overrides=overrides,
     )
-    img = normalize_intensity(subject.image, meta["intensity_normalization"])
+    img = normalize_intensity(subject.image, canonical_normalization(meta["intensity_normalization"], warn=False))
     return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None], subject
 
 

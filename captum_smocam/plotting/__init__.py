@@ -25,10 +25,16 @@ background's shape with ``torch.nn.functional.interpolate(...,
 mode="trilinear", align_corners=False)`` (bilinear in 2-D), as Captum's
 ``LayerAttribution.interpolate`` does.
 
-Display conventions: 3-D arrays are indexed ``[x, y, z]`` and drawn like
-nilearn's neurological view of a RAS+ volume (axial and coronal cuts: x to the
-right; sagittal cuts: y to the right; z and y upwards), so pass canonical
-(RAS+) arrays, e.g. from :func:`captum_smocam.nifti.load_scan`. 2-D maps are
+Display conventions: 3-D volumes are drawn like nilearn's neurological view
+of a RAS+ volume (axial and coronal cuts: x to the right, so the right
+hemisphere is on the right; sagittal cuts: y to the right; z and y upwards).
+A nibabel ``bg_img`` is re-oriented to the closest RAS+ orientation
+(``nibabel.as_closest_canonical``: LAS, LPS, oblique scans alike); a map
+given as an array is taken in ``bg_img``'s stored axis order and re-oriented
+with it, a map given as a nibabel image is resampled onto it in world
+coordinates. Without an affine (arrays only) nothing can be re-oriented:
+pass canonical (RAS+) arrays, e.g. from :func:`captum_smocam.nifti.load_scan`
+without metadata. 2-D maps are
 drawn as images (row 0 at the top). ``cut_coords`` are millimetres, as in
 nilearn, when the position of the voxels is known (``bg_img`` a nibabel image:
 its affine), and voxel indices otherwise; panel titles say which

@@ -11,13 +11,14 @@ import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
+import nibabel as nib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ..spatial import as_spatial_array, upsample_to
+from ..spatial import as_spatial_array, resample, upsample_to
 from ._figures import _finish
 
 __all__ = ["plot_attribution", "plot_comparison"]
@@ -30,26 +31,73 @@ _PANEL_INCHES = 2.6
 _OUTLINE_COLOR = "cyan"
 
 
-def _load_bg(bg_img) -> Tuple[Optional[np.ndarray], Optional[Tuple[float, ...]], Optional[np.ndarray]]:
-    """Background array, and its voxel sizes and voxel -> world affine when known (a nibabel image)."""
-    if bg_img is None:
-        return None, None, None
-    if hasattr(bg_img, "get_fdata") and hasattr(bg_img, "header"):
-        data = as_spatial_array(np.asarray(bg_img.get_fdata(dtype=np.float32)), None, what="bg_img")
-        zooms = tuple(float(z) for z in bg_img.header.get_zooms()[: data.ndim])
-        affine = np.asarray(bg_img.affine, dtype=np.float64) if data.ndim == 3 else None
-        return np.nan_to_num(data.astype(np.float32)), zooms, affine
-    data = as_spatial_array(bg_img, None, what="bg_img")
-    return np.nan_to_num(np.asarray(data, dtype=np.float32)), None, None
+def _is_image(x) -> bool:
+    return hasattr(x, "get_fdata") and hasattr(x, "header") and hasattr(x, "affine")
 
 
-def _display_map(attr, shape: Optional[Tuple[int, ...]]) -> np.ndarray:
-    """Map as a float array on the display grid (upsampled to ``shape`` if given)."""
-    if shape is None:
-        m = as_spatial_array(attr, None)
-    else:
-        m = upsample_to(attr, shape)
-    return np.nan_to_num(np.asarray(m, dtype=np.float32))
+class _Display:
+    """The display grid: a background (or none) re-oriented to RAS+ when its affine is known.
+
+    ``source_shape`` is the background's shape as given; :meth:`orient` re-orders an array of that
+    shape (a map or outline in the background's axis order) as the background was re-ordered
+    (``nibabel.as_closest_canonical``: axis permutations and flips only), so that the right
+    hemisphere (x > 0) is drawn on the right for LAS, LPS or oblique scans alike.
+    """
+
+    def __init__(self, bg_img) -> None:
+        self.bg = self.zooms = self.affine = self.source_shape = None
+        self.ornt = None
+        if bg_img is None:
+            return
+        if _is_image(bg_img):
+            data = as_spatial_array(np.asarray(bg_img.get_fdata(dtype=np.float32)), None, what="bg_img")
+            self.source_shape = data.shape
+            if data.ndim == 3:
+                self.source_affine = np.asarray(bg_img.affine, dtype=np.float64)
+                self.ornt = nib.io_orientation(self.source_affine)
+                data = nib.orientations.apply_orientation(data, self.ornt)
+                self.affine = self.source_affine @ nib.orientations.inv_ornt_aff(self.ornt, self.source_shape)
+                self.zooms = tuple(float(z) for z in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+            else:
+                self.zooms = tuple(float(z) for z in bg_img.header.get_zooms()[: data.ndim])
+            self.bg = np.nan_to_num(np.ascontiguousarray(data, dtype=np.float32))
+        else:
+            data = as_spatial_array(bg_img, None, what="bg_img")
+            self.source_shape = data.shape
+            self.bg = np.nan_to_num(np.asarray(data, dtype=np.float32))
+
+    def orient(self, arr: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if arr is None or self.ornt is None:
+            return arr
+        return np.ascontiguousarray(nib.orientations.apply_orientation(arr, self.ornt))
+
+    def map(self, attr, what: str = "attr") -> np.ndarray:
+        """``attr`` on the display grid: resampled in world coordinates if it is an image, else
+        upsampled to the background's shape (same axis order) and re-oriented with it."""
+        if _is_image(attr) and len(attr.shape) >= 3:
+            img = attr if len(attr.shape) == 3 else attr.slicer[(slice(None),) * 3 + (0,) * (len(attr.shape) - 3)]
+            data = np.asarray(img.get_fdata(dtype=np.float32))
+            if self.bg is None:  # no background: the map's own grid, re-oriented to RAS+
+                self.__init__(img)
+                self.bg = None
+                return np.nan_to_num(nib.orientations.apply_orientation(data, self.ornt).astype(np.float32))
+            if self.affine is not None:
+                out, _ = resample(np.nan_to_num(data), np.asarray(img.affine, dtype=np.float64), self.affine,
+                                  self.bg.shape, order=1)
+                return out
+            attr = data
+        if self.source_shape is None:
+            m = as_spatial_array(attr, None, what=what)
+        else:
+            m = self.orient(upsample_to(attr, self.source_shape, what=what))
+        return np.nan_to_num(np.asarray(m, dtype=np.float32))
+
+    def outline(self, outline, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+        if outline is None:
+            return None
+        if self.source_shape is None or len(self.source_shape) != len(shape):
+            return _outline_on(outline, shape)
+        return self.orient(_outline_on(outline, self.source_shape))
 
 
 def _parse_display_mode(display_mode: str) -> List[str]:
@@ -340,11 +388,12 @@ def plot_attribution(
         >>> len(fig.axes)                           # 3 cuts + colour bar
         4
     """
-    bg, zooms, affine = _load_bg(bg_img)
-    m = _display_map(attr, None if bg is None else bg.shape)
+    display = _Display(bg_img)
+    m = display.map(attr)
+    bg, zooms, affine = display.bg, display.zooms, display.affine
     if m.ndim not in (2, 3):
         raise ValueError(f"attr must be 2-D or 3-D after removing batch dims; got shape {m.shape}")
-    out = _outline_on(outline, m.shape)
+    out = display.outline(outline, m.shape)
     panels, origin = _layout(display_mode, cut_coords, m, affine)
     lo, hi = _default_limits([m])
     norm = Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
@@ -443,23 +492,27 @@ def plot_comparison(
     """
     if not isinstance(maps, Mapping) or not maps:
         raise ValueError(f"maps must be a non-empty dict {{method name: map}}; got {type(maps).__name__}")
-    bg, zooms, affine = _load_bg(bg_img)
-    raw = {str(k): as_spatial_array(v, None if bg is None else bg.ndim, what=f"maps[{k!r}]") for k, v in maps.items()}
+    display = _Display(bg_img)
+    bg, zooms, affine = display.bg, display.zooms, display.affine
+    raw = {str(k): v if _is_image(v) else as_spatial_array(v, None if bg is None else bg.ndim, what=f"maps[{k!r}]")
+           for k, v in maps.items()}
     if bg is not None:
         shape = bg.shape
     else:
-        shape = max((v.shape for v in raw.values()), key=lambda s: (len(s), int(np.prod(s))))
+        shape = max((tuple(v.shape) for v in raw.values()), key=lambda s: (len(s), int(np.prod(s))))
+        display.source_shape = shape
     shown: Dict[str, np.ndarray] = {}
     scale: Dict[str, float] = {}
     for name, v in raw.items():
-        m = _display_map(v, shape) if v.ndim == len(shape) else None
-        if m is None:
+        if not _is_image(v) and v.ndim != len(shape):
             raise ValueError(f"maps[{name!r}] has shape {v.shape}; expected {len(shape)} spatial dims like {shape}")
+        m = display.map(v, what=f"maps[{name!r}]")
         peak = float(np.abs(m).max())
         scale[name] = peak
         shown[name] = m if share_scale or peak == 0.0 else m / peak
     first = next(iter(shown.values()))
-    out = _outline_on(outline, shape)
+    out = display.outline(outline, first.shape)
+    affine = display.affine if affine is None else affine
     panels, origin = _layout(display_mode, cut_coords, first, affine)
     lo, hi = _default_limits(list(shown.values()))
     if not share_scale:

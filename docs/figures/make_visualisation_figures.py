@@ -30,7 +30,7 @@ from captum_smocam.plotting import (  # noqa: E402
     plot_convergence,
     plot_region_attention,
 )
-from captum_smocam.regions import get_region_table  # noqa: E402
+from captum_smocam.regions import get_region_table, upsample_to  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RNG = np.random.default_rng(0)
@@ -111,7 +111,9 @@ def main(out_dir: str = HERE) -> None:
         output_file=os.path.join(out_dir, "plot_comparison.png"),
     )
 
-    table = get_region_table(smocam, labels, names)
+    # The layer-resolution mask covers the label grid's field of view: upsampled explicitly (region
+    # tables refuse two shapes without a grid).
+    table = get_region_table(upsample_to(smocam, labels.shape), labels, names)
     plot_region_attention(
         table, title="share of the synthetic mask's attention",
         output_file=os.path.join(out_dir, "plot_region_attention.png"),
