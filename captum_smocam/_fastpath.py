@@ -90,9 +90,12 @@ class _Split:
                 dependent.add(nd)
         self.suffix = [nd for nd in self.nodes if nd in dependent and nd.op != "output"]
         self.output_node = next(nd for nd in self.nodes if nd.op == "output")
-        # Values crossing into the suffix from the rest.
+        # Values crossing into the suffix from the rest. When the layer's output is masked, the stored
+        # output stands in for the layer, so its inputs are not read (nor kept, nor copied per chunk).
         boundary: Set[fx.Node] = set()
         for nd in self.suffix + [self.output_node]:
+            if nd is layer_node and not to_input:
+                continue
             for a in nd.all_input_nodes:
                 if a not in dependent:
                     boundary.add(a)
@@ -181,6 +184,7 @@ class _FastRunner:
     def _boundary_for(self, rows: Tensor) -> Dict[fx.Node, Any]:
         """Stored values indexed by ``rows``; cached, since every step of a chunk uses the same rows."""
         if self._rows is not rows:
+            self._indexed = {}  # the previous chunk's rows go before this chunk's are made
             self._indexed = {
                 nd: (v[rows] if nd in self.batched and isinstance(v, Tensor) and v.dim() > 0 else v)
                 for nd, v in self.stored.items()
