@@ -1,4 +1,7 @@
-"""SMOCAM's memory is bounded by ``internal_batch_size``, not by the number of outputs explained (issue 23).
+"""What a SMOCAM call costs in memory and threads (issue 23).
+
+Memory is bounded by ``internal_batch_size``, not by the number of outputs explained, and a call never
+raises the process's thread count.
 
 Memory is followed tensor by tensor: a :class:`~torch.utils._python_dispatch.TorchDispatchMode` records the
 bytes of every new storage an operation returns (views excluded), so the tests do not depend on the
@@ -91,3 +94,16 @@ def test_fast_path_keeps_only_what_the_masked_suffix_reads(net):
 
     assert modules_kept(False) == ["features.block2"]
     assert modules_kept(True) == ["features.block1.2"]  # its input (block1's last module) is masked: kept
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_call_leaves_the_thread_count_as_the_caller_set_it(net, fast):
+    # The kernel plans are keyed on the thread count and the benchmarks set it: SMOCAM itself never does.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        x = torch.randn(2, 1, *SHAPE)
+        SMOCAM(net, net.features.block2).attribute(x, target=[0, 1], n_steps=2, fast=fast, kernel_plan="fastest")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
