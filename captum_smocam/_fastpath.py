@@ -102,6 +102,11 @@ class _Split:
         if not to_input:
             boundary.add(layer_node)  # its stored output is what gets masked
         self.boundary = boundary
+        # Position of each node's last reader, so that the full pass can drop a value once it is read.
+        self.last_use: Dict[fx.Node, int] = {}
+        for i, nd in enumerate(self.nodes):
+            for a in nd.all_input_nodes:
+                self.last_use[a] = i
         self._batched: Dict[Tuple[int, Tuple[bool, ...]], Set[fx.Node]] = {}
         #: Verdict of the suffix check per call signature: True, or the reason it failed.
         self.checked: Dict[Hashable, Union[bool, str]] = {}
@@ -163,7 +168,9 @@ class _FastRunner:
             return self._reference
         env: Dict[fx.Node, Any] = {}
         arg_iter = iter(self.args)
-        for nd in self.split.nodes:
+        feature_node = self.layer_node.args[0] if self.to_input else self.layer_node
+        keep = self.boundary | {feature_node}
+        for i, nd in enumerate(self.split.nodes):
             if nd.op == "placeholder":
                 try:
                     env[nd] = next(arg_iter)
@@ -173,11 +180,12 @@ class _FastRunner:
                 output = fx.node.map_arg(nd.args[0], lambda a: env[a])
             else:
                 env[nd] = self._run_node(nd, env)
+                # Values read for the last time go now: the pass holds a few layers' activations, not all.
+                for a in nd.all_input_nodes:
+                    if self.split.last_use.get(a) == i and a not in keep:
+                        del env[a]
         self.stored = {nd: _detach(env[nd]) for nd in self.boundary}
-        if self.to_input:
-            feature = env[self.layer_node.args[0]]
-        else:
-            feature = env[self.layer_node]
+        feature = env[feature_node]
         self._reference = (output, feature)
         return output, feature
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from captum_smocam._fastpath import build_fast_runner
+from captum_smocam._fastpath import _FastRunner, build_fast_runner
 from captum_smocam.models import VGG3D
 from captum_smocam.smocam import SMOCAM, _distinct_rows
 
@@ -107,3 +107,24 @@ def test_a_call_leaves_the_thread_count_as_the_caller_set_it(net, fast):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_prefix_pass_drops_each_activation_once_it_is_read():
+    # The full pass of the fast path keeps the values the suffix reads, not every activation before the layer
+    # (before issue 23 all of them were alive at once: at 256^3 the early layers alone took about 1 GiB).
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(3, 3, 3, padding=1),
+                              torch.nn.ReLU(), torch.nn.Conv3d(3, 3, 3, padding=1), torch.nn.AdaptiveAvgPool3d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()
+    import weakref
+
+    seen, alive_at_last_conv = {}, {}
+    net[0].register_forward_hook(lambda m, a, out: seen.__setitem__("conv0", weakref.ref(out)))
+    net[4].register_forward_pre_hook(lambda m, a: alive_at_last_conv.update(conv0=seen["conv0"]() is not None))
+    x = torch.randn(2, 1, *SHAPE)
+    split = build_fast_runner(net, net[4], (x,), (), False).split  # traced, split and checked
+    seen.clear()
+    alive_at_last_conv.clear()
+    with torch.no_grad():
+        _FastRunner(split, (x,), (), False).reference()  # a fresh runner: one full pass
+    assert alive_at_last_conv == {"conv0": False}
