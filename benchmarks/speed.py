@@ -40,9 +40,24 @@ seconds per mask, peak memory, achieved GFLOP/s of the optimisation against
 the matrix-product rate. With fewer than 165 outputs the time for all 165 is
 *extrapolated* (seconds per mask x 165) and labelled so.
 
+``--memory-vs-outputs 16 64`` adds the peak memory of explaining K outputs
+of one scan at once, for each K, each in a fresh process: the Rebsamen-size
+AlexNet3D on one ``--memory-size``³ input (default 160), the mask at
+``--memory-layer`` (default ``features.conv2``), ``internal_batch_size``
+``--memory-ibs`` (16), ``--memory-steps`` steps (2), after an untimed 1-output
+call (tracing, plan, the references' features); the ratio of the last K's peak
+to the first's says whether memory is bounded by ``internal_batch_size``
+(issue 23: <= 1.3 for 64 vs 16). ``--only-memory`` runs this alone.
+
+Every run records the 1-minute load average at its start and end and warns
+(on screen and in the report) when other work shared the machine
+(:func:`captum_smocam.benchmarking.load_warning`): its timings are then not
+comparable with a quiet run's; its memory figures are.
+
 Run::
 
     python benchmarks/speed.py                 # sizes 64 and 96 (~15 min on 2 CPU cores)
+    python benchmarks/speed.py --only-memory --memory-vs-outputs 16 64 --threads 1   # memory vs K (~5 min)
     python benchmarks/speed.py --poster-scale --poster-outputs 8 165   # + the poster's scale (8 and 165 outputs)
     python benchmarks/speed.py --quick         # tiny smoke run (< 1 min; add --poster-scale to try it)
     python benchmarks/speed.py --device cuda   # same script on a GPU (benchmarks/gpu_run.sh)
@@ -52,7 +67,8 @@ Writes ``speed.md`` (Markdown tables) and ``speed.json`` under ``--out``; a
 under ``benchmarks/runs/quick/speed/`` (git-ignored), never over the published
 tables; ``--trace-only`` (the fast path's set-up per call with and without
 reuse across calls, nothing else) writes ``speed_trace.*`` under
-``benchmarks/logs/speed_trace/``.
+``benchmarks/logs/speed_trace/``, and an ``--only-memory`` run ``speed_memory.*``
+under ``benchmarks/logs/speed_memory/``.
 """
 from __future__ import annotations
 
@@ -76,6 +92,7 @@ from captum_smocam.benchmarking import (
     PeakMemory,
     SuffixStep,
     cpu_model,
+    load_warning,
     machine_description,
     matmul_peak_gflops,
     shipped_model_available,
@@ -293,8 +310,8 @@ def measure_peak(spec, device):
 def child(spec):
     """Run one measurement in this (fresh) process; print its result as JSON on the last line."""
     torch.set_num_threads(spec["threads"])
-    if spec.get("kind") == "poster":
-        print(json.dumps(poster_layer(spec)))
+    if spec.get("kind") in CHILD_KINDS:
+        print(json.dumps(CHILD_KINDS[spec["kind"]](spec)))
         return
     peak, how = measure_peak(spec, spec["device"])
     print(json.dumps({"peak_mib": peak, "how": how}))
@@ -303,9 +320,14 @@ def child(spec):
 def in_child(spec, device):
     """``child(spec)``'s result: in a fresh subprocess on CPU (so memory is measured alone), here on CUDA."""
     if torch.device(device).type == "cuda":
-        return poster_layer(spec) if spec.get("kind") == "poster" else dict(zip(("peak_mib", "how"),
-                                                                                measure_peak(spec, device)))
-    proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True, text=True)
+        if spec.get("kind") in CHILD_KINDS:
+            return CHILD_KINDS[spec["kind"]](spec)
+        return dict(zip(("peak_mib", "how"), measure_peak(spec, device)))
+    # The child imports the same captum_smocam as this process (not another installed copy).
+    here = str(Path(__import__("captum_smocam").__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True, text=True,
+                          env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"child run failed ({spec}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -325,16 +347,8 @@ def poster_layer(spec):
     FLOPs per step and mask, the kernel plan, and the set-up seconds of an
     untimed first call (tracing, plan choice, the references' features).
     """
-    from captum_smocam.models import rebsamen_alexnet3d
-
     device = torch.device(spec["device"])
-    torch.manual_seed(0)
-    model = rebsamen_alexnet3d(POSTER_OUTPUTS).to(device).eval()
-    x = make_input(spec["size"], device)
-    # Reference inputs for the preserve objective, as a shipped model carries them (random volumes: the cost
-    # does not depend on them); their features are computed once, in the set-up call, and reused.
-    g = torch.Generator().manual_seed(1)
-    set_reference_inputs(model, torch.randn(POSTER_REFERENCES, 1, *x.shape[2:], generator=g).to(device))
+    model, x = poster_model(spec["size"], device)
     layer = model.get_submodule(spec["layer"])
     kw = dict(n_steps=spec["n_steps"], internal_batch_size=spec["ibs"], objective=spec["objective"])
     if spec.get("autocast"):
@@ -349,6 +363,54 @@ def poster_layer(spec):
     return {"layer": spec["layer"], "feature": list(feature), "outputs": k, "seconds": seconds,
             "setup_seconds": setup, "peak_mib": mem.peak_mb, "how": mem.description,
             "suffix_flops": step.flops(1), "plan": sm.plan.describe(), "path": sm.path}
+
+
+def poster_model(size, device):
+    """The Rebsamen-size AlexNet3D (random weights, seed 0) carrying 4 random reference inputs, and one input."""
+    from captum_smocam.models import rebsamen_alexnet3d
+
+    torch.manual_seed(0)
+    model = rebsamen_alexnet3d(POSTER_OUTPUTS).to(device).eval()
+    x = make_input(size, device)
+    # Reference inputs for the preserve objective, as a shipped model carries them (random volumes: the cost
+    # does not depend on them); their features are computed once, in the set-up call, and reused.
+    g = torch.Generator().manual_seed(1)
+    set_reference_inputs(model, torch.randn(POSTER_REFERENCES, 1, *x.shape[2:], generator=g).to(device))
+    return model, x
+
+
+def memory_for_outputs(spec):
+    """Peak extra memory of explaining ``spec["k"]`` outputs of one input at once (Rebsamen-size AlexNet3D).
+
+    An untimed 1-output call first (tracing, kernel plan, the references' features: set-up that any number of
+    outputs pays once), then the K-output call inside :class:`PeakMemory`.
+    """
+    device = torch.device(spec["device"])
+    model, x = poster_model(spec["size"], device)
+    sm = SMOCAM(model, model.get_submodule(spec["layer"]))
+    kw = dict(n_steps=spec["n_steps"], internal_batch_size=spec["ibs"], objective=spec["objective"])
+    sm.attribute(x, target=0, **{**kw, "n_steps": 1})
+    k = spec["k"]
+    with PeakMemory(device) as mem:
+        seconds, _ = timed(lambda: sm.attribute(x.expand(k, *x.shape[1:]), target=list(range(k)), **kw), device)
+    return {"k": k, "peak_mib": mem.peak_mb, "how": mem.description, "seconds": seconds,
+            "plan": sm.plan.describe(), "path": sm.path}
+
+
+def memory_vs_outputs(args, device):
+    """:func:`memory_for_outputs` for each K of ``--memory-vs-outputs``, each in a fresh process; the ratio."""
+    rows = []
+    for k in args.memory_vs_outputs:
+        spec = {"kind": "memory_k", "device": str(device), "threads": args.threads, "size": args.memory_size,
+                "layer": args.memory_layer, "k": k, "ibs": args.memory_ibs, "n_steps": args.memory_steps,
+                "objective": args.objective}
+        r = in_child(spec, device)
+        r.update(size=args.memory_size, layer=args.memory_layer, ibs=args.memory_ibs, n_steps=args.memory_steps)
+        r["ratio"] = r["peak_mib"] / rows[0]["peak_mib"] if rows else 1.0
+        rows.append(r)
+        print(f"memory vs outputs {args.memory_size}^3 {args.memory_layer} ibs {args.memory_ibs}: K={k} peak "
+              f"{r['peak_mib']:.0f} MiB ({r['ratio']:.2f} x K={rows[0]['k']}; {r['seconds']:.1f} s)", flush=True)
+    return rows
 
 
 def poster_scale(args, device, peak_gflops):
@@ -370,6 +432,10 @@ def poster_scale(args, device, peak_gflops):
               f"{r['all_165_s']:.0f} s ({r['all_165_how']}), peak {r['peak_mib']:.0f} MiB, "
               f"{r['gflops_achieved']:.1f} GFLOP/s ({r['of_peak']:.2f} of matmul peak); plan {r['plan']}", flush=True)
     return rows
+
+
+#: The measurements a fresh child process can run, by ``spec["kind"]`` (others: :func:`measure_peak`).
+CHILD_KINDS = {"poster": poster_layer, "memory_k": memory_for_outputs}
 
 
 # ----------------------------------------------------------------------------- main
@@ -407,7 +473,17 @@ def parse_args(argv=None):
     p.add_argument("--poster-ibs", type=int, default=16, help="internal_batch_size at the poster's scale")
     p.add_argument("--poster-n-steps", type=int, default=None,
                    help="steps at the poster's scale (default: the objective's default)")
-    p.add_argument("--objective", default="preserve", help="SMOCAM objective at the poster's scale")
+    p.add_argument("--objective", default="preserve",
+                   help="SMOCAM objective at the poster's scale and in --memory-vs-outputs")
+    p.add_argument("--memory-vs-outputs", type=int, nargs="+", default=None, metavar="K",
+                   help="peak memory of K outputs of one scan at once, for each K (fresh process each; "
+                        "Rebsamen-size AlexNet3D), and the ratio of each K's peak to the first's")
+    p.add_argument("--memory-size", type=int, default=160, help="input size of --memory-vs-outputs (default 160)")
+    p.add_argument("--memory-layer", default="features.conv2", help="masked layer of --memory-vs-outputs")
+    p.add_argument("--memory-ibs", type=int, default=16, help="internal_batch_size of --memory-vs-outputs")
+    p.add_argument("--memory-steps", type=int, default=2, help="optimisation steps of --memory-vs-outputs")
+    p.add_argument("--only-memory", action="store_true",
+                   help="run --memory-vs-outputs only (default K: 16 64)")
     p.add_argument("--kernel-plans", choices=["first", "fastest", "off"], default=None,
                    help="SMOCAM_KERNEL_TUNING for this run: first (the default rule), fastest (timed), off")
     p.add_argument("--plan-cache", default="off",
@@ -427,6 +503,10 @@ def parse_args(argv=None):
         p.error(str(exc))
     if args.only_poster:
         args.poster_scale = True
+    if args.only_memory and not args.memory_vs_outputs:
+        args.memory_vs_outputs = [16, 64]
+    if args.memory_vs_outputs and not all(k >= 1 for k in args.memory_vs_outputs):
+        p.error(f"--memory-vs-outputs takes output counts >= 1, got {args.memory_vs_outputs}")
     if args.quick:
         args.sizes, args.n_steps, args.k_steps, args.suffix_reps = [24], 6, 2, 2
         args.k = args.k or 4
@@ -437,6 +517,9 @@ def parse_args(argv=None):
         args.poster_outputs = [min(k, 2) for k in args.poster_outputs]
         args.poster_n_steps = args.poster_n_steps or 2
         args.poster_ibs = min(args.poster_ibs, 2)
+        args.memory_size = min(args.memory_size, 113)
+        args.memory_ibs = min(args.memory_ibs, 2)
+        args.memory_vs_outputs = args.memory_vs_outputs and [min(k, 8) for k in args.memory_vs_outputs]
     args.poster_n_steps = args.poster_n_steps or int(OBJECTIVE_DEFAULTS[args.objective]["n_steps"])
     if len(args.poster_outputs) == 1:
         args.poster_outputs = args.poster_outputs * len(args.poster_layers)
@@ -445,7 +528,8 @@ def parse_args(argv=None):
         p.error(f"--poster-outputs takes one count or one per layer ({len(args.poster_layers)}), each 1 to "
                 f"{POSTER_OUTPUTS}; got {args.poster_outputs}")
     # A quick run never overwrites the tables; a --trace-only run writes beside them.
-    args.out = args.out or str(QUICK if args.quick else RESULTS.parent / "speed_trace" if args.trace_only else RESULTS)
+    args.out = args.out or str(QUICK if args.quick else RESULTS.parent / "speed_trace" if args.trace_only else
+                               RESULTS.parent / "speed_memory" if args.only_memory else RESULTS)
     return args
 
 
@@ -506,7 +590,8 @@ def main(argv=None):
     t_start = time.time()
     peaks = [matmul_peak_gflops(device, n=args.matmul_n)]
     print(f"float32 matmul {args.matmul_n}^2: {peaks[0]:.1f} GFLOP/s", flush=True)
-    res = {k: [] for k in ("per_mask", "real", "k_outputs", "pairs", "captum", "memory", "autocast", "poster")}
+    res = {k: [] for k in ("per_mask", "real", "k_outputs", "pairs", "captum", "memory", "autocast", "poster",
+                           "memory_vs_outputs")}
     res["trace"] = None
     if args.trace_only:
         model, default_layer, source = load_model(device, not args.random)
@@ -517,8 +602,10 @@ def main(argv=None):
             res["trace"].append({"size": size, "layer": default_layer, "cold_s": cold, "warm_s": warm})
             print(f"{size}^3 fast-path set-up per call: {cold * 1e3:.1f} ms without reuse, {warm * 1e3:.1f} ms "
                   "with reuse", flush=True)
-    elif not args.only_poster:
+    elif not (args.only_poster or args.only_memory):
         standard(args, device, info, res)
+    if args.memory_vs_outputs and not args.trace_only:
+        res["memory_vs_outputs"] = memory_vs_outputs(args, device)
     peaks.append(matmul_peak_gflops(device, n=args.matmul_n))
     info["matmul_gflops"] = peaks
     peak = max(peaks)
@@ -526,10 +613,14 @@ def main(argv=None):
         r["roofline_step"] = r["suffix_flops"] / (peak * 1e9)
         r["fast/roofline"] = (r["fast_step"] or r["fast"] / args.n_steps) / r["roofline_step"]
         r["fast_mask/roofline_mask"] = r["fast"] / (args.n_steps * r["roofline_step"])
-    if args.poster_scale:
+    if args.poster_scale and not args.only_memory:
         res["poster"] = poster_scale(args, device, peak)
     info["seconds_total"] = time.time() - t_start
     info["loadavg_end"] = os.getloadavg()
+    info["load_warning"] = load_warning(info["loadavg_start"], info["loadavg_end"], os.cpu_count() or 1,
+                                        info["threads"])
+    if info["load_warning"]:
+        print(f"WARNING: {info['load_warning']}", flush=True)
     write_report(args, info, res)
 
 
@@ -632,7 +723,7 @@ def write_report(args, info, res):
           f"{' / '.join(f'{g:.1f}' for g in info['matmul_gflops'])} GFLOP/s (the larger is the roofline peak)  ",
           f"Model: {info.get('model', '—')}; default layer `{info.get('default_layer', '—')}`; n_steps "
           f"{info['n_steps']}; kernel plans: {info['kernel_tuning']} (cache: {info['plan_cache']}); "
-          f"{load}", ""]
+          f"{load}", *([f"**Warning: {info['load_warning']}**  "] if info.get("load_warning") else []), ""]
     if rows:
         md += ["### Seconds per mask", "",
                "| input | layer | naive loop | SMOCAM fast | fast, stock kernels | SMOCAM hook | suffix lower bound | "
@@ -712,6 +803,15 @@ def write_report(args, info, res):
                "GFLOP/s = outputs x n_steps x suffix GFLOP per step and mask / seconds, the prefix pass not "
                "counted; set-up: an untimed 1-step call first — tracing, kernel plan choice, the references' "
                f"features; peak memory of the timed call: {res['poster'][0]['how']})"]
+    if res["memory_vs_outputs"]:
+        mv = res["memory_vs_outputs"]
+        md += ["", "### Peak memory vs outputs explained at once (Rebsamen-size AlexNet3D, random weights, one "
+               "input, fresh process per K)", "",
+               "| input | layer | ibs | n_steps | K | peak MiB | / first K | seconds | plan |", "|---" * 9 + "|"]
+        md += [f"| {r['size']}³ | `{r['layer']}` | {r['ibs']} | {r['n_steps']} | {r['k']} | {r['peak_mib']:.0f} | "
+               f"{r['ratio']:.2f} | {r['seconds']:.1f} | {r['plan']} |" for r in mv]
+        md += ["", f"(objective {args.objective}; peak extra memory of the K-output call after an untimed 1-output "
+               f"call: {mv[0]['how']}; issue 23 asks for at most 1.3 x from 16 to 64 outputs)"]
     if crows:
         md += ["", "### Captum methods, seconds per map (same input, target 0)", "",
                "| input | method | seconds |", "|---|---|---|"]
@@ -725,7 +825,8 @@ def write_report(args, info, res):
         md += [f"| {r['size']}³ | {r['method']} | {r['peak_mib']:.0f} |" for r in mrows]
     text = "\n".join(md) + "\n"
     print("\n" + text, flush=True)
-    out, name = Path(args.out), "speed_quick" if args.quick else "speed_trace" if args.trace_only else "speed"
+    out, name = Path(args.out), ("speed_quick" if args.quick else "speed_trace" if args.trace_only else
+                                 "speed_memory" if args.only_memory else "speed")
     write_text(text, out / f"{name}.md")
     write_json({"info": info, **res}, out / f"{name}.json")
 

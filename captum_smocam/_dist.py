@@ -9,16 +9,42 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from .pipeline import resolve_device
 
-__all__ = ["DistContext", "dist_context", "DIST_TIMEOUT"]
+__all__ = ["DistContext", "dist_context", "DIST_TIMEOUT", "threads_per_rank", "THREADS_ENV"]
 
 #: Process-group timeout: ranks wait this long for each other at the final barrier.
 DIST_TIMEOUT = datetime.timedelta(hours=24)
+#: Environment variable that tells each rank how many torch CPU threads to run, as given (even when the
+#: ranks then run more threads than the node has CPUs).
+THREADS_ENV = "SMOCAM_THREADS"
+
+
+def threads_per_rank(cpus: int, local_world: int, current: int, told: Optional[int] = None) -> int:
+    """Torch CPU threads for one of ``local_world`` ranks that share ``cpus`` CPUs.
+
+    ``told`` (:data:`THREADS_ENV`) is used as given. Otherwise the CPUs are
+    shared out, ``cpus // local_world`` each, at least 1 and never more than
+    the ``current`` thread count (what ``OMP_NUM_THREADS`` or
+    ``torch.set_num_threads`` gave the process): ranks x threads <= cpus
+    whenever there are at least as many CPUs as ranks.
+
+    Examples::
+
+        >>> threads_per_rank(16, 4, 16), threads_per_rank(16, 1, 8), threads_per_rank(2, 4, 2)
+        (4, 8, 1)
+        >>> threads_per_rank(2, 2, 2, told=2)
+        2
+    """
+    if told is not None:
+        return told
+    return max(1, min(current, cpus // max(local_world, 1)))
 
 
 @dataclass
@@ -68,7 +94,11 @@ def dist_context(device: str = "auto") -> DistContext:
     ``WORLD_SIZE > 1`` it calls ``torch.distributed.init_process_group`` with
     ``nccl`` when CUDA is used, else ``gloo``. The device is
     ``cuda:LOCAL_RANK`` when CUDA is available (``device="auto"``), else CPU.
-    Torch CPU threads are set to ``max(1, cpus // LOCAL_WORLD_SIZE)``.
+    Torch CPU threads are set by :func:`threads_per_rank`: ``cpus //
+    LOCAL_WORLD_SIZE`` (at least 1), never more than the process already has
+    (``OMP_NUM_THREADS``, ``torch.set_num_threads``), or ``SMOCAM_THREADS``
+    as given; a warning says when the ranks of a node run more threads than
+    it has CPUs.
 
     Args:
         device (str, optional): ``"auto"``, ``"cpu"`` or ``"cuda"``. Default: ``"auto"``
@@ -90,7 +120,14 @@ def dist_context(device: str = "auto") -> DistContext:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cpus // max(local_world, 1)))
+    told = _env_int(THREADS_ENV, 0) or None
+    if told is not None and told < 0:
+        raise ValueError(f"environment variable {THREADS_ENV}={told} must be a positive integer")
+    threads = threads_per_rank(cpus, local_world, torch.get_num_threads(), told)
+    if threads * max(local_world, 1) > cpus:
+        warnings.warn(f"{local_world} rank(s) x {threads} thread(s) on a node of {cpus} CPUs: its CPUs are "
+                      f"oversubscribed{' (' + THREADS_ENV + ')' if told else ''}", UserWarning, stacklevel=2)
+    torch.set_num_threads(threads)
     ctx = DistContext(rank, world, local_rank, local_world, dev, False)
     if world > 1:
         import torch.distributed as dist

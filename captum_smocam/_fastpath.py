@@ -99,15 +99,23 @@ class _Split:
                 dependent.add(nd)
         self.suffix = [nd for nd in self.nodes if nd in dependent and nd.op != "output"]
         self.output_node = next(nd for nd in self.nodes if nd.op == "output")
-        # Values crossing into the suffix from the rest.
+        # Values crossing into the suffix from the rest. When the layer's output is masked, the stored
+        # output stands in for the layer, so its inputs are not read (nor kept, nor copied per chunk).
         boundary: Set[fx.Node] = set()
         for nd in self.suffix + [self.output_node]:
+            if nd is layer_node and not to_input:
+                continue
             for a in nd.all_input_nodes:
                 if a not in dependent:
                     boundary.add(a)
         if not to_input:
             boundary.add(layer_node)  # its stored output is what gets masked
         self.boundary = boundary
+        # Position of each node's last reader, so that the full pass can drop a value once it is read.
+        self.last_use: Dict[fx.Node, int] = {}
+        for i, nd in enumerate(self.nodes):
+            for a in nd.all_input_nodes:
+                self.last_use[a] = i
         self._batched: Dict[Tuple[int, Tuple[bool, ...]], Set[fx.Node]] = {}
         #: Verdict of the suffix check per call signature: True, or the reason it failed.
         self.checked: Dict[Hashable, Union[bool, str]] = {}
@@ -169,7 +177,9 @@ class _FastRunner:
             return self._reference
         env: Dict[fx.Node, Any] = {}
         arg_iter = iter(self.args)
-        for nd in self.split.nodes:
+        feature_node = self.layer_node.args[0] if self.to_input else self.layer_node
+        keep = self.boundary | {feature_node}
+        for i, nd in enumerate(self.split.nodes):
             if nd.op == "placeholder":
                 try:
                     env[nd] = next(arg_iter)
@@ -179,17 +189,19 @@ class _FastRunner:
                 output = fx.node.map_arg(nd.args[0], lambda a: env[a])
             else:
                 env[nd] = self._run_node(nd, env)
+                # Values read for the last time go now: the pass holds a few layers' activations, not all.
+                for a in nd.all_input_nodes:
+                    if self.split.last_use.get(a) == i and a not in keep:
+                        del env[a]
         self.stored = {nd: _detach(env[nd]) for nd in self.boundary}
-        if self.to_input:
-            feature = env[self.layer_node.args[0]]
-        else:
-            feature = env[self.layer_node]
+        feature = env[feature_node]
         self._reference = (output, feature)
         return output, feature
 
     def _boundary_for(self, rows: Tensor) -> Dict[fx.Node, Any]:
         """Stored values indexed by ``rows``; cached, since every step of a chunk uses the same rows."""
         if self._rows is not rows:
+            self._indexed = {}  # the previous chunk's rows go before this chunk's are made
             self._indexed = {
                 nd: (v[rows] if nd in self.batched and isinstance(v, Tensor) and v.dim() > 0 else v)
                 for nd, v in self.stored.items()

@@ -1284,15 +1284,15 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             if x.device.type == "meta":
                 raise ValueError(f"input {i} is on the meta device (shapes only, no values); "
                                  "move it to cpu or cuda")
-            if not torch.isfinite(x).all():
-                n_bad = int((~torch.isfinite(x)).sum())
+            if not all(bool(torch.isfinite(c).all()) for c in _row_chunks(_stored_rows(x))):
+                n_bad = sum(int((~torch.isfinite(c)).sum()) for c in _row_chunks(x))
                 raise ValueError(f"input {i} contains {n_bad} NaN or Inf value(s)")
         n = inputs[0].shape[0]
         if any(x.shape[0] != n for x in inputs):
             raise ValueError(f"all inputs must share the batch size; got {[tuple(x.shape) for x in inputs]}")
         for i, x in enumerate(inputs):
-            flat = x.reshape(n, -1)
-            if flat.shape[1] > 1 and bool((flat == flat[:, :1]).all(dim=1).any()):
+            if x[0].numel() > 1 and any(bool((f == f[:, :1]).all(dim=1).any())
+                                        for f in (c.reshape(c.shape[0], -1) for c in _row_chunks(_stored_rows(x)))):
                 warnings.warn(f"input {i} has a constant example (every value the same): its map will show "
                               "nothing about the scan", UserWarning, stacklevel=3)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -1317,7 +1317,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             else:
                 forward_func, layer = _model_in_dtype(model, self.layer, work_dtype)
                 model = forward_func
-                inputs = tuple(x.to(work_dtype) for x in inputs)
+                inputs = tuple(_stored_rows(x).to(work_dtype).expand(x.shape) for x in inputs)
                 base = None if base is None else tuple(b.to(work_dtype) for b in base)
                 additional_args = _cast_floating(additional_args, work_dtype)
 
@@ -1800,16 +1800,39 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         return final[:n_real], hist
 
 
+#: Most elements the checks over every row of the inputs look at at once (their memory: 16 MiB of float32).
+CHECK_CHUNK = 1 << 22
+
+
+def _stored_rows(x: Tensor) -> Tensor:
+    """The rows of ``x`` with distinct storage: ``x[:1]`` when every row is the same memory (stride 0 along
+    the batch, as ``x.expand(K, ...)``), else ``x``."""
+    return x[:1] if x.dim() > 0 and x.shape[0] > 1 and x.stride(0) == 0 else x
+
+
+def _row_chunks(x: Tensor):
+    """``x`` in slices of whole rows of at most :data:`CHECK_CHUNK` elements (one row at least), so that a
+    check over every row costs the memory of one slice, not of ``len(x)`` rows."""
+    step = max(1, CHECK_CHUNK // max(1, x[:1].numel()))
+    for start in range(0, x.shape[0], step):
+        yield x[start:start + step]
+
+
 def _distinct_rows(inputs, additional_args, n) -> Tuple[Tensor, Tensor]:
     """Indices of the distinct examples, and for each example the position of its representative.
 
     Rows are grouped by a cheap fingerprint (per-row sums) and confirmed with
-    ``torch.equal``, so a batch of distinct scans costs one pass.
+    ``torch.equal``, so a batch of distinct scans costs one pass. The sums are
+    taken one row at a time (memory of one row, whatever ``n``), and a batch
+    whose rows all share one storage (``x.expand(K, ...)``, the K outputs of
+    one scan) is one example without looking at its values.
     """
     device = inputs[0].device
     per_example = [a for a in (additional_args or ()) if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n]
     tensors = [t.detach() for t in list(inputs) + per_example]
-    prints = torch.stack([t.reshape(n, -1).double().sum(dim=1) for t in tensors], dim=1).cpu().tolist()
+    if all(_stored_rows(t).shape[0] == 1 for t in tensors):
+        return torch.zeros(1, dtype=torch.long, device=device), torch.zeros(n, dtype=torch.long, device=device)
+    prints = torch.stack([torch.stack([t[i].double().sum() for t in tensors]) for i in range(n)]).cpu().tolist()
     groups: Dict[Tuple[float, ...], List[int]] = {}
     distinct: List[int] = []
     rows_of: List[int] = []

@@ -124,8 +124,10 @@ def test_sweep_quick_ranks_its_configurations(repo_untouched):
 @pytest.mark.slow
 def test_speed_quick_times_and_measures_every_method(repo_untouched):
     md, js = _fresh(QUICK / "speed" / "speed_quick.md", QUICK / "speed" / "speed_quick.json")
-    run_script("speed", "--quick", "--poster-scale")
+    run_script("speed", "--quick", "--poster-scale", "--memory-vs-outputs", "2", "4")
     report = json.loads(js.read_text())
+    assert [r["k"] for r in report["memory_vs_outputs"]] == [2, 4] and report["memory_vs_outputs"][0]["ratio"] == 1.0
+    assert all(r["peak_mib"] > 0 for r in report["memory_vs_outputs"]) and "loadavg_end" in report["info"]
     assert {r["method"] for r in report["memory"]} == {"naive", "fast", "fast-stock", "hook", "fast K", "LayerGradCam",
                                                         "Saliency", "DeepLift", "Occlusion"}
     assert all(r["peak_mib"] > 0 for r in report["memory"]) and "Peak extra memory" in md.read_text()
@@ -135,6 +137,7 @@ def test_speed_quick_times_and_measures_every_method(repo_untouched):
     assert all("extrapolated from 2 outputs" == r["all_165_how"] for r in report["poster"])
     text = md.read_text()
     assert "Issue 15's criteria" in text and "The poster's scale" in text and "Mixed precision" in text
+    assert "Peak memory vs outputs" in text
 
 
 def test_gpu_script_refuses_to_start_without_cuda(tmp_path):

@@ -99,3 +99,17 @@ def test_suffix_step_counts_the_suffix_forward_and_the_masks_gradient():
 
     with pytest.raises(ValueError, match="cannot be split"):
         SuffixStep(Branching(), "conv", torch.randn(1, 1, 5, 5, 5))
+
+
+@pytest.mark.parametrize("start, end, busy", [
+    (0.3, 2.2, False),   # quiet: the end load is this run's own 2 threads
+    (1.5, 2.2, True),    # other work at the start
+    (0.3, 3.5, True),    # other work joined during the run: 1.5 above the run's own threads
+    (1.0, 3.0, False),   # exactly cores / 2 is not busy
+])
+def test_load_warning_separates_other_work_from_the_runs_own_threads(start, end, busy):
+    text = measure.load_warning((start, 0.0, 0.0), (end, 0.0, 0.0), cores=2, threads=2)
+    assert (text is not None) == busy
+    if busy:
+        assert text == (f"the machine was busy: 1-minute load {start:.1f} at the start, {end:.1f} at the end (up to 2 "
+                        "from this run's threads) on 2 cores; timings are not comparable with a quiet run, memory is")

@@ -22,7 +22,7 @@ from .._kernels import _cpu_model
 from ..methods import attribute_map
 
 __all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up", "cpu_model", "machine_description", "matmul_peak_gflops",
-           "SuffixStep"]
+           "SuffixStep", "load_warning"]
 
 #: How :class:`PeakMemory` measures: ``"auto"`` picks ``"cuda"`` for a CUDA
 #: device, else ``"vmhwm"`` where the kernel allows the reset, else ``"sampled"``.
@@ -217,6 +217,39 @@ def machine_description(device: str = "cpu") -> str:
     if torch.device(device).type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
     return text
+
+
+def load_warning(load_start: Sequence[float], load_end: Sequence[float], cores: int, threads: int) -> Optional[str]:
+    """A one-line warning when other work shared the machine during a benchmark, else None.
+
+    The machine counts as busy when the 1-minute load average (the first
+    value of ``os.getloadavg()``) was above ``cores / 2`` at the start, before
+    the run loaded the machine, or at the end once the run's own ``threads``
+    are taken off. Timings of a busy run are not comparable with a quiet
+    run's (the threads of the run and of the other work share the cores);
+    peak memory is.
+
+    Args:
+        load_start (sequence of float): ``os.getloadavg()`` at the start.
+        load_end (sequence of float): ``os.getloadavg()`` at the end.
+        cores (int): CPUs of the machine (``os.cpu_count()``).
+        threads (int): threads the run itself kept busy.
+
+    Returns:
+        str or None: the warning, naming both loads.
+
+    Examples::
+
+        >>> load_warning((0.2, 0.1, 0.1), (2.1, 1.0, 0.5), cores=2, threads=2) is None
+        True
+        >>> print(load_warning((3.0, 2.5, 1.0), (4.0, 3.0, 1.5), cores=2, threads=2))
+        the machine was busy: 1-minute load 3.0 at the start, 4.0 at the end (up to 2 from this run's threads) on 2 cores; timings are not comparable with a quiet run, memory is
+    """
+    start, end = float(load_start[0]), float(load_end[0])
+    if start <= cores / 2 and end - threads <= cores / 2:
+        return None
+    return (f"the machine was busy: 1-minute load {start:.1f} at the start, {end:.1f} at the end (up to {threads} "
+            f"from this run's threads) on {cores} cores; timings are not comparable with a quiet run, memory is")
 
 
 def _sync(device: torch.device) -> None:
