@@ -860,6 +860,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         #: The kernel plan of the last call (:mod:`captum_smocam._kernels`), and where it came from.
         self.plan: Optional[Any] = None
         self.plan_source: Optional[str] = None
+        #: Which references the last call's masks were measured against ("model: 8 reference_inputs", ...).
+        self.reference_source: Optional[str] = None
         self._min_rows = MIN_ROWS
         self._run_settings: Optional[Tuple[Any, Optional[torch.dtype], torch.dtype]] = None
 
@@ -1207,6 +1209,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 raise ValueError("init of objective 'preserve' must be mask values in [0, 1]")
         self._check_mask_reaches_output(runner, output, rows_of, flat_target)
         ref_features = None
+        self.reference_source = None if obj.needs_reference else f"none: objective {obj.name!r} uses no reference"
         if obj.needs_reference:
             ref_features = self._reference_features(forward_func, layer, sub_inputs, sub_args, baselines, feature,
                                                     to_input, n_distinct)
@@ -1371,8 +1374,10 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             rows = torch.arange(d, device=inputs[0].device).repeat_interleave(k)
             ref_args = tuple(_index_rows(a, rows, d) for a in args)
             feats = self._planned(_HookRunner(forward_func, layer, flat, ref_args, to_input)).layer_tensor()
+            self.reference_source = f"fallback: {k} shifted copies of each input (the model has no reference_inputs)"
             return self._checked_reference(feats.reshape(d, k, *feats.shape[1:]), feature, "shifted copies")
         k = baselines[0].shape[0]
+        self.reference_source = f"model: {k} {source}" if source == "reference_inputs" else f"baselines: {k} given"
         per_example = any(isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == d for a in args)
         if per_example:  # forward arguments differ per example: one reference pass per example
             feats = []
