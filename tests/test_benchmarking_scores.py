@@ -162,3 +162,11 @@ def test_best_or_tied_table_says_best_tied_or_behind():
     assert v.loc["auroc", "verdict"] in ("best", "tied")
     assert v.loc["insertion_auc", "best"] == "c" and v.loc["insertion_auc", "verdict"] == "behind"
     assert best_or_tied_table(df, "c", ["a", "b", "c"], ["t"], ["auroc"])["verdict"].tolist() == ["behind"]
+
+
+def test_summary_table_bolds_every_tied_best_and_none_when_all_are_equal():
+    df = pd.DataFrame({"target": ["t"] * 3, "method": ["smocam", "gradcam", "saliency"],
+                       "hit_top1": [0.0, 0.0, 0.0], "auroc": [0.9, 0.9, 0.5]})
+    md = S.summary_table(df, ["smocam", "gradcam", "saliency"], ["t"], ["hit_top1", "auroc"])
+    assert "| t | SMOCAM | 0 | **0.9** |" in md and "| t | Grad-CAM | 0 | **0.9** |" in md
+    assert "| t | Saliency | 0 | 0.5 |" in md

@@ -188,7 +188,8 @@ def summary_table(df, methods: Sequence[str], targets: Sequence[str], columns: S
     """Markdown table of scores, mean ± sd over subjects, one row per target x method; the best mean in bold.
 
     "Best" follows :data:`HIGHER_IS_BETTER` (a column it does not name counts
-    as higher is better).
+    as higher is better); methods tied for the best are all bold, and none is
+    when two or more methods all have the same mean.
 
     Args:
         df (pandas.DataFrame): one row per map, with ``target`` and ``method``
@@ -216,15 +217,16 @@ def summary_table(df, methods: Sequence[str], targets: Sequence[str], columns: S
         sub = df[df["target"] == target]
         best = {}
         for c in columns:
-            means = sub.groupby("method")[c].mean()
-            if means.notna().any():
-                best[c] = means.idxmax() if HIGHER_IS_BETTER.get(c, True) else means.idxmin()
+            means = sub[sub["method"].isin(list(methods))].groupby("method")[c].mean().dropna()
+            if len(means) == 1 or means.nunique() > 1:  # all that reach the best mean; none when all tie
+                top = means.max() if HIGHER_IS_BETTER.get(c, True) else means.min()
+                best[c] = set(means.index[means == top])
         for m in methods:
             rows = sub[sub["method"] == m]
             if rows.empty:
                 continue
             cells = [_mean_sd(rows[c], ".3g", ".2g") for c in columns]
-            cells = [f"**{s}**" if best.get(c) == m else s for c, s in zip(columns, cells)]
+            cells = [f"**{s}**" if m in best.get(c, ()) else s for c, s in zip(columns, cells)]
             lines.append(f"| {target} | {method_label(m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
