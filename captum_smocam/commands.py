@@ -1,4 +1,4 @@
-"""The sub-commands of ``smocam``: ``demo``, ``explain``, ``compare``, ``cohort`` and ``synth``.
+"""The sub-commands of ``smocam``: ``demo``, ``explain``, ``compare``, ``cohort``, ``synth`` and ``references``.
 
 Each is a pair of functions: ``_add_<name>(subparsers)`` declares its
 arguments and ``_run_<name>(args)`` does the work; :data:`captum_smocam.cli.SUBCOMMANDS`
@@ -23,7 +23,9 @@ Everything a user can get wrong (a missing or unreadable scan, an unknown
 target or layer, a scan that does not cover the model grid, an unusable
 ``--out``) is checked before the expensive part. ``cohort`` runs
 :func:`captum_smocam.cohort.run_cohort`; ``synth`` writes a synthetic cohort
-(:func:`captum_smocam.synth.write_cohort`).
+(:func:`captum_smocam.synth.write_cohort`); ``references`` writes a copy of a
+checkpoint carrying reference scans built from the user's own
+(:func:`captum_smocam.references.attach_references`).
 """
 from __future__ import annotations
 
@@ -530,4 +532,44 @@ def _run_synth(args) -> int:
     table = synth.write_cohort(args.out, args.n, seed=args.seed, lr_correlation=r, spacing=spacing,
                                show_progress=not args.no_progress)
     print(f"wrote {len(table)} subjects, labels.txt and volumes.csv to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# references
+# --------------------------------------------------------------------------- #
+def _add_references(sub) -> None:
+    from .references import DEFAULT_K
+
+    p = sub.add_parser(
+        "references",
+        help="attach K reference scans, built from your own NIfTI scans, to a checkpoint",
+        description=(
+            "Build K reference inputs for SMOCAM from a folder or list of your scans, preprocessed exactly as "
+            "'smocam explain' preprocesses a scan, and write a copy of the checkpoint that carries them "
+            "(with which files, when and how in its metadata). Use scans of the model's population, not the "
+            "ones you will explain."
+        ),
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="CKPT_OR_NAME",
+                   help=f"checkpoint file or shipped model name (default: {DEFAULT_MODEL})")
+    p.add_argument("--scans", nargs="+", required=True, metavar="DIR_OR_GLOB_OR_LIST",
+                   help="a folder (its *_T1w.nii[.gz], else every .nii[.gz]), globs (quote them), .txt list "
+                        "files or paths")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help=f"number of references (default: {DEFAULT_K})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw of K scans among them (default: 0)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the checkpoint to write (.pt)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=_run_references)
+
+
+def _run_references(args) -> int:
+    from .references import PROVENANCE_KEY, attach_references
+
+    meta = attach_references(args.model, args.scans, args.out, k=args.k, seed=args.seed, overwrite=args.force)
+    prov = meta[PROVENANCE_KEY]
+    print(f"wrote {args.out}: {args.model} with {meta['n_reference_inputs']} reference inputs drawn (seed "
+          f"{prov['seed']}) from {prov['n_candidates']} scans:")
+    for f in prov["files"]:
+        print(f"  {f}")
     return 0
