@@ -215,7 +215,8 @@ def parse_args(argv=None):
     p.add_argument("--randomization-targets", nargs="+", default=["right_lateral_ventricle", "right_hippocampus"])
     p.add_argument("--occlusion-window", type=int, default=DEFAULT_OCCLUSION_WINDOW)
     p.add_argument("--occlusion-stride", type=int, default=DEFAULT_OCCLUSION_STRIDE)
-    p.add_argument("--smocam-steps", type=int, default=None, help="override SMOCAM's n_steps (default: library default)")
+    p.add_argument("--smocam-steps", type=int, default=None,
+                   help="override SMOCAM's n_steps (default: library default)")
     p.add_argument("--smoothgrad-samples", type=int, default=DEFAULT_SMOOTHGRAD_SAMPLES,
                    help=f"SmoothGrad's noisy copies (default: {DEFAULT_SMOOTHGRAD_SAMPLES}; --quick: 10)")
     p.add_argument("--ig-steps", type=int, default=DEFAULT_IG_STEPS,
@@ -225,7 +226,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None,
-                   help=f"results folder (default: {RESULTS.relative_to(REPO)}; with --quick {QUICK.relative_to(REPO)}; "
+                   help=f"results folder (default: {RESULTS.relative_to(REPO)}; with --quick "
+                        f"{QUICK.relative_to(REPO)}; "
                         "on another split than test benchmarks/runs/<split>)")
     p.add_argument("--figure", default=None,
                    help=f"comparison figure (first subject, right lateral ventricle); '' to skip (default: "
@@ -419,7 +421,8 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - t_start
     header = (f"Command: `python benchmarks/compare_methods.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
               f"  \nWall time: {elapsed / 60:.1f} min with {torch.get_num_threads()} torch threads; "
-              f"{len(indices)} {args.split} subjects; phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phase.items())
+              f"{len(indices)} {args.split} subjects; phases (s): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in phase.items())
               + f"; margin {args.margin_mm:g} mm; layer {layer_name}; "
               f"occlusion window {args.occlusion_window} stride {args.occlusion_stride} "
               f"({occlusion_evaluations(tuple(x.shape[2:]), args.occlusion_window, args.occlusion_stride)} "

@@ -83,7 +83,8 @@ def test_compare_methods_quick_scores_every_method(repo_untouched):
     assert (df["mass_dilated"] >= df["mass_inside"]).all() and (df["mass_within_30mm"] >= df["mass_dilated"]).all()
     assert (df["n_components"] >= 1).all() and (df["max_distance_mm"] >= 0).all()
     assert (df["seconds_per_map"] > 0).all() and (df["peak_rss_mb"] > 0).all()
-    assert df.set_index("method").loc["smocam", "reference_source"] == "model: 8 reference_inputs (the checkpoint's own)"
+    used = df.set_index("method").loc["smocam", "reference_source"]
+    assert used == "model: 8 reference_inputs (the checkpoint's own)"
     rnd = pd.read_csv(rnd_csv)
     assert set(rnd["step_name"]) == {"top (head)", "all layers"}
     assert set(rnd["layer"]) == {"head", "features"}

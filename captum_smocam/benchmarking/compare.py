@@ -57,7 +57,8 @@ def merge_rows(frames: Sequence) -> "object":
     Examples::
 
         >>> import pandas as pd
-        >>> a = pd.DataFrame({"subject": [1, 1], "target": ["t", "t"], "method": ["smocam", "gradcam"], "auroc": [0.5, 0.6]})
+        >>> a = pd.DataFrame({"subject": [1, 1], "target": ["t", "t"], "method": ["smocam", "gradcam"],
+        ...                   "auroc": [0.5, 0.6]})
         >>> b = pd.DataFrame({"subject": [1], "target": ["t"], "method": ["smocam"], "auroc": [0.9]})
         >>> merge_rows([a, b])[["method", "auroc"]].values.tolist()
         [['smocam', 0.9], ['gradcam', 0.6]]
@@ -109,9 +110,10 @@ def comparison_report(df, rows: Sequence[str], targets: Sequence[str], *, baseli
                      + summary_table(df, rows, targets, field))
     if {"random_deletion_auc", "random_insertion_auc"} <= have:
         ref = df.groupby("target")[["random_deletion_auc", "random_insertion_auc"]].mean()
+        cells = "".join(f"| {t} | {r.random_deletion_auc:.3g} | {r.random_insertion_auc:.3g} |\n"
+                        for t, r in ref.iterrows())
         parts.append("Random-order reference (mean over subjects):\n\n| target | deletion AUC | insertion AUC |\n"
-                     "|---|---|---|\n" + "".join(f"| {t} | {r.random_deletion_auc:.3g} | {r.random_insertion_auc:.3g} |\n"
-                                                 for t, r in ref.iterrows()))
+                     "|---|---|---|\n" + cells)
     if randomization is not None and len(randomization):
         parts.append("Cascading randomisation (Spearman of |map| to the original):\n\n"
                      + randomization_table(randomization))
@@ -156,7 +158,8 @@ def comparison_report(df, rows: Sequence[str], targets: Sequence[str], *, baseli
             lines.append(f"| {method_label(r.smocam)} | {r.target} | {r.score} | {method_label(r.best)} | "
                          f"{r.value:.3g} | {r.best_value:.3g} | {ci} | {r.verdict} |")
         parts.append(f"SMOCAM against the best of {', '.join(method_label(m) for m in judged)} (paired 95 % bootstrap "
-                     "interval of the mean difference over subjects; tied if it holds 0):\n\n" + "\n".join(lines) + "\n")
+                     "interval of the mean difference over subjects; tied if it holds 0):\n\n"
+                     + "\n".join(lines) + "\n")
     if "reference_source" in have:
         used = df[df["method"].map(is_smocam_row)].groupby("method")["reference_source"].unique()
         if len(used):

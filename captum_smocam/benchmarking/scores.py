@@ -346,7 +346,7 @@ def best_or_tied_table(df, method: str, candidates: Sequence[str], targets: Sequ
 
 def ranks_table(df, methods: Sequence[str], targets: Sequence[str], scores: Sequence[str], *,
                 reference: str = "smocam", n_boot: int = 10000, seed: int = 0):
-    """Per target and score: each method's mean, its bootstrap interval, its rank, and its paired difference to ``reference``.
+    """Per target and score: each method's mean, its interval, its rank, and its paired difference to ``reference``.
 
     Means are over subjects (the ``subject`` column); the interval of a mean
     is the percentile bootstrap over subjects and the difference to
@@ -450,7 +450,9 @@ def ranks_markdown(table, reference: str = "smocam") -> str:
                     cells.append("")
                     continue
                 r = r.iloc[0]
-                cell = f"{r['mean']:.3g}" + (f" [{r['lower']:.3g}, {r['upper']:.3g}]" if np.isfinite(r["lower"]) else "")
+                cell = f"{r['mean']:.3g}"
+                if np.isfinite(r["lower"]):
+                    cell += f" [{r['lower']:.3g}, {r['upper']:.3g}]"
                 cell += f" #{r['rank']:g}"
                 if method != reference and np.isfinite(r["difference"]):
                     cell += f"; Δ {r['difference']:+.3g} [{r['diff_lower']:+.3g}, {r['diff_upper']:+.3g}]"

@@ -60,7 +60,7 @@ def parse_reference_spec(spec: str) -> Tuple[str, Optional[str]]:
 
 
 def with_reference_inputs(model: Module, inputs: Optional[torch.Tensor]) -> Module:
-    """A copy of ``model`` carrying ``inputs`` as its references (None: none), rounded to float16 as a checkpoint stores them.
+    """A copy of ``model`` carrying ``inputs`` as its references (None: none), rounded to float16 as in a checkpoint.
 
     The model itself is not changed.
 
@@ -68,7 +68,8 @@ def with_reference_inputs(model: Module, inputs: Optional[torch.Tensor]) -> Modu
 
         >>> from captum_smocam.models import VGG3D
         >>> net = VGG3D(2, channels=(4, 8))
-        >>> hasattr(with_reference_inputs(net, torch.zeros(3, 1, 7, 8, 9)), "reference_inputs"), hasattr(net, "reference_inputs")
+        >>> twin = with_reference_inputs(net, torch.zeros(3, 1, 7, 8, 9))
+        >>> hasattr(twin, "reference_inputs"), hasattr(net, "reference_inputs")
         (True, False)
     """
     twin = copy.deepcopy(model)
