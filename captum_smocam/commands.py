@@ -48,8 +48,8 @@ from .cohort import DEFAULT_OUT as COHORT_OUT
 from .pipeline import DEFAULT_MODEL, DEVICES
 from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS, OBJECTIVES
 
-#: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
-COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
+#: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five, SmoothGrad and IG).
+COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "smoothgrad", "deeplift", "integrated_gradients")
 #: The structure the demo explains (the poster's figure).
 DEMO_TARGET = "right_lateral_ventricle"
 #: ``--out`` when it is not given, per command.
@@ -179,6 +179,21 @@ def staged_output(oset: OutputSet, source: str, overwrite: bool = False, **recor
             oset.discard(stage)
 
 
+def _used(record: Dict, meta: Dict) -> Dict:
+    """What a map was computed with, for manifests: ``{"methods": {method: settings}, "references": ...}``.
+
+    ``record`` is what :func:`captum_smocam.methods.attribute_map` filled (for
+    several targets of one method, the same); ``"references"`` is there for
+    SMOCAM only (:func:`captum_smocam.references.describe_references`).
+    """
+    from .references import describe_references
+
+    out: Dict = {"methods": {record["method"]: record.get("settings", {})}} if "method" in record else {"methods": {}}
+    if "reference_source" in record:
+        out["references"] = describe_references(record["reference_source"], meta)
+    return out
+
+
 def _label_names(lut: Optional[str], label_path: Optional[str]) -> Optional[Dict[int, str]]:
     """Label names from ``--lut``, else from ``labels.txt`` beside the label map, else None (``label_<k>``)."""
     from .regions import read_lut
@@ -273,10 +288,12 @@ def _run_explain(args) -> int:
     source = os.path.abspath(args.image)
     oset = output_set(args.out, f"{stem}_outputs.json", source, args.force)
     t0 = time.perf_counter()
+    record: Dict = {}
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
-                   show_progress=not args.no_progress)
+                   show_progress=not args.no_progress, record=record)
     seconds = time.perf_counter() - t0
-    with staged_output(oset, source, args.force, command="explain", model=str(args.model)) as stage:
+    used = _used(record, meta)
+    with staged_output(oset, source, args.force, command="explain", model=str(args.model), used=used) as stage:
         write_csv(preds, child_path(stage, f"{stem}_predictions.csv"))
         rows = []
         for k, t in enumerate(targets):
@@ -290,6 +307,8 @@ def _run_explain(args) -> int:
                 write_csv(table, child_path(stage, f"{base}_regions.csv"))
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
+    if "references" in used:
+        print(f"  references: {used['references']}")
     for name, top in rows:
         print(f"  {name}: {top}")
     return 0
@@ -323,8 +342,11 @@ def _parse_methods(spec: str) -> List[str]:
 
 def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], stage: Path, *,
              labels=None, names=None, outline=None, smocam_kwargs=None, show_progress=True,
-             occlusion_kwargs=None) -> pd.DataFrame:
-    """Run every method, write maps, figures and tables into ``stage``; return the summary table."""
+             occlusion_kwargs=None, used: Optional[Dict] = None) -> pd.DataFrame:
+    """Run every method, write maps, figures and tables into ``stage``; return the summary table.
+
+    ``used`` (a dict) is filled with what each method ran with and SMOCAM's references (:func:`_used`).
+    """
     from .methods import METHOD_LABELS, attribute_map
     from .nifti import save_map
     from .plotting import plot_comparison, plot_convergence, plot_region_attention
@@ -336,14 +358,22 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
     maps, rows, tables = {}, [], []
     for method in methods:
         history: Dict = {}
+        record: Dict = {}
         t0 = time.perf_counter()
         m = attribute_map(method, model, x, target, layer=layer, output_std=std,
-                          smocam_kwargs=smocam_kwargs, show_progress=show_progress, history=history,
+                          smocam_kwargs=smocam_kwargs, show_progress=show_progress, history=history, record=record,
                           **(occlusion_kwargs if method == "occlusion" else {}))
         seconds = time.perf_counter() - t0
         maps[METHOD_LABELS[method]] = m[0, 0]
         save_map(m[0], info, child_path(stage, f"{method}_{fname}.nii.gz"))
         row = {"method": method, "seconds": round(seconds, 2)}  # top_regions: densest, see _top_regions
+        this = _used(record, meta)
+        if "references" in this:
+            row["references"] = this["references"]
+        if used is not None:
+            used.setdefault("methods", {}).update(this["methods"])
+            if "references" in this:
+                used["references"] = this["references"]
         if labels is not None:
             table = get_region_table(_map_on_label_grid(m[0], info, labels), labels[0], names)
             table.insert(0, "method", method)
@@ -378,10 +408,11 @@ def _run_compare(args) -> int:
     preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
     source = os.path.abspath(args.image)
     oset = output_set(args.out, "compare_outputs.json", source, args.force)
-    with staged_output(oset, source, args.force, command="compare", model=str(args.model)) as stage:
+    used: Dict = {}
+    with staged_output(oset, source, args.force, command="compare", model=str(args.model), used=used) as stage:
         write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
-                           smocam_kwargs=kwargs, show_progress=not args.no_progress)
+                           smocam_kwargs=kwargs, show_progress=not args.no_progress, used=used)
     print(summary.to_string(index=False))
     return 0
 
@@ -414,8 +445,9 @@ def _run_demo(args) -> int:
     subject = generate_subject(index, lr_correlation=float(meta.get("lr_correlation", 0.95)))
     occlusion = {"occlusion_window": 12, "occlusion_stride": 12} if args.quick else {}
     oset = output_set(args.out, "demo_outputs.json", "smocam demo", args.force)
+    used: Dict = {}
     with staged_output(oset, "smocam demo", args.force, command="demo", model=str(args.model),
-                       subject=index) as stage:
+                       subject=index, used=used) as stage:
         t1_path, lab_path = write_subject(subject, stage)
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)
@@ -426,7 +458,7 @@ def _run_demo(args) -> int:
         write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, target, COMPARE_METHODS, stage, labels=labels,
                            names=_label_names(None, lab_path), outline=outline, smocam_kwargs=smocam_kwargs,
-                           show_progress=not args.no_progress, occlusion_kwargs=occlusion)
+                           show_progress=not args.no_progress, occlusion_kwargs=occlusion, used=used)
     with pd.option_context("display.width", 160, "display.max_colwidth", 80):
         print(f"Built-in subject {Path(t1_path).name.split('_')[0]} (synthetic, seed {index}); "
               f"model {meta['arch']} explained at {layer_name}.\n")
