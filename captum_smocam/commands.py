@@ -263,7 +263,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--image", required=True, help="T1 scan (NIfTI), registered to the model's space")
     _add_target_arg(p, "output name or index, a comma-separated list, or 'all'")
     p.add_argument("--method", default="smocam",
-                   help="smocam (default), gradcam, occlusion, saliency, deeplift, integrated_gradients")
+                   help="smocam (default), gradcam, occlusion, saliency, smoothgrad, deeplift, integrated_gradients")
     _add_model_args(p)
     _add_smocam_args(p)
     _add_label_args(p)
