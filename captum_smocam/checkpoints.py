@@ -125,7 +125,9 @@ def save_user_checkpoint(path, model: nn.Module, metadata: Dict[str, Any], *, fa
         )
     reference = getattr(model, "reference_inputs", None)
     if isinstance(reference, torch.Tensor):
-        blob["reference_inputs"] = reference.detach().cpu().to(torch.float16)
+        from .models import _stored_references  # float16 only when lossless (issue 21, class 6)
+
+        blob["reference_inputs"] = _stored_references(reference, meta)
         meta["n_reference_inputs"] = int(reference.shape[0])
     else:
         meta.pop("n_reference_inputs", None)

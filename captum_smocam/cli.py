@@ -34,6 +34,7 @@ SUBCOMMANDS = {
     "compare": commands._add_compare,
     "cohort": commands._add_cohort,
     "synth": commands._add_synth,
+    "references": commands._add_references,
 }
 
 

@@ -7,11 +7,11 @@ scan and writes, per scan, one folder ``<out>/<subject>/``::
     <subject>_smocam_<target>.nii.gz   one map per target, on the scan's own grid
     <subject>_regions.csv              per-region attention per target (needs --labels)
     <subject>_predictions.csv          the model's prediction of every output (cm3)
-    <subject>_done.json                done-marker, written last (settings, timings, versions)
+    <subject>_done.json                done-marker, written last (settings, timings, versions, references)
 
 and, for the whole cohort (rank 0, at the end)::
 
-    manifest.json            per scan: status done / failed / skipped, timings, error
+    manifest.json            per scan: status done / failed / skipped, timings, error, references used
     cohort_regions.csv       per target and region: mean and sd across scans
     cohort_predictions.csv   one row per scan, one column per output
     cohort_summary.png       cohort mean share of attention for the first targets
@@ -228,8 +228,13 @@ def _process_scan(
     smocam_kwargs: dict,
     internal_batch_size: Optional[int],
     device: torch.device,
+    used: Optional[dict] = None,
 ) -> Dict[str, float]:
-    """Explain one scan and write its files into ``stage``; returns timings in seconds. Raises on any failure."""
+    """Explain one scan and write its files into ``stage``; returns timings in seconds. Raises on any failure.
+
+    ``used`` (a dict) gets ``"references"``: which references SMOCAM used
+    (:func:`captum_smocam.references.describe_references`).
+    """
     files = {k: child_path(stage, v) for k, v in _output_names(sid, target_names, label_path is not None).items()}
     timings = {}
 
@@ -244,8 +249,13 @@ def _process_scan(
         y = model(x)
     check_finite_outputs(y, metadata["output_names"], where=f"{sid} ({scan.name})")
     pred = y[0].detach().cpu().numpy().astype(np.float64)
+    record: dict = {}
     maps = explain(model, metadata, x, targets, layer=layer_module, smocam_kwargs=smocam_kwargs,
-                   internal_batch_size=internal_batch_size)
+                   internal_batch_size=internal_batch_size, record=record)
+    if used is not None:
+        from .references import describe_references
+
+        used["references"] = describe_references(record.get("reference_source"), metadata)
     maps = maps.detach().cpu().numpy()[:, 0]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -395,12 +405,13 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
         if marker is not None:
             reason = "complete (after waiting for another run)" if waited else "complete from an earlier run"
             record.update(status="skipped", reason=reason, timings=marker.get("timings"),
-                          finished=marker.get("finished"))
+                          finished=marker.get("finished"), references=marker.get("references"))
             return record
         stage = oset.new_stage()
+        used: dict = {}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
-            timings = _process_scan(scan, sid, label_path, stage=stage, **process_kwargs)
+            timings = _process_scan(scan, sid, label_path, stage=stage, used=used, **process_kwargs)
         for w in caught:
             if issubclass(w.category, DataWarning):
                 record.setdefault("warnings", []).append(str(w.message))
@@ -408,7 +419,7 @@ def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: Out
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         timings["total_s"] = time.perf_counter() - t0
-        record.update(status="done", timings=timings,
+        record.update(status="done", timings=timings, references=used.get("references"),
                       finished=datetime.datetime.now().isoformat(timespec="seconds"))
         oset.commit(stage, {**record, "inputs": inputs, "settings": settings, "versions": _versions()},
                     merge=False, overwrite=True)
@@ -635,6 +646,7 @@ def _finish_cohort(out: Path, job: str, world_size: int, settings: dict, lut: Op
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": _versions(),
         "settings": settings,
+        "references": sorted({str(r["references"]) for r in records if r.get("references")}),
         "lut": str(lut) if lut is not None else None,
         "world_size": world_size,
         "n_scans": len(records),

@@ -1,4 +1,4 @@
-"""The sub-commands of ``smocam``: ``demo``, ``explain``, ``compare``, ``cohort`` and ``synth``.
+"""The sub-commands of ``smocam``: ``demo``, ``explain``, ``compare``, ``cohort``, ``synth`` and ``references``.
 
 Each is a pair of functions: ``_add_<name>(subparsers)`` declares its
 arguments and ``_run_<name>(args)`` does the work; :data:`captum_smocam.cli.SUBCOMMANDS`
@@ -23,7 +23,9 @@ Everything a user can get wrong (a missing or unreadable scan, an unknown
 target or layer, a scan that does not cover the model grid, an unusable
 ``--out``) is checked before the expensive part. ``cohort`` runs
 :func:`captum_smocam.cohort.run_cohort`; ``synth`` writes a synthetic cohort
-(:func:`captum_smocam.synth.write_cohort`).
+(:func:`captum_smocam.synth.write_cohort`); ``references`` writes a copy of a
+checkpoint carrying reference scans built from the user's own
+(:func:`captum_smocam.references.attach_references`).
 """
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ from .cohort import DEFAULT_OUT as COHORT_OUT
 from .pipeline import DEFAULT_MODEL, DEVICES
 from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS, OBJECTIVES
 
-#: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five).
-COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "deeplift")
+#: Methods run by ``smocam compare`` and ``smocam demo`` by default (the poster's five, SmoothGrad and IG).
+COMPARE_METHODS = ("smocam", "gradcam", "occlusion", "saliency", "smoothgrad", "deeplift", "integrated_gradients")
 #: The structure the demo explains (the poster's figure).
 DEMO_TARGET = "right_lateral_ventricle"
 #: ``--out`` when it is not given, per command.
@@ -206,6 +208,21 @@ def staged_output(oset: OutputSet, source: str, overwrite: bool = False, **recor
             oset.discard(stage)
 
 
+def _used(record: Dict, meta: Dict) -> Dict:
+    """What a map was computed with, for manifests: ``{"methods": {method: settings}, "references": ...}``.
+
+    ``record`` is what :func:`captum_smocam.methods.attribute_map` filled (for
+    several targets of one method, the same); ``"references"`` is there for
+    SMOCAM only (:func:`captum_smocam.references.describe_references`).
+    """
+    from .references import describe_references
+
+    out: Dict = {"methods": {record["method"]: record.get("settings", {})}} if "method" in record else {"methods": {}}
+    if "reference_source" in record:
+        out["references"] = describe_references(record["reference_source"], meta)
+    return out
+
+
 def _label_names(lut: Optional[str], label_path: Optional[str]) -> Optional[Dict[int, str]]:
     """Label names from ``--lut``, else from ``labels.txt`` beside the label map, else None (``label_<k>``)."""
     from .regions import read_lut
@@ -268,7 +285,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--image", required=True, help="T1 scan (NIfTI), registered to the model's space")
     _add_target_arg(p, "output name or index, a comma-separated list, or 'all'")
     p.add_argument("--method", default="smocam",
-                   help="smocam (default), gradcam, occlusion, saliency, deeplift, integrated_gradients")
+                   help="smocam (default), gradcam, occlusion, saliency, smoothgrad, deeplift, integrated_gradients")
     _add_model_args(p)
     _add_smocam_args(p)
     _add_label_args(p)
@@ -293,11 +310,13 @@ def _run_explain(args) -> int:
     source = os.path.abspath(args.image)
     oset = output_set(args.out, f"{stem}_outputs.json", source, args.force)
     t0 = time.perf_counter()
+    record: Dict = {}
     maps = explain(model, meta, x, targets, method=args.method, layer=layer, smocam_kwargs=kwargs,
-                   show_progress=not args.no_progress)
+                   show_progress=not args.no_progress, record=record)
     seconds = time.perf_counter() - t0
+    used = _used(record, meta)
     with staged_output(oset, source, args.force, command="explain", model=str(args.model),
-                       settings=run_settings(args, model, layer_name, [args.method])) as stage:
+                       settings=run_settings(args, model, layer_name, [args.method]), used=used) as stage:
         write_csv(preds, child_path(stage, f"{stem}_predictions.csv"))
         rows = []
         for k, t in enumerate(targets):
@@ -311,6 +330,8 @@ def _run_explain(args) -> int:
                 write_csv(table, child_path(stage, f"{base}_regions.csv"))
                 rows.append((name, _top_regions(table)))
     print(f"{args.method} on {layer_name}: {len(targets)} map(s) in {seconds:.1f} s -> {args.out}")
+    if "references" in used:
+        print(f"  references: {used['references']}")
     for name, top in rows:
         print(f"  {name}: {top}")
     return 0
@@ -344,8 +365,11 @@ def _parse_methods(spec: str) -> List[str]:
 
 def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], stage: Path, *,
              labels=None, names=None, outline=None, smocam_kwargs=None, show_progress=True,
-             occlusion_kwargs=None) -> pd.DataFrame:
-    """Run every method, write maps, figures and tables into ``stage``; return the summary table."""
+             occlusion_kwargs=None, used: Optional[Dict] = None) -> pd.DataFrame:
+    """Run every method, write maps, figures and tables into ``stage``; return the summary table.
+
+    ``used`` (a dict) is filled with what each method ran with and SMOCAM's references (:func:`_used`).
+    """
     from .methods import METHOD_LABELS, attribute_map
     from .nifti import save_map
     from .plotting import plot_comparison, plot_convergence, plot_region_attention
@@ -357,14 +381,22 @@ def _compare(model, meta, layer, x, info, target: int, methods: Sequence[str], s
     maps, rows, tables = {}, [], []
     for method in methods:
         history: Dict = {}
+        record: Dict = {}
         t0 = time.perf_counter()
         m = attribute_map(method, model, x, target, layer=layer, output_std=std,
-                          smocam_kwargs=smocam_kwargs, show_progress=show_progress, history=history,
+                          smocam_kwargs=smocam_kwargs, show_progress=show_progress, history=history, record=record,
                           **((occlusion_kwargs or {}) if method == "occlusion" else {}))
         seconds = time.perf_counter() - t0
         maps[METHOD_LABELS[method]] = m[0, 0]
         save_map(m[0], info, child_path(stage, f"{method}_{fname}.nii.gz"))
         row = {"method": method, "seconds": round(seconds, 2)}  # top_regions: densest, see _top_regions
+        this = _used(record, meta)
+        if "references" in this:
+            row["references"] = this["references"]
+        if used is not None:
+            used.setdefault("methods", {}).update(this["methods"])
+            if "references" in this:
+                used["references"] = this["references"]
         if labels is not None:
             table = get_region_table(m[0], labels[0], names, info=info, labels_affine=labels[1])
             table.insert(0, "method", method)
@@ -399,11 +431,12 @@ def _run_compare(args) -> int:
     preds = _predictions_table(model, meta, x)  # refuses NaN/Inf predictions before the slow part
     source = os.path.abspath(args.image)
     oset = output_set(args.out, "compare_outputs.json", source, args.force)
+    used: Dict = {}
     with staged_output(oset, source, args.force, command="compare", model=str(args.model),
-                       settings=run_settings(args, model, layer_name, methods)) as stage:
+                       settings=run_settings(args, model, layer_name, methods), used=used) as stage:
         write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, targets[0], methods, stage, labels=labels, names=names,
-                           smocam_kwargs=kwargs, show_progress=not args.no_progress)
+                           smocam_kwargs=kwargs, show_progress=not args.no_progress, used=used)
     print(summary.to_string(index=False))
     return 0
 
@@ -436,8 +469,9 @@ def _run_demo(args) -> int:
     subject = generate_subject(index, lr_correlation=float(meta.get("lr_correlation", 0.95)))
     occlusion = {"occlusion_window": 12, "occlusion_stride": 12} if args.quick else {}
     oset = output_set(args.out, "demo_outputs.json", "smocam demo", args.force)
+    used: Dict = {}
     with staged_output(oset, "smocam demo", args.force, command="demo", model=str(args.model),
-                       subject=index, settings=run_settings(args, model, layer_name, COMPARE_METHODS)) as stage:
+                       subject=index, settings=run_settings(args, model, layer_name, COMPARE_METHODS), used=used) as stage:
         t1_path, lab_path = write_subject(subject, stage)
         write_lut(stage / "labels.txt")
         x, info = load_scan(t1_path, meta)
@@ -448,7 +482,7 @@ def _run_demo(args) -> int:
         write_csv(preds, stage / "predictions.csv")
         summary = _compare(model, meta, layer, x, info, target, COMPARE_METHODS, stage, labels=labels,
                            names=_label_names(None, lab_path), outline=outline, smocam_kwargs=smocam_kwargs,
-                           show_progress=not args.no_progress, occlusion_kwargs=occlusion)
+                           show_progress=not args.no_progress, occlusion_kwargs=occlusion, used=used)
     with pd.option_context("display.width", 160, "display.max_colwidth", 80):
         print(f"Built-in subject {Path(t1_path).name.split('_')[0]} (synthetic, seed {index}); "
               f"model {meta['arch']} explained at {layer_name}.\n")
@@ -563,4 +597,44 @@ def _run_synth(args) -> int:
     table = synth.write_cohort(args.out, args.n, seed=args.seed, lr_correlation=r, spacing=spacing,
                                show_progress=not args.no_progress, grid=args.grid, label_codes=args.label_codes)
     print(f"wrote {len(table)} subjects, labels.txt and volumes.csv to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# references
+# --------------------------------------------------------------------------- #
+def _add_references(sub) -> None:
+    from .references import DEFAULT_K
+
+    p = sub.add_parser(
+        "references",
+        help="attach K reference scans, built from your own NIfTI scans, to a checkpoint",
+        description=(
+            "Build K reference inputs for SMOCAM from a folder or list of your scans, preprocessed exactly as "
+            "'smocam explain' preprocesses a scan, and write a copy of the checkpoint that carries them "
+            "(with which files, when and how in its metadata). Use scans of the model's population, not the "
+            "ones you will explain."
+        ),
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="CKPT_OR_NAME",
+                   help=f"checkpoint file or shipped model name (default: {DEFAULT_MODEL})")
+    p.add_argument("--scans", nargs="+", required=True, metavar="DIR_OR_GLOB_OR_LIST",
+                   help="a folder (its *_T1w.nii[.gz], else every .nii[.gz]), globs (quote them), .txt list "
+                        "files or paths")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help=f"number of references (default: {DEFAULT_K})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw of K scans among them (default: 0)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the checkpoint to write (.pt)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=_run_references)
+
+
+def _run_references(args) -> int:
+    from .references import PROVENANCE_KEY, attach_references
+
+    meta = attach_references(args.model, args.scans, args.out, k=args.k, seed=args.seed, overwrite=args.force)
+    prov = meta[PROVENANCE_KEY]
+    print(f"wrote {args.out}: {args.model} with {meta['n_reference_inputs']} reference inputs drawn (seed "
+          f"{prov['seed']}) from {prov['n_candidates']} scans:")
+    for f in prov["files"]:
+        print(f"  {f}")
     return 0

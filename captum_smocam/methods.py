@@ -5,20 +5,31 @@ experiment all call :func:`attribute_map`, so a method is configured in one
 place and the comparison is fair by construction. Each method returns a map on
 the **input grid**, shape ``N x 1 x <input spatial dims>``, oriented so that
 larger means "more important" (the sign rules are in :data:`SIGN_RULES`).
+The settings of every method, and where they come from, are the ``DEFAULT_*``
+constants below; :func:`method_settings` returns them as one record.
+
+References:
+    D. Smilkov, N. Thorat, B. Kim, F. Viégas, M. Wattenberg, "SmoothGrad:
+    removing noise by adding noise", arXiv:1706.03825, 2017.
+
+    M. Sundararajan, A. Taly, Q. Yan, "Axiomatic attribution for deep
+    networks", ICML 2017.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Dict, Optional, Sequence, Union
 
-from captum.attr import DeepLift, IntegratedGradients, LayerGradCam, Occlusion, Saliency
+import torch
+from captum.attr import DeepLift, IntegratedGradients, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 from torch import Tensor
 from torch.nn import Module
 
 from .smocam import SMOCAM, upsample_mask
 
 #: Methods known to :func:`attribute_map`, in the order the comparison figures show them.
-METHODS = ("smocam", "smocam_poster", "gradcam", "occlusion", "saliency", "deeplift", "integrated_gradients")
+METHODS = ("smocam", "smocam_poster", "gradcam", "occlusion", "saliency", "smoothgrad", "deeplift",
+           "integrated_gradients")
 
 #: Display names.
 METHOD_LABELS = {
@@ -27,6 +38,7 @@ METHOD_LABELS = {
     "gradcam": "Grad-CAM",
     "occlusion": "Occlusion",
     "saliency": "Saliency",
+    "smoothgrad": "SmoothGrad",
     "deeplift": "DeepLIFT",
     "integrated_gradients": "Integrated Gradients",
 }
@@ -38,6 +50,7 @@ SIGN_RULES = {
     "gradcam": "ReLU of the channel-weighted activations, as in Selvaraju et al. 2017",
     "occlusion": "absolute change of the output when the window is replaced by the baseline",
     "saliency": "absolute gradient (Simonyan et al. 2013; Captum's default abs=True)",
+    "smoothgrad": "mean over noisy copies of the absolute gradient (Saliency's rule, inside Captum's NoiseTunnel)",
     "deeplift": "absolute attribution: a volume can grow with darker or brighter voxels",
     "integrated_gradients": "absolute attribution, for the same reason as DeepLIFT",
 }
@@ -47,6 +60,19 @@ SIGN_RULES = {
 #: time per map on its fast path (2.96 vs 0.29 s); 8/6 would be 891 passes, 11 times as many.
 DEFAULT_OCCLUSION_WINDOW = 16
 DEFAULT_OCCLUSION_STRIDE = 12
+#: SmoothGrad's noisy copies per map: Smilkov et al. 2017 (section 3.2) see diminishing returns past
+#: about 50 samples.
+DEFAULT_SMOOTHGRAD_SAMPLES = 50
+#: SmoothGrad's noise sd as a fraction of each scan's intensity range (max - min): Smilkov et al.
+#: 2017 find 10-20 % best; we take the middle.
+DEFAULT_SMOOTHGRAD_NOISE = 0.15
+#: Integrated Gradients' steps (Gauss-Legendre, Captum's default rule): Captum's default number;
+#: Sundararajan et al. 2017 report 20-300 steps approximate the integral within 5 %.
+DEFAULT_IG_STEPS = 50
+#: Noisy copies (SmoothGrad) or path points (IG) per forward/backward pass: bounds memory only.
+DEFAULT_INTERNAL_BATCH = 10
+#: Seed of SmoothGrad's noise (drawn in a forked random state: the caller's is left as it was).
+DEFAULT_SMOOTHGRAD_SEED = 0
 
 
 def background_baseline(x: Tensor) -> Tensor:
@@ -68,6 +94,63 @@ def background_baseline(x: Tensor) -> Tensor:
     return mins.view(n, *([1] * (x.dim() - 1))).expand_as(x).contiguous()
 
 
+def method_settings(method: str, *, occlusion_window: int = DEFAULT_OCCLUSION_WINDOW,
+                    occlusion_stride: int = DEFAULT_OCCLUSION_STRIDE, ig_steps: int = DEFAULT_IG_STEPS,
+                    smoothgrad_samples: int = DEFAULT_SMOOTHGRAD_SAMPLES,
+                    smoothgrad_noise: float = DEFAULT_SMOOTHGRAD_NOISE) -> Dict[str, Any]:
+    """The settings a method runs with in :func:`attribute_map`, as plain values (for manifests and tables).
+
+    Args:
+        method (str): one of :data:`METHODS`.
+        occlusion_window, occlusion_stride, ig_steps, smoothgrad_samples,
+            smoothgrad_noise: as in :func:`attribute_map`.
+
+    Returns:
+        dict: ``sign`` (:data:`SIGN_RULES`) and the method's own settings.
+
+    Examples::
+
+        >>> method_settings("smoothgrad")["noise_sd"]
+        '0.15 x (max - min) of each scan'
+        >>> method_settings("integrated_gradients")["baseline"]
+        "each scan's minimum (background)"
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    out: Dict[str, Any] = {"sign": SIGN_RULES[method]}
+    background = "each scan's minimum (background)"
+    if method == "occlusion":
+        out.update(window=int(occlusion_window), stride=int(occlusion_stride), baseline=background)
+    elif method == "smoothgrad":
+        out.update(samples=int(smoothgrad_samples), noise_sd=f"{smoothgrad_noise:g} x (max - min) of each scan",
+                   seed=DEFAULT_SMOOTHGRAD_SEED)
+    elif method == "integrated_gradients":
+        out.update(steps=int(ig_steps), rule="gausslegendre", baseline=background)
+    elif method == "deeplift":
+        out.update(baseline=background)
+    return out
+
+
+def _smoothgrad(model: Module, x: Tensor, tgt, samples: int, noise: float) -> Tensor:
+    """SmoothGrad of each example with noise sd ``noise x (max - min)`` of that example, seeded."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"smoothgrad_samples must be an integer >= 1, got {samples!r}")
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"smoothgrad_noise must be a finite number >= 0, got {noise!r}")
+    tunnel = NoiseTunnel(Saliency(model))
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    out = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1]
+        sd = float(noise) * float(xi.max() - xi.min())
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(DEFAULT_SMOOTHGRAD_SEED)
+            out.append(tunnel.attribute(xi, nt_type="smoothgrad", nt_samples=samples,
+                                        nt_samples_batch_size=min(samples, DEFAULT_INTERNAL_BATCH), stdevs=sd,
+                                        target=tgt[i] if isinstance(tgt, list) else tgt, abs=True).detach())
+    return torch.cat(out)
+
+
 def attribute_map(
     method: str,
     model: Module,
@@ -80,9 +163,12 @@ def attribute_map(
     occlusion_window: int = DEFAULT_OCCLUSION_WINDOW,
     occlusion_stride: int = DEFAULT_OCCLUSION_STRIDE,
     perturbations_per_eval: int = 8,
-    ig_steps: int = 16,
+    ig_steps: int = DEFAULT_IG_STEPS,
+    smoothgrad_samples: int = DEFAULT_SMOOTHGRAD_SAMPLES,
+    smoothgrad_noise: float = DEFAULT_SMOOTHGRAD_NOISE,
     show_progress: bool = False,
     history: Optional[dict] = None,
+    record: Optional[dict] = None,
 ) -> Tensor:
     """Attribution map of ``model``'s output ``target`` on the input grid.
 
@@ -103,11 +189,22 @@ def attribute_map(
             Default: ``DEFAULT_OCCLUSION_STRIDE``
         perturbations_per_eval (int, optional): Occlusion's batch of
             perturbed inputs. Default: 8
-        ig_steps (int, optional): Integrated Gradients' steps. Default: 16
+        ig_steps (int, optional): Integrated Gradients' steps from the
+            background baseline (:func:`background_baseline`) to the scan.
+            Default: ``DEFAULT_IG_STEPS``
+        smoothgrad_samples (int, optional): SmoothGrad's noisy copies.
+            Default: ``DEFAULT_SMOOTHGRAD_SAMPLES``
+        smoothgrad_noise (float, optional): SmoothGrad's Gaussian noise sd as
+            a fraction of each scan's intensity range (max - min).
+            Default: ``DEFAULT_SMOOTHGRAD_NOISE``
         show_progress (bool, optional): progress bars where the method has
             them (SMOCAM, Occlusion). Default: False
         history (dict, optional): for SMOCAM, filled with the per-step loss
             terms (:attr:`SMOCAM.history`). Default: None
+        record (dict, optional): filled with what the call used: ``method``,
+            ``settings`` (:func:`method_settings`) and, for SMOCAM,
+            ``reference_source`` (:attr:`SMOCAM.reference_source`: which
+            references the mask was measured against). Default: None
 
     Returns:
         Tensor: ``N x 1 x <spatial dims of x>``, detached, larger = more important.
@@ -120,6 +217,8 @@ def attribute_map(
         >>> x = torch.randn(1, 1, 12, 14, 10)
         >>> attribute_map("gradcam", net, x, 1, layer=net.features.block2).shape
         torch.Size([1, 1, 12, 14, 10])
+        >>> attribute_map("smoothgrad", net, x, 1, smoothgrad_samples=4).shape
+        torch.Size([1, 1, 12, 14, 10])
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -127,6 +226,10 @@ def attribute_map(
         raise ValueError(f"method {method!r} needs a layer")
     spatial = x.shape[2:]
     tgt = list(target) if isinstance(target, (list, tuple)) else target
+    if record is not None:
+        record.update(method=method, settings=method_settings(
+            method, occlusion_window=occlusion_window, occlusion_stride=occlusion_stride, ig_steps=ig_steps,
+            smoothgrad_samples=smoothgrad_samples, smoothgrad_noise=smoothgrad_noise))
     if method in ("smocam", "smocam_poster"):
         kwargs = dict(smocam_kwargs or {})
         if method == "smocam_poster":
@@ -136,18 +239,24 @@ def attribute_map(
         mask = smocam.attribute(x, target=tgt, output_std=output_std, **kwargs)
         if history is not None:
             history.update(smocam.history)
+        if record is not None:
+            record["settings"].update({k: v for k, v in kwargs.items()
+                                       if k != "show_progress" and isinstance(v, (bool, int, float, str))})
+            record["reference_source"] = smocam.reference_source
         return upsample_mask(mask, spatial).detach()
     if method == "gradcam":
         cam = LayerGradCam(model, layer).attribute(x, target=tgt, relu_attributions=True)
         return upsample_mask(cam, spatial).detach()
     if method == "saliency":
         return Saliency(model).attribute(x, target=tgt, abs=True).detach().sum(dim=1, keepdim=True)
+    if method == "smoothgrad":
+        return _smoothgrad(model, x, tgt, smoothgrad_samples, smoothgrad_noise).sum(dim=1, keepdim=True)
     base = background_baseline(x)
     if method == "deeplift":
         attr = DeepLift(model).attribute(x, baselines=base, target=tgt)
     elif method == "integrated_gradients":
         attr = IntegratedGradients(model).attribute(x, baselines=base, target=tgt, n_steps=ig_steps,
-                                                    internal_batch_size=ig_steps)
+                                                    internal_batch_size=min(ig_steps, DEFAULT_INTERNAL_BATCH))
     else:  # occlusion
         window = (x.shape[1],) + (int(occlusion_window),) * len(spatial)
         strides = (x.shape[1],) + (int(occlusion_stride),) * len(spatial)

@@ -993,6 +993,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         #: The kernel plan of the last call (:mod:`captum_smocam._kernels`), and where it came from.
         self.plan: Optional[Any] = None
         self.plan_source: Optional[str] = None
+        #: Which references the last call's masks were measured against ("model: 8 reference_inputs", ...).
+        self.reference_source: Optional[str] = None
         self._min_rows = MIN_ROWS
         self._run_settings: Optional[Tuple[Any, Optional[torch.dtype], torch.dtype]] = None
         #: Per example of the last call: the mean over the references of ``|y_M - y| / sigma`` for the
@@ -1000,9 +1002,6 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         self.fidelity: Optional[Tensor] = None
         #: The sigma of each example of the last call (``N``), given or derived (see ``output_std``).
         self.output_std_used: Optional[Tensor] = None
-        #: Where the references of the last ``"preserve"`` call came from (``"baselines"``,
-        #: ``"reference_inputs"`` or ``"fallback: <scheme>"``).
-        self.reference_source: Optional[str] = None
 
     @log_usage()
     def attribute(
@@ -1411,7 +1410,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 raise ValueError("init of objective 'preserve' must be mask values in [0, 1]")
         removed = self._check_mask_reaches_output(runner, output, rows_of, flat_target)
         ref_features = None
-        self.reference_source = None
+        self.reference_source = None if obj.needs_reference else f"none: objective {obj.name!r} uses no reference"
         if obj.needs_reference:
             ref_features = self._reference_features(forward_func, layer, sub_inputs, sub_args, baselines, feature,
                                                     to_input, n_distinct, getattr(obj, "fallback", DEFAULT_FALLBACK))
@@ -1633,10 +1632,12 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             if isinstance(stored, Tensor):
                 baselines = _format_baselines(stored, inputs, what="the model's reference_inputs")
                 source = "model's reference_inputs"
-        self.reference_source = source if baselines is None else f"{source}: {baselines[0].shape[0]} input(s)"
+        if baselines is not None:
+            k_ = baselines[0].shape[0]
+            self.reference_source = (f"baselines: {k_} given" if source == "baselines"
+                                     else f"model: {k_} reference_inputs")
         if baselines is None:
             # References made from each scan itself (fallback_references), one layer voxel as the unit.
-            self.reference_source = f"fallback: {fallback}"
             warnings.warn(
                 f"SMOCAM: no baselines and the model carries no reference_inputs; using references made from the "
                 f"scan itself (fallback={fallback!r}), which localise less well than scans of other subjects: "
@@ -1655,6 +1656,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             rows = torch.arange(d, device=inputs[0].device).repeat_interleave(k)
             ref_args = tuple(_index_rows(a, rows, d) for a in args)
             feats = self._planned(_HookRunner(forward_func, layer, flat, ref_args, to_input)).layer_tensor()
+            self.reference_source = (f"fallback: {k} references per input ({fallback}) made from the input itself "
+                                     "(the model has no reference_inputs)")
             return self._checked_reference(feats.reshape(d, k, *feats.shape[1:]), feature, f"fallback {fallback}")
         k = baselines[0].shape[0]
         per_example = any(isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == d for a in args)

@@ -74,16 +74,57 @@ def test_compare_methods_quick_scores_every_method(repo_untouched):
                                QUICK / "comparison_right_lateral_ventricle_quick.png")
     run_script("compare_methods", "--quick")
     df = pd.read_csv(csv)
-    assert sorted(df["method"]) == sorted(["smocam", "smocam_poster", "gradcam", "occlusion", "saliency", "deeplift"])
+    assert sorted(df["method"]) == sorted(["smocam", "smocam_poster", "gradcam", "occlusion", "saliency", "smoothgrad",
+                                           "deeplift", "integrated_gradients"])
     assert set(df["target"]) == {"right_lateral_ventricle"}
-    for c in ("mass_inside", "mass_dilated", "auroc", "side_specificity"):
+    for c in ("mass_inside", "mass_dilated", "auroc", "side_specificity", "mass_within_30mm", "false_positive_rate",
+              "hit_top1", "hit_top3", "max_within_mm", "mass_dilated_or_contra", "max_within_mm_or_contra"):
         assert df[c].between(0, 1).all(), c
-    assert (df["mass_dilated"] >= df["mass_inside"]).all()
+    assert (df["mass_dilated"] >= df["mass_inside"]).all() and (df["mass_within_30mm"] >= df["mass_dilated"]).all()
+    assert (df["n_components"] >= 1).all() and (df["max_distance_mm"] >= 0).all()
     assert (df["seconds_per_map"] > 0).all() and (df["peak_rss_mb"] > 0).all()
+    used = df.set_index("method").loc["smocam", "reference_source"]
+    assert used == "model: 8 reference_inputs (the checkpoint's own)"
     rnd = pd.read_csv(rnd_csv)
     assert set(rnd["step_name"]) == {"top (head)", "all layers"}
     assert set(rnd["layer"]) == {"head", "features"}
+    assert set(rnd["method"]) == set(df["method"])
     assert fig.stat().st_size > 10_000
+
+
+@needs_vgg
+def test_compare_methods_scores_smocam_alone_with_other_references_and_summarises_csvs(tmp_path):
+    from captum_smocam import synth
+
+    synth.write_cohort(tmp_path / "scans", 2, seed=7, show_progress=False)  # references "from the user's scans"
+    out = tmp_path / "run"
+    proc = run_script("compare_methods", "--methods", "smocam", "--smocam-references", "none",
+                      f"scans:{tmp_path / 'scans'}", "--reference-k", "2", "--split", "val", "--n-subjects", "2",
+                      "--targets", "right_hippocampus", "--smocam-steps", "3", "--randomization-subjects", "0",
+                      "--random-orderings", "0", "--fractions", "0", "0.5", "1", "--out-dir", str(out))
+    df = pd.read_csv(out / "compare_methods.csv")
+    assert sorted(set(df["method"])) == ["smocam_norefs", "smocam_scanrefs"]
+    assert sorted(set(df["subject"])) == [10000, 10001]  # the validation split of the shipped model
+    used = df.drop_duplicates("method").set_index("method")["reference_source"]
+    assert used["smocam_norefs"].startswith("fallback:")
+    assert used["smocam_scanrefs"].startswith("model: 2 reference_inputs (scans: 2 built from")
+    assert (out / "comparison_right_lateral_ventricle.png").exists() is False  # that target was not explained
+    assert "val subjects" in proc.stdout
+    # --summary merges the CSVs of several runs and writes the report without computing anything
+    other = df.copy()
+    other["method"] = other["method"].map({"smocam_norefs": "gradcam", "smocam_scanrefs": "saliency"})
+    other["auroc"] = 0.5
+    other.to_csv(tmp_path / "baselines.csv", index=False)
+    run_script("compare_methods", "--summary", str(out / "compare_methods.csv"), str(tmp_path / "baselines.csv"),
+               "--out-dir", str(tmp_path / "summary"))
+    text = (tmp_path / "summary" / "compare_summary.md").read_text()
+    assert "**hit_top1** (higher is better)" in text and "References SMOCAM used:" in text
+    ranks = pd.read_csv(tmp_path / "summary" / "compare_ranks.csv")
+    auroc = ranks[ranks["score"] == "auroc"].set_index("method")
+    assert set(auroc.index) == {"smocam_norefs", "smocam_scanrefs", "gradcam", "saliency"}
+    assert auroc.loc["gradcam", "mean"] == 0.5 and pd.isna(auroc.loc["smocam_norefs", "vs_reference"])  # the reference
+    verdicts = pd.read_csv(tmp_path / "summary" / "compare_verdicts.csv")
+    assert set(verdicts["smocam"]) == {"smocam_norefs", "smocam_scanrefs"}
 
 
 @needs_vgg

@@ -13,8 +13,12 @@ def test_localisation_scores_on_a_map_that_is_the_structure():
     contra = np.zeros_like(mask)
     contra[4:6, 2:4, 2:5] = True
     s = S.localisation_scores(mask.astype(float), mask, contra, margin_mm=2.0, spacing=(1.0, 1.0, 1.0))
-    assert s == {"mass_inside": 1.0, "mass_dilated": 1.0, "auroc": 1.0, "pointing": 1.0,
-                 "pointing_dilated": 1.0, "side_specificity": 1.0}
+    hits = {k: s.pop(k) for k in ("hit_top1", "hit_top3", "region_rank")}
+    assert all(np.isnan(v) for v in hits.values())  # no label map given: no hit rate
+    assert s == {"mass_inside": 1.0, "mass_dilated": 1.0, "mass_within_30mm": 1.0, "auroc": 1.0, "pointing": 1.0,
+                 "pointing_dilated": 1.0, "max_distance_mm": 0.0, "max_within_mm": 1.0, "n_components": 1.0,
+                 "false_positive_rate": 0.0, "side_specificity": 1.0, "mass_dilated_or_contra": 1.0,
+                 "max_within_mm_or_contra": 1.0}
     # the contralateral structure instead: no mass inside, side specificity 0; within 2 voxels' margin
     # (the structures are 2 voxels apart) the dilated scores see it
     s = S.localisation_scores(contra.astype(float), mask, contra, margin_mm=1.0, spacing=1.0)
@@ -23,6 +27,71 @@ def test_localisation_scores_on_a_map_that_is_the_structure():
     assert s["pointing_dilated"] == 0.0 and 0.0 < s["mass_dilated"] < 1.0
     # no contralateral structure: side specificity is undefined, not 0 or 1
     assert np.isnan(S.localisation_scores(mask.astype(float), mask, None, 2.0, 1.0)["side_specificity"])
+
+
+def test_localisation_scores_hit_rates_compactness_and_the_contralateral_variants():
+    labels = np.zeros((7, 8, 12), int)
+    labels[1:3, 2:4, 2:5] = 1  # the structure
+    labels[4:6, 2:4, 2:5] = 2  # its contralateral twin, 2 voxels away along x
+    labels[0:7, 6:8, 8:12] = 3  # a large third region
+    mask, contra = labels == 1, labels == 2
+    a = np.zeros(labels.shape)
+    a[contra] = 1.0  # the map is on the other side, in one blob, its maximum on the near edge ...
+    a[4, 3, 3] = 1.2
+    a[0, 7, 11] = 0.8  # ... plus a second blob far away, in region 3
+    s = S.localisation_scores(a, mask, contra, margin_mm=1.0, spacing=(3.0, 1.0, 1.0), labels=labels, label=1)
+    assert s["hit_top1"] == 0.0 and s["hit_top3"] == 1.0 and s["region_rank"] == 3.0  # behind 2 and 3
+    assert s["n_components"] == 2.0
+    assert s["max_distance_mm"] == pytest.approx(6.0)  # x 4 -> 2 at 3 mm per voxel (y, z inside)
+    assert s["max_within_mm"] == 0.0 == s["pointing_dilated"]  # at 1 mm margin
+    assert s["max_within_mm_or_contra"] == 1.0  # the maximum is on the twin
+    assert s["mass_dilated"] == 0.0 and s["mass_dilated_or_contra"] == pytest.approx(12.2 / 13.0)
+    assert s["mass_within_30mm"] == pytest.approx(1.0)  # everything within 30 mm
+    n_out = int((~S.metrics.dilate_mask(mask, 1.0, (3.0, 1.0, 1.0))).sum())
+    assert s["false_positive_rate"] == pytest.approx(13 / n_out)  # the twin's 12 voxels and the far one
+    # At a 6 mm margin the maximum (6 mm away) is within it: max_within_mm is the pointing game with a margin.
+    s6 = S.localisation_scores(a, mask, contra, margin_mm=6.0, spacing=(3.0, 1.0, 1.0))
+    assert s6["max_within_mm"] == 1.0 == s6["pointing_dilated"]
+    # An unpaired structure: the "or contralateral" scores are the structure's own.
+    s = S.localisation_scores(a, mask, None, margin_mm=1.0, spacing=1.0)
+    assert s["mass_dilated_or_contra"] == s["mass_dilated"] and s["max_within_mm_or_contra"] == s["max_within_mm"]
+
+
+def test_ranks_table_ranks_by_direction_and_compares_paired_with_the_reference():
+    rng = np.random.default_rng(0)
+    subjects = np.arange(12)
+    base = rng.normal(0.5, 0.1, subjects.size)
+    rows = []
+    for m, shift in (("smocam", 0.0), ("gradcam", -0.2), ("saliency", 0.0005)):
+        for sub, b in zip(subjects, base):
+            noise = rng.normal(0, 0.01) if m == "saliency" else 0.0
+            rows.append({"subject": sub, "target": "t", "method": m, "auroc": b + shift + noise,
+                         "n_components": {"smocam": 1, "gradcam": 5, "saliency": 9}[m]})
+    df = pd.DataFrame(rows)
+    r = S.ranks_table(df, ["smocam", "gradcam", "saliency", "absent"], ["t"], ["auroc", "n_components"],
+                      n_boot=2000)
+    auc = r[r["score"] == "auroc"].set_index("method")
+    assert list(auc.index) == ["smocam", "gradcam", "saliency"]  # a method without rows is left out
+    assert auc.loc["gradcam", "rank"] == 3.0 and auc.loc["gradcam", "vs_reference"] == "worse"
+    assert auc.loc["gradcam", "difference"] == pytest.approx(-0.2)
+    assert auc.loc["saliency", "vs_reference"] == "tied"  # 0.0005 apart with noise 0.01: not resolved
+    assert auc.loc["smocam", "lower"] < auc.loc["smocam", "mean"] < auc.loc["smocam", "upper"]
+    comp = r[r["score"] == "n_components"].set_index("method")
+    assert comp["rank"].tolist() == [1.0, 2.0, 3.0]  # fewer blobs rank first
+    assert comp.loc["saliency", "vs_reference"] == "worse"
+    md = S.ranks_markdown(r)
+    assert "**n_components** (lower is better)" in md
+    assert "| Grad-CAM | 5 [5, 5] #2; Δ +4 [+4, +4] |" in md
+
+
+def test_compactness_table_pools_maps_per_method():
+    df = pd.DataFrame({"method": ["smocam"] * 3 + ["gradcam"], "max_within_mm": [1.0, 1.0, 0.0, 0.0],
+                       "max_distance_mm": [0.0, 3.0, 30.0, 12.0], "n_components": [1.0, 2.0, 7.0, 9.0],
+                       "hit_top1": [1.0, 0.0, 0.0, np.nan]})
+    t = S.compactness_table(df, ["smocam", "gradcam"]).set_index("method")
+    assert t.loc["smocam", "max_within_mm"] == pytest.approx(2 / 3)
+    assert t.loc["smocam", "median_n_components"] == 2.0 and t.loc["smocam", "mean_max_distance_mm"] == 11.0
+    assert t.loc["smocam", "hit_top1"] == pytest.approx(1 / 3) and np.isnan(t.loc["gradcam", "hit_top1"])
 
 
 def test_faithfulness_scores_use_the_background_as_baseline_and_add_the_random_reference():
@@ -93,3 +162,11 @@ def test_best_or_tied_table_says_best_tied_or_behind():
     assert v.loc["auroc", "verdict"] in ("best", "tied")
     assert v.loc["insertion_auc", "best"] == "c" and v.loc["insertion_auc", "verdict"] == "behind"
     assert best_or_tied_table(df, "c", ["a", "b", "c"], ["t"], ["auroc"])["verdict"].tolist() == ["behind"]
+
+
+def test_summary_table_bolds_every_tied_best_and_none_when_all_are_equal():
+    df = pd.DataFrame({"target": ["t"] * 3, "method": ["smocam", "gradcam", "saliency"],
+                       "hit_top1": [0.0, 0.0, 0.0], "auroc": [0.9, 0.9, 0.5]})
+    md = S.summary_table(df, ["smocam", "gradcam", "saliency"], ["t"], ["hit_top1", "auroc"])
+    assert "| t | SMOCAM | 0 | **0.9** |" in md and "| t | Grad-CAM | 0 | **0.9** |" in md
+    assert "| t | Saliency | 0 | 0.5 |" in md

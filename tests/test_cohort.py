@@ -171,6 +171,29 @@ def test_the_done_marker_records_the_objective_and_its_settings(study):
     assert _run(root, ckpt, objective="poster")["n_skipped"] == 3
 
 
+def test_the_manifests_say_which_references_smocam_used(study, tmp_path):
+    """The tiny model carries no references: SMOCAM falls back, and every record says so; with references
+    attached by `smocam references`, the records name them and where they came from."""
+    from captum_smocam.models import load_checkpoint
+    from captum_smocam.references import attach_references
+
+    root, ckpt = study
+    _run(root, ckpt)
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert len(manifest["references"]) == 1 and manifest["references"][0].startswith("fallback: ")
+    assert all(r["references"] == manifest["references"][0] for r in manifest["scans"])
+    marker = json.loads((root / "out" / "sub-0000" / "sub-0000_done.json").read_text())
+    assert marker["references"] == manifest["references"][0]
+    rerun = _run(root, ckpt)  # skipped scans keep the record of what they were computed with
+    assert rerun["n_skipped"] == 3 and all(r["references"].startswith("fallback: ") for r in rerun["records"])
+    with_refs = tmp_path / "with_refs.pt"
+    attach_references(ckpt, root / "data", with_refs, k=2)
+    _run(root, str(with_refs), out="out_refs")
+    refs = json.loads((root / "out_refs" / "manifest.json").read_text())["references"]
+    created = load_checkpoint(with_refs)[1]["reference_provenance"]["created"]
+    assert refs == [f"model: 2 reference_inputs (built from 2 scans in {(root / 'data').resolve()} on {created})"]
+
+
 def test_cohort_still_exposes_the_input_and_torchrun_helpers():
     """find_scans, subject_id, match_labels (cohort_inputs) and dist_context (_dist) moved out of cohort.py;
     code that imports them from captum_smocam.cohort keeps working."""

@@ -50,17 +50,24 @@ def test_explain_writes_maps_on_the_scan_grid_and_region_tables(case, tmp_path):
     assert 0 < table["share"].sum() <= 1 + 1e-6
     preds = pd.read_csv(out / "sub-20000_T1w_predictions.csv")
     assert list(preds["structure"]) == list(synth.STRUCTURE_NAMES)
+    used = json.loads((out / "sub-20000_T1w_outputs.json").read_text())["used"]
+    assert used["references"].startswith("fallback: ") and "smocam" in used["methods"]
     assert not any(f.startswith(".smocam-staging") for f in files)
 
 
 def test_compare_runs_every_method(case, tmp_path):
     out = tmp_path / "cmp"
     rc = main(["compare", "--image", case["t1"], "--target", "right_lateral_ventricle", "--model", case["ckpt"],
-               "--methods", "smocam,gradcam,saliency", "--n-steps", "3", "--labels", case["labels"],
+               "--methods", "smocam,gradcam,saliency,smoothgrad", "--n-steps", "3", "--labels", case["labels"],
                "--out", str(out), "--no-progress"])
     assert rc == 0
     summary = pd.read_csv(out / "methods_right_lateral_ventricle.csv")
-    assert list(summary["method"]) == ["smocam", "gradcam", "saliency"]
+    assert list(summary["method"]) == ["smocam", "gradcam", "saliency", "smoothgrad"]
+    # which references SMOCAM used, and every method's settings, are in the table and the manifest
+    assert summary["references"][0].startswith("fallback: ") and summary["references"][1:].isna().all()
+    used = json.loads((out / "compare_outputs.json").read_text())["used"]
+    assert used["references"] == summary["references"][0]
+    assert used["methods"]["smoothgrad"]["samples"] == 50 and used["methods"]["smocam"]["n_steps"] == 3
     assert os.path.getsize(out / "comparison_right_lateral_ventricle.png") > 10_000
     assert (out / "smocam_right_lateral_ventricle_convergence.png").exists()
 
@@ -74,7 +81,8 @@ def test_demo_quick_on_a_given_model(case, tmp_path, capsys):
                  "regions_right_lateral_ventricle.csv", "predictions.csv"):
         assert (out / name).exists(), name
     regions = pd.read_csv(out / "regions_right_lateral_ventricle.csv")
-    assert set(regions["method"]) == {"smocam", "gradcam", "occlusion", "saliency", "deeplift"}
+    assert set(regions["method"]) == {"smocam", "gradcam", "occlusion", "saliency", "smoothgrad", "deeplift",
+                                      "integrated_gradients"}
 
 
 @pytest.mark.parametrize(

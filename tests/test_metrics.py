@@ -536,3 +536,96 @@ def test_cascading_randomization_without_reset_parameters():
     df = M.cascading_randomization(model, grad_x, torch.rand(1, 9), 0, layers=["scale"])
     assert df["spearman"].iloc[0] < 0.99
     assert torch.equal(model.scale.gain.detach(), gain)
+
+
+# ---------------------------------------------------------------------------
+# False-positive rate and hit rate (Siegel et al. 2025)
+# ---------------------------------------------------------------------------
+def test_false_positive_rate_counts_voxels_outside_the_dilated_structure_above_its_99th_percentile():
+    m = box_mask()  # 3 x 4 x 2 = 24 voxels
+    a = np.zeros(SHAPE)
+    a[m] = np.arange(1, 25)  # inside values 1..24: 99th percentile (linear) = 23.77
+    outside = ~M.dilate_mask(m, 1.0)
+    n_out = int(outside.sum())
+    a[6, 7, 8] = 23.8  # above the percentile, far away: counted
+    a[6, 0, 0] = 23.7  # below it: not counted
+    a[0, 2, 3] = 100.0  # next to the structure (within 1 mm): not counted
+    assert not outside[0, 2, 3] and outside[6, 7, 8] and outside[6, 0, 0]
+    assert M.false_positive_rate(a, m, margin_mm=1.0) == pytest.approx(1 / n_out)
+    # A lower quantile lowers the bar: 23.7 now counts too (q = 0.5 -> 12.5).
+    assert M.false_positive_rate(a, m, margin_mm=1.0, quantile=0.5) == pytest.approx(2 / n_out)
+    # Restricting the counted voxels to a region changes the denominator and the count.
+    within = np.zeros(SHAPE, bool)
+    within[5:] = True
+    n_within = int((outside & within).sum())
+    assert M.false_positive_rate(a, m, 1.0, within=within) == pytest.approx(1 / n_within)
+    # The indicator map has no false positive; the inverted one marks every outside voxel.
+    assert M.false_positive_rate(m.astype(float), m, 1.0) == 0.0
+    assert M.false_positive_rate(2.0 - m, m, 1.0) == 1.0
+
+
+def test_false_positive_rate_uses_physical_margins():
+    m = np.zeros(SHAPE, bool)
+    m[3, 4, 4] = True
+    a = np.zeros(SHAPE)
+    a[3, 4, 7] = 1.0  # 3 voxels away along z: 3 mm at 1 mm, 7.5 mm at 2.5 mm
+    assert M.false_positive_rate(a, m, 6.0, spacing=1.0) == 0.0
+    assert M.false_positive_rate(a, m, 6.0, spacing=(1.0, 1.0, 2.5)) > 0.0
+
+
+def test_false_positive_rate_errors():
+    m = box_mask()
+    with pytest.raises(ValueError, match="quantile.*1.5"):
+        M.false_positive_rate(m.astype(float), m, 1.0, quantile=1.5)
+    with pytest.raises(ValueError, match="no voxel is left outside"):
+        M.false_positive_rate(m.astype(float), m, 50.0)
+    with pytest.raises(ValueError, match=r"\(7, 8, 9\).*\(7, 8, 8\)"):
+        M.false_positive_rate(np.zeros((7, 8, 9)), np.ones((7, 8, 8), bool), 1.0)
+
+
+def _three_regions():
+    lab = np.zeros(SHAPE, int)
+    lab[0:2, :, :4] = 5
+    lab[2:5, :, :4] = 7
+    lab[5:7, :, :4] = 9  # z >= 4 is background (0)
+    return lab
+
+
+def test_region_rank_orders_regions_by_mean_positive_attention():
+    lab = _three_regions()
+    a = np.zeros(SHAPE)
+    a[lab == 5] = 0.2
+    a[lab == 7] = 0.5
+    a[lab == 9] = 0.3
+    a[0, 0, 0] = -50.0  # negative evidence is dropped, as in mass_inside: region 5's mean is ~0.2
+    a[:, :, 4:] = 10.0  # the background is no region, however bright
+    assert [M.region_rank(a, lab, k) for k in (7, 9, 5)] == [1, 2, 3]
+    assert M.region_hit(a, lab, 7) and not M.region_hit(a, lab, 9)
+    assert M.region_hit(a, lab, 9, top_k=2) and M.region_hit(a, lab, 5, top_k=3)
+    # One hot voxel does not make a region win: the mean counts, not the maximum.
+    a[5, 0, 0] = 10.0  # region 9 (64 voxels): mean (63 x 0.3 + 10) / 64 = 0.45 < 0.5
+    assert M.region_rank(a, lab, 9) == 2
+    a[5, 0, 1] = 2.0  # mean (62 x 0.3 + 12) / 64 = 0.478: still second; one more bright voxel tips it
+    assert M.region_rank(a, lab, 9) == 2
+    a[5, 0, 2] = 2.0  # (61 x 0.3 + 14) / 64 = 0.505 > 0.5
+    assert M.region_rank(a, lab, 9) == 1 and M.region_rank(a, lab, 7) == 2
+    # Torch maps and a float label map with integer values are accepted.
+    assert M.region_rank(torch.from_numpy(a), lab.astype(np.float32), 7) == M.region_rank(a, lab, 7)
+
+
+def test_region_rank_counts_ties_against_the_structure():
+    lab = _three_regions()
+    assert M.region_rank(np.ones(SHAPE), lab, 7) == 3  # a constant map ranks every region last
+    assert not M.region_hit(np.zeros(SHAPE), lab, 5, top_k=2)
+
+
+def test_region_rank_errors():
+    lab = _three_regions()
+    with pytest.raises(ValueError, match="label 4 is not a region.*\\[5, 7, 9\\]"):
+        M.region_rank(np.zeros(SHAPE), lab, 4)
+    with pytest.raises(ValueError, match="label 0 is not a region"):
+        M.region_rank(np.zeros(SHAPE), lab, 0)
+    with pytest.raises(TypeError, match="integer labels"):
+        M.region_rank(np.zeros(SHAPE), lab + 0.5, 5)
+    with pytest.raises(ValueError, match="top_k.*0"):
+        M.region_hit(np.zeros(SHAPE), lab, 5, top_k=0)

@@ -117,7 +117,7 @@ def test_fidelity_and_sigma_are_recorded(block_reader):
         smocam.attribute(x, target=0, baselines=torch.zeros(1, *SHAPE), output_std=0.5, n_steps=5)
     assert smocam.fidelity.shape == (2,) and bool((smocam.fidelity >= 0).all())
     assert torch.allclose(smocam.output_std_used, torch.full((2,), 0.5))
-    assert smocam.reference_source == "baselines: 1 input(s)"
+    assert smocam.reference_source == "baselines: 1 given"
 
 
 def test_fidelity_constraint_keeps_the_prediction(block_reader):
@@ -150,3 +150,19 @@ def test_bad_settings_are_refused(block_reader, bad):
     net, x = block_reader
     with pytest.raises(ValueError, match=repr(next(iter(bad.values())))):
         SMOCAM(net, net.conv).attribute(x, target=0, **bad)
+
+
+def test_a_user_checkpoint_keeps_reference_scans_exactly(tmp_path):
+    """The factory route stored references as float16 whatever their values (65504 and above became Inf)."""
+    from captum_smocam.models import load_checkpoint, save_checkpoint, set_reference_inputs
+
+    net = BlockReader().eval()
+    refs = torch.rand(2, 1, *SHAPE) * 1e5
+    set_reference_inputs(net, refs)
+    meta = {"output_names": ["y"], "input_shape": list(SHAPE), "intensity_normalization": "none",
+            "affine": [[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1.0]],
+            "default_layer": "conv"}
+    path = tmp_path / "user.pt"
+    save_checkpoint(path, net, meta, factory="test_smocam_references:BlockReader")
+    loaded, _ = load_checkpoint(path)
+    assert torch.equal(loaded.reference_inputs, refs)

@@ -8,7 +8,11 @@ command) need alike lives here, with tests:
   checkpoint or an untrained VGG3D), synthetic subjects of a model's cohort,
   structure masks, splits, and the layout of ``benchmarks/train.py``'s cache;
 * :mod:`~captum_smocam.benchmarking.scores` -- the localisation and
-  faithfulness scores of one map, and Markdown summaries of many;
+  faithfulness scores of one map, and Markdown summaries of many (means,
+  ranks with paired bootstrap intervals, compactness);
+* :mod:`~captum_smocam.benchmarking.compare` -- the report of a method
+  comparison; :mod:`~captum_smocam.benchmarking.variants` -- SMOCAM scored
+  with other references (its own, none, built from scans);
 * :mod:`~captum_smocam.benchmarking.measure` -- peak memory of a call, and a warm-up before timing;
 * :mod:`~captum_smocam.benchmarking.io` -- atomic writers of tables, text and figures;
 * :mod:`~captum_smocam.benchmarking.sweep` and

@@ -33,6 +33,7 @@ __all__ = [
     "shipped_model_available",
     "load_subject",
     "structure_mask",
+    "structure_label",
     "contralateral",
     "voxel_spacing",
     "split_indices",
@@ -193,6 +194,19 @@ def structure_mask(subject, name: str) -> np.ndarray:
     if name not in _NAME_TO_LABEL:
         raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
     return np.asarray(subject.labels) == _NAME_TO_LABEL[name]
+
+
+def structure_label(name: str) -> int:
+    """The value of the synthetic structure ``name`` in the subjects' label maps.
+
+    Examples::
+
+        >>> structure_label("right_hippocampus")
+        4
+    """
+    if name not in _NAME_TO_LABEL:
+        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
+    return int(_NAME_TO_LABEL[name])
 
 
 def contralateral(name: str) -> Optional[str]:

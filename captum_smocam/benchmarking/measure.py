@@ -166,7 +166,8 @@ def warm_up(model, x, target: int, methods, **method_kwargs) -> None:
     The first autograd pass, torch.fx trace and thread-pool start-up of a
     process cost a few tenths of a second, which would otherwise land on
     whichever method or configuration happens to run first. SMOCAM runs 2
-    steps; Occlusion is warmed by the plain forward pass (it only runs forwards).
+    steps, SmoothGrad 2 samples, Integrated Gradients 2 steps; Occlusion is
+    warmed by the plain forward pass (it only runs forwards).
 
     Args:
         model (Module): the regressor.
@@ -184,6 +185,7 @@ def warm_up(model, x, target: int, methods, **method_kwargs) -> None:
     """
     kw = dict(method_kwargs)
     kw["smocam_kwargs"] = dict(kw.get("smocam_kwargs") or {}, n_steps=2)
+    kw.update(smoothgrad_samples=2, ig_steps=2)
     with torch.no_grad():
         model(x)
     for m in methods:

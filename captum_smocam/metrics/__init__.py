@@ -10,9 +10,14 @@ Families of scores, one module each (all importable from here):
 
 * **Localisation** (:mod:`.localisation`) -- :func:`mass_inside`,
   :func:`dilate_mask`, :func:`mass_inside_dilated`, :func:`auroc`,
-  :func:`pointing_game`; and **side specificity** for paired structures
-  (left/right hippocampus) -- :func:`side_specificity`,
-  :func:`side_specificity_density`, :func:`hemisphere_share`.
+  :func:`pointing_game`, :func:`false_positive_rate`; among a label map's
+  regions -- :func:`region_rank`, :func:`region_hit` (hit rate top-1/top-3);
+  and **side specificity** for paired structures (left/right hippocampus) --
+  :func:`side_specificity`, :func:`side_specificity_density`,
+  :func:`hemisphere_share`.
+* **Compactness** (:mod:`.compactness`) -- :func:`peak_distance_mm` (how far
+  the maximum lies from the structure), :func:`n_components` (blobs above
+  half the maximum).
 * **Faithfulness** for a regression output (:mod:`.faithfulness`) --
   :func:`deletion_insertion` (Petsiuk et al. 2018), with the change of
   prediction measured as ``|f(x') - f(x)| / sigma``.
@@ -35,19 +40,26 @@ References:
 
     J. Adebayo, J. Gilmer, M. Muelly, I. Goodfellow, M. Hardt, B. Kim,
     "Sanity checks for saliency maps", NeurIPS 2018.
+
+    N. T. Siegel et al., "Explainable AI methods for neuroimaging: systematic
+    failures of common tools, ...", arXiv:2508.02560, 2025.
 """
 from __future__ import annotations
 
 from ._inputs import ArrayLike  # noqa: F401  (the type of every map argument)
+from .compactness import DEFAULT_COMPONENT_FRACTION, n_components, peak_distance_mm
 from .faithfulness import DEFAULT_FRACTIONS, deletion_insertion
 from .localisation import (
     POINTING_TIES,
     auroc,
     dilate_mask,
+    false_positive_rate,
     hemisphere_share,
     mass_inside,
     mass_inside_dilated,
     pointing_game,
+    region_hit,
+    region_rank,
     side_specificity,
     side_specificity_density,
 )
@@ -59,6 +71,11 @@ __all__ = [
     "mass_inside_dilated",
     "auroc",
     "pointing_game",
+    "false_positive_rate",
+    "region_rank",
+    "region_hit",
+    "peak_distance_mm",
+    "n_components",
     "side_specificity",
     "side_specificity_density",
     "hemisphere_share",
@@ -67,4 +84,5 @@ __all__ = [
     "cascading_randomization",
     "DEFAULT_FRACTIONS",
     "POINTING_TIES",
+    "DEFAULT_COMPONENT_FRACTION",
 ]

@@ -1,7 +1,10 @@
 """Localisation scores: how much of a map lies on a structure whose place is known.
 
 * on one structure -- :func:`mass_inside`, :func:`dilate_mask`,
-  :func:`mass_inside_dilated`, :func:`auroc`, :func:`pointing_game`;
+  :func:`mass_inside_dilated`, :func:`auroc`, :func:`pointing_game`,
+  :func:`false_positive_rate`;
+* among the regions of a label map -- :func:`region_rank`, :func:`region_hit`
+  (hit rate top-1 / top-3);
 * on a left/right pair -- :func:`side_specificity`,
   :func:`side_specificity_density`, :func:`hemisphere_share`.
 
@@ -10,6 +13,11 @@ Definitions, directions and references: ``docs/metrics.md``.
 References:
     J. Zhang, S. A. Bargal, Z. Lin, J. Brandt, X. Shen, S. Sclaroff,
     "Top-down neural attention by excitation backprop", ECCV 2016.
+
+    N. T. Siegel, J. H. Cole, M. Habes, S. Haufe, K. Ritter, M.-A. Schulz,
+    "Explainable AI methods for neuroimaging: systematic failures of common
+    tools, the need for domain-specific validation, and a proposal for safe
+    application", arXiv:2508.02560, 2025.
 """
 from __future__ import annotations
 
@@ -38,6 +46,9 @@ __all__ = [
     "mass_inside_dilated",
     "auroc",
     "pointing_game",
+    "false_positive_rate",
+    "region_rank",
+    "region_hit",
     "side_specificity",
     "side_specificity_density",
     "hemisphere_share",
@@ -304,6 +315,171 @@ def pointing_game(
     at_max = a == a.max()
     inside = region[at_max]
     return bool(inside.all() if ties == "all" else inside.any())
+
+
+def false_positive_rate(
+    attribution: ArrayLike,
+    mask: ArrayLike,
+    margin_mm: float,
+    spacing=1.0,
+    *,
+    quantile: float = 0.99,
+    within: ArrayLike = None,
+) -> float:
+    r"""Share of the voxels away from the structure that the map ranks above nearly all of the structure.
+
+    Siegel et al. (2025) count a false positive where a voxel outside the
+    dilated structure has more attention than the 99th percentile of the
+    attention inside the structure:
+
+    .. math::
+
+        t = Q_{0.99}\{a_v : v \in S\}, \qquad
+        \mathrm{FPR}(a) = \frac{|\{v \in O : a_v > t\}|}{|O|}, \qquad
+        O = W \setminus D_r(S)
+
+    with :math:`D_r` from :func:`dilate_mask`, :math:`W` the voxels
+    considered (``within``; default the whole grid) and :math:`Q` numpy's
+    linear-interpolation quantile. 0 is best, 1 worst. The comparison is
+    strict: a constant map has no voxel above :math:`t` and scores 0, so read
+    it with a score that rewards finding the structure (hit rate, AUROC).
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the mask's grid.
+        mask (numpy.ndarray or torch.Tensor): boolean (or 0/1) mask of the structure.
+        margin_mm (float): dilation of the structure, in the units of ``spacing``.
+        spacing (float or sequence of float, optional): voxel size. Default: ``1.0``
+        quantile (float, optional): the quantile :math:`q` in ``[0, 1]``. Default: ``0.99``
+        within (numpy.ndarray or torch.Tensor, optional): boolean mask of the
+            voxels counted (e.g. the brain). Default: None (all)
+
+    Returns:
+        float: the rate in ``[0, 1]``.
+
+    Raises:
+        ValueError: shapes differ, an empty mask, ``quantile`` out of range, or
+            no voxel left outside the dilated structure.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> m = np.zeros((7, 8, 9), bool); m[1:3, 1:3, 1:3] = True
+        >>> a = m.astype(float); a[6, 7, 8] = 5.0   # one voxel far away outranks the structure
+        >>> outside = int((~dilate_mask(m, 1.0)).sum())
+        >>> round(false_positive_rate(a, m, margin_mm=1.0) * outside, 9)
+        1.0
+    """
+    a, m = _pair(_as_map(attribution, "attribution"), _as_mask(mask, "mask"), "attribution", "mask")
+    _check_not_empty(m, "mask")
+    if not isinstance(quantile, numbers.Real) or isinstance(quantile, bool) or not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must be a number in [0, 1], got {quantile!r}")
+    outside = ~dilate_mask(m, margin_mm, spacing)
+    if within is not None:
+        a, w = _pair(a, _as_mask(within, "within"), "attribution", "within")
+        outside &= w
+    n_outside = int(outside.sum())
+    if n_outside == 0:
+        raise ValueError(f"no voxel is left outside the structure dilated by {margin_mm} mm"
+                         + (" within the given region" if within is not None else "")
+                         + f" (grid {a.shape}); a false-positive rate needs some")
+    threshold = float(np.quantile(a[m], quantile))
+    return float(np.count_nonzero(a[outside] > threshold) / n_outside)
+
+
+def _region_means(attribution, labels, background) -> "tuple[np.ndarray, np.ndarray]":
+    """``(region labels, mean positive attention of each)`` over the labels other than ``background``."""
+    a = _as_map(attribution, "attribution")
+    lab = _to_numpy(labels, "labels")
+    if not np.issubdtype(lab.dtype, np.integer):
+        if not np.issubdtype(lab.dtype, np.floating) or not np.all(lab == np.round(lab)):
+            raise TypeError(f"labels must hold integer labels, got dtype {lab.dtype}")
+        lab = lab.astype(np.int64)
+    a, lab = _pair(a, lab, "attribution", "labels")
+    flat = lab.ravel()
+    regions, inverse = np.unique(flat, return_inverse=True)
+    sums = np.bincount(inverse, weights=np.clip(a.ravel(), 0.0, None))
+    means = sums / np.bincount(inverse)
+    keep = regions != background
+    return regions[keep], means[keep]
+
+
+def region_rank(attribution: ArrayLike, labels: ArrayLike, label: int, *, background: int = 0) -> int:
+    r"""Rank of a structure among a label map's regions by mean positive attention (1 = the most attended).
+
+    Each region :math:`R` of the label map (every label but ``background``)
+    gets its mean positive attention :math:`\bar a^+_R = |R|^{-1} \sum_{v \in R} a_v^+`;
+    the rank of the structure :math:`S` is the number of regions whose mean
+    is at least its own, itself included:
+
+    .. math::
+
+        \mathrm{rank}(S) = |\{R : \bar a^+_R \ge \bar a^+_S\}|
+
+    Ties count against the structure (a constant map ranks it last), as the
+    strict tie rule of :func:`pointing_game`. Means rather than sums, so that
+    a large region (the white matter) does not win by size. Lower is better;
+    :func:`region_hit` turns it into the hit rate of Siegel et al. (2025).
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the label map's grid.
+        labels (numpy.ndarray or torch.Tensor): integer label map.
+        label (int): the structure's label.
+        background (int, optional): the label that is not a region. Default: 0
+
+    Returns:
+        int: the rank, from 1 to the number of regions.
+
+    Raises:
+        ValueError: ``label`` is not in the label map (or is the background), shapes differ.
+        TypeError: the label map does not hold integers.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> lab = np.zeros((7, 8, 9), int); lab[0:2] = 1; lab[2:4] = 2; lab[4:7] = 3
+        >>> a = np.zeros((7, 8, 9)); a[0, 0, 0] = 9.0; a[2:4] = 0.5; a[4:7] = 0.4
+        >>> region_rank(a, lab, 2), region_rank(a, lab, 3), region_rank(a, lab, 1)  # 1: one hot voxel, low mean
+        (1, 2, 3)
+    """
+    regions, means = _region_means(attribution, labels, background)
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label == background \
+            or label not in regions:
+        raise ValueError(f"label {label!r} is not a region of the label map (its regions: "
+                         f"{regions[:20].tolist()}{' ...' if len(regions) > 20 else ''})")
+    own = means[regions == label][0]
+    return int(np.count_nonzero(means >= own))
+
+
+def region_hit(attribution: ArrayLike, labels: ArrayLike, label: int, top_k: int = 1, *,
+               background: int = 0) -> bool:
+    """Hit: the structure is among the ``top_k`` regions of a label map by mean positive attention.
+
+    ``region_rank(attribution, labels, label) <= top_k`` (:func:`region_rank`).
+    Averaged over maps it is the hit rate top-1 (``top_k=1``) or top-3
+    (``top_k=3``) of Siegel et al. (2025); higher is better. Chance for
+    top-k among :math:`R` regions is :math:`k / R`.
+
+    Args:
+        attribution (numpy.ndarray or torch.Tensor): map on the label map's grid.
+        labels (numpy.ndarray or torch.Tensor): integer label map.
+        label (int): the structure's label.
+        top_k (int, optional): how many of the most attended regions count. Default: 1
+        background (int, optional): the label that is not a region. Default: 0
+
+    Returns:
+        bool: ``True`` for a hit.
+
+    Examples::
+
+        >>> import numpy as np
+        >>> lab = np.zeros((7, 8, 9), int); lab[0:2] = 1; lab[2:4] = 2; lab[4:7] = 3
+        >>> a = np.zeros((7, 8, 9)); a[0, 0, 0] = 9.0; a[2:4] = 0.5; a[4:7] = 0.4
+        >>> region_hit(a, lab, 1), region_hit(a, lab, 1, top_k=3)
+        (False, True)
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    return region_rank(attribution, labels, label, background=background) <= top_k
 
 
 # ---------------------------------------------------------------------------
