@@ -64,8 +64,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", required=True, help="shipped names or checkpoint paths")
-    p.add_argument("--configs", nargs="+", required=True, help=f"names from {sorted(CONFIGS)}")
+    p.add_argument("--models", nargs="+", default=None, help="shipped names or checkpoint paths")
+    p.add_argument("--configs", nargs="+", default=None, help=f"names from {sorted(CONFIGS)}")
+    p.add_argument("--summary", nargs="+", metavar="CSV", default=None,
+                   help="compute nothing: rank the rows of these tune_*.csv files together (one table per "
+                        "reference condition) into tune_<tag>.md")
     p.add_argument("--references", choices=("model", "none", "scans"), default="model")
     p.add_argument("--n-subjects", type=int, default=5, help="validation subjects scored per model")
     p.add_argument("--targets", nargs="+", default=list(POSTER_TARGETS))
@@ -95,6 +98,21 @@ def score_map(mask_up: np.ndarray, struct: np.ndarray, brain: np.ndarray, margin
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.summary:
+        df = pd.concat([pd.read_csv(f) for f in args.summary], ignore_index=True)
+        parts = [f"# SMOCAM tuning ({args.tag}): rows of {', '.join(Path(f).name for f in args.summary)}",
+                 "", f"Command: `python benchmarks/tune_smocam.py --summary {' '.join(args.summary)} "
+                 f"--tag {args.tag}`", ""]
+        for refs, part in df.groupby("references", sort=False):
+            base = "current" if "current" in set(part.config) else part.config.iloc[0]
+            parts += [f"# References: {refs}", "", rank_table(part, base=base, max_cost=args.max_cost,
+                                                              fidelity_bound=0.1), ""]
+        out = Path(args.out_dir) / f"tune_{args.tag}.md"
+        write_text("\n".join(parts), out)
+        print(f"wrote {out}")
+        return
+    if not args.models or not args.configs:
+        raise SystemExit("--models and --configs are needed (or --summary)")
     torch.set_num_threads(args.threads)
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown:

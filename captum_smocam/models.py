@@ -465,6 +465,9 @@ DEFAULT_MODELS = {
     "vgg": "vgg3d_default.pt",
     "vgg_independent": "vgg3d_independent.pt",
     "alexnet": "alexnet3d_default.pt",
+    "alexnet_independent": "alexnet3d_independent.pt",
+    # MONAI's ResNet (captum_smocam.benchmarking.outside; loading it needs `pip install monai`)
+    "monai_resnet_independent": "monai_resnet_independent.pt",
 }
 
 
@@ -1021,8 +1024,10 @@ def load_default_model(name: str = "vgg"):
     Args:
         name (str, optional): ``"vgg"`` (VGG3D trained on a cohort whose left
             and right volumes correlate at 0.95), ``"vgg_independent"`` (same
-            recipe, left and right independent) or ``"alexnet"`` (AlexNet3D,
-            correlation 0.95). Default: ``"vgg"``
+            recipe, left and right independent), ``"alexnet"`` (AlexNet3D,
+            correlation 0.95), ``"alexnet_independent"`` (AlexNet3D, left and
+            right independent) or ``"monai_resnet_independent"`` (MONAI's 3-D
+            ResNet, left and right independent; needs MONAI). Default: ``"vgg"``
 
     Returns:
         tuple: ``(model, metadata)`` as :func:`load_checkpoint`.

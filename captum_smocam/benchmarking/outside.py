@@ -112,6 +112,20 @@ def monai_resnet(n_outputs: int = 16, in_channels: int = 1, channels: Sequence[i
     return ScaledRegressor(net, n_outputs, output_mean, output_std, MONAI_RESNET_DEFAULT_LAYER).eval()
 
 
+class MonaiResNetRegressor(ScaledRegressor):
+    """:func:`monai_resnet` as a class, so that a checkpoint can name it as its factory (an ``nn.Module``
+    class is rebuilt from a weights-only file without a trust switch; ``docs/own-model.md``).
+
+    Args: as :func:`monai_resnet`.
+    """
+
+    def __init__(self, n_outputs: int = 16, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128),
+                 layers: Sequence[int] = (1, 1, 1, 1)) -> None:
+        built = monai_resnet(n_outputs, in_channels, channels, layers)
+        super().__init__(built.net, n_outputs, default_layer=MONAI_RESNET_DEFAULT_LAYER)
+        self.eval()
+
+
 def save_outside_checkpoint(path, model: ScaledRegressor, metadata: dict, factory_kwargs: dict) -> dict:
     """Write a :func:`monai_resnet` model: weights, metadata, and how to rebuild it (a factory and its arguments).
 
