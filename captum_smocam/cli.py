@@ -33,6 +33,7 @@ SUBCOMMANDS = {
     "compare": commands._add_compare,
     "cohort": commands._add_cohort,
     "synth": commands._add_synth,
+    "report": commands._add_report,
 }
 
 
