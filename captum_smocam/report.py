@@ -172,11 +172,8 @@ def region_share_matrix(regions: pd.DataFrame, target: Optional[str] = None) -> 
     Examples::
 
         >>> long = pd.DataFrame({"subject": ["a", "a", "b"], "name": ["x", "y", "x"], "share": [0.6, 0.4, 1.0]})
-        >>> region_share_matrix(long)
-        name    x    y
-        subject
-        a     0.6  0.4
-        b     1.0  NaN
+        >>> region_share_matrix(long).to_dict("index")
+        {'a': {'x': 0.6, 'y': 0.4}, 'b': {'x': 1.0, 'y': nan}}
     """
     missing = [c for c in ("subject", "name", "share") if c not in regions.columns]
     if missing:
