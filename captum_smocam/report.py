@@ -406,100 +406,125 @@ def _anchor(target: str) -> str:
     return "target-" + safe_name(target, "target")
 
 
-def _target_section(run: CohortRun, target: str, grid: _Grid, bg, truth: Optional[pd.DataFrame], top_k: int,
-                    show_progress: bool) -> str:
+def _mean_map(run: CohortRun, target: str, grid: _Grid, show_progress: bool) -> np.ndarray:
+    """The mean of every subject's map of ``target`` on the display grid."""
     from tqdm.auto import tqdm
 
-    from .plotting import plot_attribution, plot_comparison, plot_region_attention
+    total = np.zeros(grid.shape, dtype=np.float64)
+    for sid in tqdm(run.subjects, desc=f"report {target}: maps", unit="scan", disable=not show_progress,
+                    file=sys.stderr):
+        total += grid.load(run.map_path(sid, target))
+    return (total / len(run.subjects)).astype(np.float32)
+
+
+def _regions_part(regions: pd.DataFrame, target: str) -> List[str]:
+    """Region shares, mean ± sd over the scans: a bar chart and a table of the largest."""
+    from .plotting import plot_region_attention
     from .regions import aggregate_region_tables
+
+    tables = [g for _, g in regions.groupby("subject", sort=False)]
+    agg = aggregate_region_tables(tables, by="name", columns=("share", "attention_mean"))
+    fig = _figure(6.5, 0.8 + 0.28 * min(TOP_REGIONS, len(agg)))
+    plot_region_attention(agg, column="share_mean", top=TOP_REGIONS, ax=fig.add_subplot(),
+                          title=f"{target}: share of attention, mean ± sd over {len(tables)} scans")
+    shown = agg.head(TOP_REGIONS)[["name", "n", "share_mean", "share_sd", "attention_mean_mean"]]
+    return ["<h3>Region shares (mean ± sd)</h3>", _png(fig), _table(shown)]
+
+
+def _predictions_part(per: pd.DataFrame, target: str, truth: Optional[pd.Series]) -> List[str]:
+    """Summary of the predictions; with ``truth`` (adds ``true`` and ``error`` to ``per``) MAE, R², a scatter."""
+    stats = {"n": len(per), "mean": per.prediction.mean(), "sd": per.prediction.std(ddof=1),
+             "min": per.prediction.min(), "max": per.prediction.max()}
+    if truth is None:
+        return ["<h3>Predictions</h3>", _table(pd.DataFrame([stats]))]
+    per["true"] = truth.reindex(per.subject).to_numpy()
+    per["error"] = per.prediction - per.true
+    known = per.dropna(subset=["true"])
+    stats.update(n_true=len(known), mae=known.error.abs().mean(), bias=known.error.mean(),
+                 r2=_r2(known.prediction.to_numpy(), known.true.to_numpy()))
+    fig = _figure(4.2, 3.8)
+    ax = fig.add_subplot()
+    ax.scatter(known.true, known.prediction, s=14, color="tab:blue")
+    lo, hi = float(known[["true", "prediction"]].min().min()), float(known[["true", "prediction"]].max().max())
+    ax.plot([lo, hi], [lo, hi], color="gray", ls=":", lw=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(f"{target}: R² = {stats['r2']:.3f}, MAE = {stats['mae']:.3g}", fontsize=9)
+    return ["<h3>Predictions</h3>", _table(pd.DataFrame([stats])), _png(fig)]
+
+
+def _atypicality_part(per: pd.DataFrame, shares: pd.DataFrame, target: str, top_maps) -> List[str]:
+    """Scores into ``per`` (sorted, ranked); the score-vs-error scatter; the top subjects beside the mean.
+
+    ``top_maps(rows)`` draws the comparison figure of the most atypical rows.
+    """
+    z = robust_z(shares)
+    per["atypicality"] = atypicality_scores(shares).to_numpy()
+    idx = z.abs().fillna(-1).to_numpy().argmax(axis=1)
+    per["most_deviant_region"] = [f"{z.columns[j]} (z = {z.iloc[i, j]:+.1f})" if np.isfinite(z.iloc[i, j])
+                                  else "" for i, j in enumerate(idx)]
+    per.sort_values("atypicality", ascending=False, kind="mergesort", na_position="last", inplace=True)
+    per.insert(1, "rank", np.arange(1, len(per) + 1))
+    parts = ["<h3>Atypicality</h3><p class=\"note\">Root-mean-square robust z-score of the subject's region "
+             "shares against the cohort's median and MAD (docs/report.md): about 1 for a typical attention "
+             "profile; high = the model looked elsewhere than for most subjects.</p>"]
+    if "error" in per.columns and per["error"].notna().sum() >= 2:
+        known = per.dropna(subset=["error", "atypicality"])
+        rho = known["atypicality"].rank().corr(known["error"].abs().rank())
+        fig = _figure(4.6, 3.8)
+        ax = fig.add_subplot()
+        ax.scatter(known["atypicality"], known["error"].abs(), s=14, color="tab:red")
+        for _, row in known.head(3).iterrows():
+            ax.annotate(row["subject"], (row["atypicality"], abs(row["error"])), fontsize=7)
+        ax.set_xlabel("atypicality")
+        ax.set_ylabel("absolute prediction error")
+        ax.set_title(f"{target}: Spearman ρ = {rho:.2f}", fontsize=9)
+        parts.append(_png(fig))
+    parts += top_maps(per.dropna(subset=["atypicality"]))
+    return parts
+
+
+def _target_section(run: CohortRun, target: str, grid: _Grid, bg, truth: Optional[pd.DataFrame], top_k: int,
+                    show_progress: bool) -> str:
+    """The report's section of one target: mean map, regions, predictions, atypicality, subjects."""
+    from .plotting import plot_attribution, plot_comparison
 
     subjects = run.subjects
     parts = [f'<h2 id="{_anchor(target)}">{html.escape(target)}</h2>']
-
-    # Cohort mean map.
-    total = np.zeros(grid.shape, dtype=np.float64)
-    for sid in tqdm(subjects, desc=f"report {target}: maps", unit="scan", disable=not show_progress,
-                    file=sys.stderr):
-        total += grid.load(run.map_path(sid, target))
-    mean = (total / len(subjects)).astype(np.float32)
+    mean = _mean_map(run, target, grid, show_progress)
     fig = _figure(8.6, 3.0)
     plot_attribution(mean, bg, title=f"{target}: cohort mean SMOCAM map (n = {len(subjects)})", figure=fig)
     parts += ["<h3>Cohort mean map</h3>", _png(fig)]
 
-    # Region shares.
     regions = None if run.regions is None else run.regions[run.regions["target"] == target]
-    shares = None
     if regions is not None and len(regions):
-        tables = [g for _, g in regions.groupby("subject", sort=False)]
-        agg = aggregate_region_tables(tables, by="name", columns=("share", "attention_mean"))
-        fig = _figure(6.5, 0.8 + 0.28 * min(TOP_REGIONS, len(agg)))
-        plot_region_attention(agg, column="share_mean", top=TOP_REGIONS, ax=fig.add_subplot(),
-                              title=f"{target}: share of attention, mean ± sd over {len(tables)} scans")
-        shown = agg.head(TOP_REGIONS)[["name", "n", "share_mean", "share_sd", "attention_mean_mean"]]
-        parts += ["<h3>Region shares (mean ± sd)</h3>", _png(fig), _table(shown)]
-        shares = region_share_matrix(regions, None)
+        parts += _regions_part(regions, target)
     else:
         parts.append('<p class="note">No region tables for this target (run smocam cohort with --labels): '
                      'no region shares and no atypicality.</p>')
 
-    # Predictions (and errors).
     per = pd.DataFrame({"subject": subjects, "prediction": run.predictions.loc[subjects, target].to_numpy()})
-    stats = {"n": len(per), "mean": per.prediction.mean(), "sd": per.prediction.std(ddof=1),
-             "min": per.prediction.min(), "max": per.prediction.max()}
-    has_truth = truth is not None and target in truth.columns
-    if has_truth:
-        per["true"] = truth[target].reindex(per.subject).to_numpy()
-        per["error"] = per.prediction - per.true
-        known = per.dropna(subset=["true"])
-        stats.update(n_true=len(known), mae=known.error.abs().mean(), bias=known.error.mean(),
-                     r2=_r2(known.prediction.to_numpy(), known.true.to_numpy()))
-        fig = _figure(4.2, 3.8)
-        ax = fig.add_subplot()
-        ax.scatter(known.true, known.prediction, s=14, color="tab:blue")
-        lo, hi = float(known[["true", "prediction"]].min().min()), float(known[["true", "prediction"]].max().max())
-        ax.plot([lo, hi], [lo, hi], color="gray", ls=":", lw=1)
-        ax.set_xlabel("true")
-        ax.set_ylabel("predicted")
-        ax.set_title(f"{target}: R² = {stats['r2']:.3f}, MAE = {stats['mae']:.3g}", fontsize=9)
-        parts += ["<h3>Predictions</h3>", _table(pd.DataFrame([stats])), _png(fig)]
-    else:
-        parts += ["<h3>Predictions</h3>", _table(pd.DataFrame([stats]))]
+    parts += _predictions_part(per, target, truth[target] if truth is not None and target in truth.columns
+                               else None)
 
-    # Atypicality.
-    if shares is not None and len(shares) >= 3:
-        z = robust_z(shares.reindex(subjects))
-        per["atypicality"] = atypicality_scores(shares.reindex(subjects)).to_numpy()
-        idx = z.abs().fillna(-1).to_numpy().argmax(axis=1)
-        per["most_deviant_region"] = [f"{z.columns[j]} (z = {z.iloc[i, j]:+.1f})" if np.isfinite(z.iloc[i, j])
-                                      else "" for i, j in enumerate(idx)]
-        per = per.sort_values("atypicality", ascending=False, kind="mergesort", na_position="last")
-        per.insert(1, "rank", np.arange(1, len(per) + 1))
-        parts.append("<h3>Atypicality</h3><p class=\"note\">Root-mean-square robust z-score of the subject's "
-                     "region shares against the cohort's median and MAD (docs/report.md): about 1 for a typical "
-                     "attention profile; high = the model looked elsewhere than for most subjects.</p>")
-        if has_truth and per["true"].notna().sum() >= 2:
-            known = per.dropna(subset=["true", "atypicality"])
-            rho = known["atypicality"].rank().corr(known["error"].abs().rank())
-            fig = _figure(4.6, 3.8)
-            ax = fig.add_subplot()
-            ax.scatter(known["atypicality"], known["error"].abs(), s=14, color="tab:red")
-            for _, row in known.head(top_k).iterrows():
-                ax.annotate(row["subject"], (row["atypicality"], abs(row["error"])), fontsize=7)
-            ax.set_xlabel("atypicality")
-            ax.set_ylabel("absolute prediction error")
-            ax.set_title(f"{target}: Spearman ρ = {rho:.2f}", fontsize=9)
-            parts.append(_png(fig))
-        top = per.dropna(subset=["atypicality"]).head(top_k)
-        if len(top):
-            maps = {f"cohort mean (n = {len(subjects)})": mean}
-            for _, row in top.iterrows():
-                maps[f"{row['subject']} (atypicality {row['atypicality']:.1f})"] = grid.load(
-                    run.map_path(row["subject"], target))
-            fig = _figure(8.6, 2.3 * len(maps) + 0.6)
-            plot_comparison(maps, bg, figure=fig, title=f"{target}: the {len(top)} most atypical subjects")
-            parts += [f"<h3>The {len(top)} most atypical subjects beside the cohort mean</h3>", _png(fig)]
-    elif shares is not None:
-        parts.append('<p class="note">Atypicality needs region tables of at least 3 subjects.</p>')
+    def top_maps(rows: pd.DataFrame) -> List[str]:
+        top = rows.head(top_k)
+        if not len(top):
+            return []
+        maps = {f"cohort mean (n = {len(subjects)})": mean}
+        for _, row in top.iterrows():
+            maps[f"{row['subject']} (atypicality {row['atypicality']:.1f})"] = grid.load(
+                run.map_path(row["subject"], target))
+        fig = _figure(8.6, 2.3 * len(maps) + 0.6)
+        plot_comparison(maps, bg, figure=fig, title=f"{target}: the {len(top)} most atypical subjects")
+        return [f"<h3>The {len(top)} most atypical subjects beside the cohort mean</h3>", _png(fig)]
+
+    n_tables = 0 if regions is None else regions["subject"].nunique()
+    if n_tables >= 3:
+        parts += _atypicality_part(per, region_share_matrix(regions).reindex(subjects), target, top_maps)
+    elif n_tables:
+        parts.append(f'<p class="note">Atypicality needs region tables of at least 3 subjects; this target has '
+                     f'{n_tables}.</p>')
     parts += ["<h3>Subjects</h3>", _table(per)]
     return "\n".join(parts)
 
