@@ -21,7 +21,11 @@ Writes ``--results`` (Markdown) and the per-subject table beside it (``.csv``).
 
 Usage::
 
-    python benchmarks/report_atypicality.py --threads 1     # ~5-10 min on 2 cores (58 SMOCAM maps + 29 subjects)
+    python benchmarks/report_atypicality.py --threads 1     # 29 subjects, 58 SMOCAM maps: ~10 min on 2 free cores
+
+A model's cohort run can be shared with helper processes (the per-scan locks of ``smocam cohort``), e.g.
+``smocam cohort --images <work-dir>/data/scans_list.txt --labels <work-dir>/data/label_maps_list.txt
+--model vgg_independent --target right_hippocampus --device cpu --out <work-dir>/vgg_independent``.
     python benchmarks/report_atypicality.py --quick         # smoke test, scratch output only
 """
 from __future__ import annotations
@@ -99,13 +103,16 @@ def main(argv=None) -> int:
     log(f"{len(specs)} subjects ({args.n_natural} natural, {len(specs) - args.n_natural} override; tail {tail}) -> {data}")
     volumes = write_subjects(specs, data)
     truth = volumes.set_index("subject")
+    # The cohort's files as list files: helpers can share a model's run (same command on the same --out).
+    scans, label_maps = data / "scans_list.txt", data / "label_maps_list.txt"
+    write_text("".join(f"{sid}_T1w.nii.gz\n" for sid in volumes["subject"]), scans)
+    write_text("".join(f"{sid}_labels.nii.gz\n" for sid in volumes["subject"]), label_maps)
 
     rows, summaries = [], []
     for name in args.models:
         t0 = time.time()
         out = args.work_dir / name
-        res = run_cohort(str(data / "sub-*_T1w.nii.gz"), name, RIGHT, labels=str(data / "sub-*_labels.nii.gz"),
-                         out=out, n_steps=args.n_steps, device="cpu")
+        res = run_cohort(str(scans), name, RIGHT, labels=str(label_maps), out=out, n_steps=args.n_steps, device="cpu")
         log(f"{name}: cohort {res['n_done']} done, {res['n_skipped']} complete, {res['n_failed']} failed "
             f"in {time.time() - t0:.0f} s")
         report = write_report(out, truth=data / "volumes.csv", show_progress=False)
