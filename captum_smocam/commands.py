@@ -492,8 +492,11 @@ def _run_cohort(args) -> int:
     if args.report:
         from .report import write_report
 
-        print(f"smocam cohort: report in {write_report(res['out'], show_progress=not args.no_progress)}",
-              file=sys.stderr)
+        try:
+            print(f"smocam cohort: report in {write_report(res['out'], show_progress=not args.no_progress)}",
+                  file=sys.stderr)
+        except ValueError as exc:  # e.g. every scan failed: the run's own status says so
+            print(f"smocam cohort: no report: {exc}", file=sys.stderr)
     return 1 if res["n_failed"] else 0
 
 

@@ -134,6 +134,14 @@ def test_cli_report_and_cohort_report_flag(run_dir, tmp_path, capsys):
     assert rc == 0
     assert "sub-0001" in " ".join(_parse(tmp_path / "c" / "report.html").text)
 
+    # Every scan failed: the cohort's status says so (1), the report says why it is absent.
+    (data / "sub-0001_T1w.nii.gz").write_bytes(b"corrupt")
+    capsys.readouterr()
+    rc = main(["cohort", "--images", str(data / "sub-0001_T1w.nii.gz"), "--model", str(run_dir / "tiny.pt"),
+               "--target", "right_hippocampus", "--n-steps", "2", "--out", str(tmp_path / "d"), "--no-progress",
+               "--report"])
+    assert rc == 1 and "no report:" in capsys.readouterr().err and not (tmp_path / "d" / "report.html").exists()
+
 
 def test_errors_are_one_line_with_the_bad_value(run_dir, tmp_path, capsys):
     def error(*argv):
