@@ -21,7 +21,7 @@ Writes ``--results`` (Markdown) and the per-subject table beside it (``.csv``).
 
 Usage::
 
-    python benchmarks/report_atypicality.py --threads 1     # 29 subjects, 58 SMOCAM maps: ~10 min on 2 free cores
+    python benchmarks/report_atypicality.py --threads 1     # 19 subjects, 38 SMOCAM maps: ~5 min on 2 free cores
 
 A model's cohort run can be shared with helper processes (the per-scan locks of ``smocam cohort``), e.g.
 ``smocam cohort --images <work-dir>/data/scans_list.txt --labels <work-dir>/data/label_maps_list.txt
@@ -63,7 +63,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                    help="shipped names or checkpoints; the first one's cohort gives the subjects")
-    p.add_argument("--n-natural", type=int, default=20, help="natural subjects of the correlated cohort")
+    p.add_argument("--n-natural", type=int, default=10, help="natural subjects of the correlated cohort (default 10)")
     p.add_argument("--levels", type=float, nargs="+", default=list(DEFAULT_LEVELS),
                    help="asymmetries (%% of mean hippocampus volume) of the override subjects")
     p.add_argument("--tail-min", type=float, default=TAIL_MIN_LEVEL,
