@@ -426,7 +426,7 @@ def _regions_part(regions: pd.DataFrame, target: str) -> List[str]:
     agg = aggregate_region_tables(tables, by="name", columns=("share", "attention_mean"))
     fig = _figure(6.5, 0.8 + 0.28 * min(TOP_REGIONS, len(agg)))
     plot_region_attention(agg, column="share_mean", top=TOP_REGIONS, ax=fig.add_subplot(),
-                          title=f"{target}: share of attention, mean ± sd over {len(tables)} scans")
+                          title=f"{target}: mean ± sd over {len(tables)} scans")
     shown = agg.head(TOP_REGIONS)[["name", "n", "share_mean", "share_sd", "attention_mean_mean"]]
     return ["<h3>Region shares (mean ± sd)</h3>", _png(fig), _table(shown)]
 
