@@ -453,17 +453,16 @@ def _predictions_part(per: pd.DataFrame, target: str, truth: Optional[pd.Series]
     return ["<h3>Predictions</h3>", _table(pd.DataFrame([stats])), _png(fig)]
 
 
-def _atypicality_part(per: pd.DataFrame, shares: pd.DataFrame, target: str, top_maps) -> List[str]:
-    """Scores into ``per`` (sorted, ranked); the score-vs-error scatter; the top subjects beside the mean.
-
-    ``top_maps(rows)`` draws the comparison figure of the most atypical rows.
+def _atypicality_part(per: pd.DataFrame, shares: pd.DataFrame, target: str, top_maps):
+    """``(parts, per)``: the score-vs-error scatter and the top subjects beside the mean, and ``per`` with the
+    scores, sorted and ranked. ``top_maps(rows)`` draws the comparison figure of the most atypical rows.
     """
     z = robust_z(shares)
     per["atypicality"] = atypicality_scores(shares).to_numpy()
     idx = z.abs().fillna(-1).to_numpy().argmax(axis=1)
     per["most_deviant_region"] = [f"{z.columns[j]} (z = {z.iloc[i, j]:+.1f})" if np.isfinite(z.iloc[i, j])
                                   else "" for i, j in enumerate(idx)]
-    per.sort_values("atypicality", ascending=False, kind="mergesort", na_position="last", inplace=True)
+    per = per.sort_values("atypicality", ascending=False, kind="mergesort", na_position="last")
     per.insert(1, "rank", np.arange(1, len(per) + 1))
     parts = ["<h3>Atypicality</h3><p class=\"note\">Root-mean-square robust z-score of the subject's region "
              "shares against the cohort's median and MAD (docs/report.md): about 1 for a typical attention "
@@ -481,7 +480,7 @@ def _atypicality_part(per: pd.DataFrame, shares: pd.DataFrame, target: str, top_
         ax.set_title(f"{target}: Spearman ρ = {rho:.2f}", fontsize=9)
         parts.append(_png(fig))
     parts += top_maps(per.dropna(subset=["atypicality"]))
-    return parts
+    return parts, per
 
 
 def _target_section(run: CohortRun, target: str, grid: _Grid, bg, truth: Optional[pd.DataFrame], top_k: int,
@@ -521,7 +520,8 @@ def _target_section(run: CohortRun, target: str, grid: _Grid, bg, truth: Optiona
 
     n_tables = 0 if regions is None else regions["subject"].nunique()
     if n_tables >= 3:
-        parts += _atypicality_part(per, region_share_matrix(regions).reindex(subjects), target, top_maps)
+        more, per = _atypicality_part(per, region_share_matrix(regions).reindex(subjects), target, top_maps)
+        parts += more
     elif n_tables:
         parts.append(f'<p class="note">Atypicality needs region tables of at least 3 subjects; this target has '
                      f'{n_tables}.</p>')
