@@ -35,6 +35,7 @@ SUBCOMMANDS = {
     "cohort": commands._add_cohort,
     "synth": commands._add_synth,
     "references": commands._add_references,
+    "report": commands._add_report,
 }
 
 

@@ -1,4 +1,5 @@
-"""The sub-commands of ``smocam``: ``demo``, ``explain``, ``compare``, ``cohort``, ``synth`` and ``references``.
+"""The sub-commands of ``smocam``: ``demo``, ``explain``, ``compare``, ``cohort``, ``synth``, ``references``
+and ``report``.
 
 Each is a pair of functions: ``_add_<name>(subparsers)`` declares its
 arguments and ``_run_<name>(args)`` does the work; :data:`captum_smocam.cli.SUBCOMMANDS`
@@ -25,7 +26,8 @@ target or layer, a scan that does not cover the model grid, an unusable
 :func:`captum_smocam.cohort.run_cohort`; ``synth`` writes a synthetic cohort
 (:func:`captum_smocam.synth.write_cohort`); ``references`` writes a copy of a
 checkpoint carrying reference scans built from the user's own
-(:func:`captum_smocam.references.attach_references`).
+(:func:`captum_smocam.references.attach_references`); ``report`` writes one HTML page of
+a cohort run (:func:`captum_smocam.report.write_report`), as ``cohort --report`` does at the end.
 """
 from __future__ import annotations
 
@@ -526,6 +528,7 @@ def _add_cohort(sub) -> None:
     p.add_argument("--lut", default=None, metavar="FILE",
                    help="FreeSurferColorLUT-format label names (default: labels.txt beside the label maps)")
     _add_run_args(p, "cohort", "redo scans that are already complete")
+    p.add_argument("--report", action="store_true", help="write <out>/report.html at the end (smocam report)")
     p.set_defaults(func=_run_cohort)
 
 
@@ -545,6 +548,14 @@ def _run_cohort(args) -> int:
         return 0
     print(f"smocam cohort: {res['n_done']} done, {res['n_skipped']} skipped (complete), "
           f"{res['n_failed']} failed; results in {res['out']}", file=sys.stderr)
+    if args.report:
+        from .report import write_report
+
+        try:
+            print(f"smocam cohort: report in {write_report(res['out'], show_progress=not args.no_progress)}",
+                  file=sys.stderr)
+        except ValueError as exc:  # e.g. every scan failed: the run's own status says so
+            print(f"smocam cohort: no report: {exc}", file=sys.stderr)
     return 1 if res["n_failed"] else 0
 
 
@@ -637,4 +648,39 @@ def _run_references(args) -> int:
           f"{prov['seed']}) from {prov['n_candidates']} scans:")
     for f in prov["files"]:
         print(f"  {f}")
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# report
+# --------------------------------------------------------------------------- #
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a smocam cohort run (maps, regions, predictions, atypical subjects)",
+        description="Read a finished smocam cohort folder and write one HTML file, figures embedded, no network "
+                    "needed: per target the cohort mean map, region shares, predictions (errors and R2 with "
+                    "--truth) and each subject's atypicality; then the run's settings and failed scans.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a smocam cohort run")
+    p.add_argument("--truth", default=None, metavar="CSV",
+                   help="true values: a 'subject' column and one column per target (volumes.csv of smocam synth)")
+    p.add_argument("--out", default=None, metavar="FILE", help="the HTML file (default: RUN_DIR/report.html)")
+    p.add_argument("--top-k", type=int, default=None, metavar="N",
+                   help="most atypical subjects shown beside the cohort mean, per target (default: 3)")
+    p.add_argument("--background", default="template", metavar="TEMPLATE_OR_SUBJECT",
+                   help="drawn under the maps: 'template' (MNI152, default) or a subject id of the run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args) -> int:
+    from .report import DEFAULT_TOP_K, write_report
+
+    top_k = DEFAULT_TOP_K if args.top_k is None else args.top_k
+    if top_k < 0:
+        raise ValueError(f"--top-k must be >= 0, got {top_k}")
+    path = write_report(args.run_dir, args.out, args.truth, top_k=top_k, background=args.background,
+                        show_progress=not args.no_progress)
+    print(f"smocam report: {path}")
     return 0

@@ -220,3 +220,19 @@ def test_cohort_throughput_quick_times_the_cohort_command(repo_untouched):
 def test_synth_speed_quick_reports_the_volume_check(repo_untouched):
     proc = run_script("synth_speed", "--quick")
     assert "2 subjects" in proc.stdout and "realised vs drawn volume factor" in proc.stdout
+
+
+@pytest.mark.slow
+@needs_vgg
+def test_report_atypicality_quick_ranks_both_models(repo_untouched):
+    out = QUICK / "report_atypicality"
+    (results,) = _fresh(out / "report_atypicality_quick.md")
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: subjects, cohort runs and reports
+    run_script("report_atypicality", "--quick")
+    table = pd.read_csv(results.with_suffix(".csv"))
+    assert sorted(table["model"].unique()) == ["vgg", "vgg_independent"]
+    for _, d in table.groupby("model"):
+        assert sorted(d["rank"]) == list(range(1, 7)) and d["tail"].sum() == 2  # 3 natural + -40, 0, +40 %
+        assert d.sort_values("rank")["atypicality"].is_monotonic_decreasing
+    assert "precision_at_k" in results.read_text()
+    assert (out / "vgg" / "report.html").is_file() and (out / "vgg_independent" / "report.html").is_file()

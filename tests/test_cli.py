@@ -51,7 +51,7 @@ def _options(subparser):
 def test_the_registry_is_the_list_of_subcommands():
     from captum_smocam.cli import SUBCOMMANDS
 
-    assert list(_subparsers()) == list(SUBCOMMANDS) == ["demo", "explain", "compare", "cohort", "synth", "references"]
+    assert list(_subparsers()) == list(SUBCOMMANDS) == ["demo", "explain", "compare", "cohort", "synth", "references", "report"]
 
 
 @pytest.mark.parametrize("command", ["demo", "explain", "compare", "cohort"])
