@@ -188,7 +188,7 @@ def smocam_settings(objective: Optional[str] = None, **given: Any) -> Tuple[Dict
         {'objective': 'poster', 'n_steps': 20}
         >>> effective = smocam_settings("preserve")[1]
         >>> sorted(effective)
-        ['area_weight', 'lr', 'n_steps', 'objective', 'smooth_weight']
+        ['area_weight', 'distance_unit', 'fidelity_tol', 'lr', 'n_steps', 'objective', 'smooth_weight']
     """
     objective = DEFAULT_OBJECTIVE if objective is None else objective
     if objective not in OBJECTIVE_DEFAULTS:

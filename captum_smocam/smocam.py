@@ -134,7 +134,7 @@ DEFAULT_SMOOTHING = 0.01
 OBJECTIVE_DEFAULTS: Dict[str, Dict[str, float]] = {
     "preserve": {"area_weight": DEFAULT_AREA_WEIGHT, "smooth_weight": PRESERVE_SMOOTH_WEIGHT,
                  "n_steps": PRESERVE_N_STEPS, "lr": PRESERVE_LR,
-                 "fidelity_tol": math.inf if PRESERVE_FIDELITY_TOL is None else PRESERVE_FIDELITY_TOL,
+                 "fidelity_tol": PRESERVE_FIDELITY_TOL,
                  "distance_unit": PRESERVE_DISTANCE_UNIT},
     "poster": {"l2_weight": DEFAULT_L2_WEIGHT, "smooth_weight": DEFAULT_SMOOTH_WEIGHT,
                "n_steps": DEFAULT_N_STEPS, "lr": DEFAULT_LR},
@@ -1097,7 +1097,7 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                 masked prediction is further than this from the unmasked one,
                 the weight of its distance term grows (dual ascent, rate
                 :data:`FIDELITY_RATE`); ``math.inf`` keeps the plain objective.
-                Default: ``OBJECTIVE_DEFAULTS["preserve"]["fidelity_tol"]``
+                Default: ``OBJECTIVE_DEFAULTS["preserve"]["fidelity_tol"]`` (``None``: off)
             distance_unit (str, optional): ``"preserve"``: the unit of the
                 distance term, ``"sigma"`` (``output_std``) or ``"effect"``
                 (per example, the root mean square over the references of the
@@ -1231,7 +1231,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
             raise ValueError(f"distance_unit must be one of {DISTANCE_UNITS}, got {settings['distance_unit']!r}")
         if "fidelity_tol" in settings:
             tol_ = settings["fidelity_tol"]
-            if isinstance(tol_, bool) or not isinstance(tol_, numbers.Real) or math.isnan(tol_) or tol_ < 0:
+            if tol_ is not None and (isinstance(tol_, bool) or not isinstance(tol_, numbers.Real) or math.isnan(tol_)
+                                     or tol_ < 0):
                 raise ValueError(f"fidelity_tol must be a number >= 0 (math.inf: off), got {tol_!r}")
         fallback = DEFAULT_FALLBACK if fallback is None else fallback
         if fallback not in FALLBACKS:
@@ -1335,7 +1336,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
                                        bool(nonnegative))
         else:
             obj = PreserveObjective(settings["area_weight"], settings["smooth_weight"], float(smoothing),
-                                    float(settings["fidelity_tol"]), fallback, settings["distance_unit"])
+                                    math.inf if settings["fidelity_tol"] is None else float(settings["fidelity_tol"]),
+                                    fallback, settings["distance_unit"])
         # Forwards in training mode update BatchNorm statistics: snapshot every buffer.
         saved_buffers = (
             {k: b.detach().clone() for k, b in model.named_buffers()} if (training and model is not None) else None
