@@ -70,6 +70,8 @@ def test_walkthrough_runs_and_gets_left_and_right_right(tmp_path, monkeypatch):
     for name, code in (("Left-Hippocampus", 17), ("Right-Hippocampus", 53), ("Left-Cerebral-Cortex", 3)):
         assert table.loc[name, "share"] == pytest.approx(_share(saved, labels, code), rel=1e-3, abs=1e-6)
     assert float(namespace["mask"].max()) > 0.0  # a mask, not nothing
+    fidelity = namespace["smocam"].fidelity  # what the mask keeps is measured and reported (issue 20, item 4)
+    assert fidelity.shape == (1,) and bool(torch.isfinite(fidelity).all())
 
     # Plots: a map of the left hippocampus (x < 0) is drawn on the left half of the axial cut.
     left_img = nib.Nifti1Image((labels == 17).astype(np.float32), lab.affine)
