@@ -123,19 +123,14 @@ def save_user_checkpoint(path, model: nn.Module, metadata: Dict[str, Any], *, fa
             f"factory_kwargs (rebuilds it, weights-only file), or trust_pickle=True (pickles the whole module; "
             f"reading it back needs trust_checkpoint=True)"
         )
-    reference = getattr(model, "reference_inputs", None)
-    if isinstance(reference, torch.Tensor):
-        from .models import _stored_references  # float16 only when lossless (issue 21, class 6)
+    from .models import _store_references  # float16 only when lossless (issue 21, class 6)
 
-        blob["reference_inputs"] = _stored_references(reference, meta)
-        meta["n_reference_inputs"] = int(reference.shape[0])
-    else:
-        meta.pop("n_reference_inputs", None)
+    _store_references(blob, model, meta)
     if "module" in blob:
         had = hasattr(model, "reference_inputs")
         saved = model.reference_inputs if had else None
         if had:
-            del model.reference_inputs  # stored beside the module, as float16
+            del model.reference_inputs  # stored beside the module (float16 only when lossless)
         try:
             with atomic_write(path) as tmp:
                 torch.save(blob, tmp)

@@ -698,16 +698,21 @@ def save_checkpoint(path, model: nn.Module, metadata: Optional[dict] = None, *, 
         )
     state = OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
     blob = {"state_dict": state, "metadata": meta}
+    _store_references(blob, model, meta)
+    with atomic_write(path) as tmp:
+        torch.save(blob, tmp)
+    return meta
+
+
+
+def _store_references(blob: dict, model: nn.Module, meta: dict) -> None:
+    """Put the model's reference inputs (if any) into a checkpoint's ``blob`` and count them in ``meta``."""
     reference = getattr(model, "reference_inputs", None)
     if isinstance(reference, torch.Tensor):
         blob["reference_inputs"] = _stored_references(reference, meta)
         meta["n_reference_inputs"] = int(reference.shape[0])
     else:
         meta.pop("n_reference_inputs", None)
-    with atomic_write(path) as tmp:
-        torch.save(blob, tmp)
-    return meta
-
 
 
 def _stored_references(reference: torch.Tensor, meta: dict) -> torch.Tensor:
