@@ -3,12 +3,12 @@ import json
 import os
 
 import pytest
-import torch
 
 from captum_smocam import cohort
 from captum_smocam.cli import main
-from captum_smocam.models import VGG3D, save_checkpoint
-from captum_smocam.synth import STRUCTURE_NAMES, default_grid, write_cohort
+from captum_smocam.models import VGG3D
+from captum_smocam.synth import write_cohort
+from _study import make_tiny_study  # noqa: E402
 
 SPACING = 12.0  # a 14 x 17 x 15 grid: tiny and non-cubic
 TARGETS = "left_hippocampus,right_hippocampus"
@@ -18,13 +18,7 @@ TARGETS = "left_hippocampus,right_hippocampus"
 def study(tmp_path_factory):
     """One synthetic subject and a tiny random VGG3D on their grid."""
     root = tmp_path_factory.mktemp("guards")
-    write_cohort(root / "data", 1, spacing=SPACING, show_progress=False)
-    shape, affine = default_grid(SPACING)
-    torch.manual_seed(0)
-    model = VGG3D(len(STRUCTURE_NAMES), channels=(4, 8), output_mean=[5.0] * 16, output_std=[0.5] * 16).eval()
-    meta = {"output_names": list(STRUCTURE_NAMES), "input_shape": list(shape), "affine": affine.tolist(),
-            "intensity_normalization": "zscore_nonzero", "default_layer": "features.block2", "output_units": "cm3"}
-    save_checkpoint(root / "tiny.pt", model, meta)
+    make_tiny_study(root, 1, SPACING)
     return root
 
 

@@ -16,9 +16,10 @@ import torch
 
 from captum_smocam import cohort
 from captum_smocam.cli import main
-from captum_smocam.models import VGG3D, save_checkpoint
+from captum_smocam.models import VGG3D
 from captum_smocam.nifti import load_scan
-from captum_smocam.synth import STRUCTURE_NAMES, default_grid, write_cohort
+from captum_smocam.synth import STRUCTURE_NAMES
+from _study import make_tiny_study  # noqa: E402
 
 SPACING = 12.0  # 14 x 17 x 15 grid: tiny and non-cubic
 TARGETS = ["left_hippocampus", "right_hippocampus", "left_thalamus"]
@@ -29,13 +30,7 @@ N_STEPS = 4
 def _cohort_src(tmp_path_factory):
     """Three synthetic subjects and a tiny random VGG3D on their grid, made once per session."""
     root = tmp_path_factory.mktemp("cohort_src")
-    write_cohort(root / "data", 3, spacing=SPACING, show_progress=False)
-    shape, affine = default_grid(SPACING)
-    torch.manual_seed(0)
-    model = VGG3D(len(STRUCTURE_NAMES), channels=(4, 8), output_mean=[5.0] * 16, output_std=[0.5] * 16).eval()
-    meta = {"output_names": list(STRUCTURE_NAMES), "input_shape": list(shape), "affine": affine.tolist(),
-            "intensity_normalization": "zscore_nonzero", "default_layer": "features.block2", "output_units": "cm3"}
-    save_checkpoint(root / "tiny.pt", model, meta)
+    make_tiny_study(root, 3, SPACING)
     return root
 
 

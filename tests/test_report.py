@@ -10,13 +10,12 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from captum_smocam import cohort
 from captum_smocam.cli import main
-from captum_smocam.models import VGG3D, save_checkpoint
+from captum_smocam.models import VGG3D
 from captum_smocam.report import atypicality_scores, load_run, region_share_matrix, robust_z, write_report
-from captum_smocam.synth import STRUCTURE_NAMES, default_grid, write_cohort
+from _study import make_tiny_study  # noqa: E402
 
 SPACING = 12.0  # 14 x 17 x 15 grid: tiny and non-cubic
 TARGETS = ["left_hippocampus", "right_hippocampus"]
@@ -29,14 +28,8 @@ BAD = "sub-0004"
 def run_dir(tmp_path_factory):
     """A finished cohort run of a tiny random VGG3D: four good scans and one corrupt scan (failed)."""
     root = tmp_path_factory.mktemp("report")
-    write_cohort(root / "data", 5, spacing=SPACING, show_progress=False)
+    make_tiny_study(root, 5, SPACING)
     (root / "data" / f"{BAD}_T1w.nii.gz").write_bytes(b"not a nifti file")
-    shape, affine = default_grid(SPACING)
-    torch.manual_seed(0)
-    model = VGG3D(len(STRUCTURE_NAMES), channels=(4, 8), output_mean=[5.0] * 16, output_std=[0.5] * 16).eval()
-    meta = {"output_names": list(STRUCTURE_NAMES), "input_shape": list(shape), "affine": affine.tolist(),
-            "intensity_normalization": "zscore_nonzero", "default_layer": "features.block2", "output_units": "cm3"}
-    save_checkpoint(root / "tiny.pt", model, meta)
     res = cohort.run_cohort(str(root / "data" / "sub-*_T1w.nii.gz"), str(root / "tiny.pt"), ",".join(TARGETS),
                             labels=str(root / "data" / "sub-*_labels.nii.gz"), out=root / "out", n_steps=N_STEPS,
                             show_progress=False)
