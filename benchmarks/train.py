@@ -266,11 +266,11 @@ def main(argv=None):
         model = VGG3D(len(names), channels=channels, convs_per_block=cpb, hidden=args.hidden,
                       pool_size=pool_size, output_mean=mean, output_std=std)
     elif args.arch == "monai_resnet":
-        from captum_smocam.benchmarking.outside import monai_resnet
+        from captum_smocam.benchmarking.outside import MonaiResNetRegressor
 
         channels = args.channels or [16, 32, 64, 128]
-        model = monai_resnet(len(names), channels=channels, output_mean=torch.as_tensor(mean),
-                             output_std=torch.as_tensor(std))
+        model = MonaiResNetRegressor(len(names), channels=channels, output_mean=torch.as_tensor(mean),
+                                     output_std=torch.as_tensor(std))
     else:
         channels = args.channels or [16, 32, 64]
         model = AlexNet3D(len(names), channels=channels, hidden=args.hidden,
@@ -342,10 +342,10 @@ def main(argv=None):
     }
     # The first training subjects: SMOCAM's default references (benchmarks/reference_inputs.py).
     set_reference_inputs(model, torch.from_numpy(np.asarray(x_tr[:args.n_reference_inputs], np.float32))[:, None])
-    if args.arch == "monai_resnet":
-        from captum_smocam.benchmarking.outside import save_outside_checkpoint
-
-        save_outside_checkpoint(args.out, model, meta, {"channels": [int(c) for c in channels]})
+    if args.arch == "monai_resnet":  # an outside class: the checkpoint names it as its factory
+        meta.update(output_mean=[float(v) for v in model.output_mean], output_std=[float(v) for v in model.output_std])
+        save_checkpoint(args.out, model, meta, factory="captum_smocam.benchmarking.outside:MonaiResNetRegressor",
+                        factory_kwargs={"n_outputs": len(names), "channels": [int(c) for c in channels]})
     else:
         save_checkpoint(args.out, model, meta)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)", flush=True)

@@ -52,10 +52,10 @@ import torch
 from scipy import ndimage
 
 from captum_smocam import SMOCAM, metrics
-from captum_smocam.benchmarking import (POSTER_TARGETS, load_subject, split_indices, structure_mask, voxel_spacing,
-                                        write_csv)
+from captum_smocam.benchmarking import (POSTER_TARGETS, load_model, load_subject, split_indices, structure_mask,
+                                        voxel_spacing, write_csv)
 from captum_smocam.benchmarking.io import write_text
-from captum_smocam.benchmarking.tuning import CONFIGS, load_any_model, rank_table
+from captum_smocam.benchmarking.tuning import CONFIGS, rank_table
 from captum_smocam.models import set_reference_inputs
 from captum_smocam.spatial import upsample
 
@@ -122,7 +122,7 @@ def main(argv=None):
     rows = []
     t_start = time.time()
     for spec in args.models:
-        model, meta = load_any_model(spec)
+        model, meta = load_model(spec)
         name = Path(spec).stem if spec.endswith(".pt") else spec
         if float(meta.get("lr_correlation", 0.0)) != 0.0:
             print(f"note: {name} has lr_correlation {meta.get('lr_correlation')}: the truth is not clean there")

@@ -11,7 +11,7 @@ convolution MONAI's.
 Examples::
 
     >>> import torch
-    >>> net = monai_resnet(16, channels=(4, 8, 8, 8))      # doctest: +SKIP
+    >>> net = MonaiResNetRegressor(16, channels=(4, 8, 8, 8))   # doctest: +SKIP
     >>> net(torch.randn(2, 1, 28, 34, 30)).shape            # doctest: +SKIP
     torch.Size([2, 16])
 """
@@ -78,16 +78,16 @@ class ScaledRegressor(nn.Module):
         return self.net(x) * self.output_std + self.output_mean
 
 
-def monai_resnet(n_outputs: int = 16, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128),
-                 layers: Sequence[int] = (1, 1, 1, 1), output_mean: Optional[torch.Tensor] = None,
-                 output_std: Optional[torch.Tensor] = None) -> ScaledRegressor:
-    """MONAI's 3-D ResNet (basic blocks) as a volume regressor, wrapped in :class:`ScaledRegressor`.
+class MonaiResNetRegressor(ScaledRegressor):
+    """MONAI's 3-D ResNet (basic blocks) as a volume regressor: a :class:`ScaledRegressor` around it.
 
     ``monai.networks.nets.ResNet(block="basic", layers=layers, block_inplanes=channels,
     spatial_dims=3, n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2,
-    num_classes=n_outputs)``: a 7³ stride-2
-    stem, max pooling, four residual stages (strides 1, 2, 2, 2), global average pooling and
-    a linear head. The default masked layer is ``net.layer1`` (1/4 of the input resolution).
+    num_classes=n_outputs)``: a 7³ stride-2 stem, max pooling, four residual stages (strides
+    1, 2, 2, 2), global average pooling and a linear head. The default masked layer is
+    ``net.layer1`` (1/4 of the input resolution). A class, so that a checkpoint can name it
+    as its factory (an ``nn.Module`` class is rebuilt from a weights-only file without a trust
+    switch; ``docs/own-model.md``).
 
     Args:
         n_outputs (int, optional): number of regressed volumes. Default: 16
@@ -96,71 +96,19 @@ def monai_resnet(n_outputs: int = 16, in_channels: int = 1, channels: Sequence[i
         layers (sequence of 4 ints, optional): basic blocks per stage. Default: (1, 1, 1, 1)
         output_mean, output_std (Tensor, optional): see :class:`ScaledRegressor`.
 
-    Returns:
-        ScaledRegressor: in eval mode.
-
     Raises:
         ImportError: MONAI is not installed (``pip install monai``).
     """
-    try:
-        from monai.networks.nets import ResNet
-    except ImportError as exc:  # optional extra
-        raise ImportError("monai_resnet needs MONAI (pip install monai)") from exc
-    net = ResNet(block="basic", layers=list(layers), block_inplanes=list(channels), spatial_dims=3,
-                 n_input_channels=int(in_channels), conv1_t_size=7, conv1_t_stride=2,
-                 num_classes=int(n_outputs))
-    return ScaledRegressor(net, n_outputs, output_mean, output_std, MONAI_RESNET_DEFAULT_LAYER).eval()
-
-
-class MonaiResNetRegressor(ScaledRegressor):
-    """:func:`monai_resnet` as a class, so that a checkpoint can name it as its factory (an ``nn.Module``
-    class is rebuilt from a weights-only file without a trust switch; ``docs/own-model.md``).
-
-    Args: as :func:`monai_resnet`.
-    """
 
     def __init__(self, n_outputs: int = 16, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128),
-                 layers: Sequence[int] = (1, 1, 1, 1)) -> None:
-        built = monai_resnet(n_outputs, in_channels, channels, layers)
-        super().__init__(built.net, n_outputs, default_layer=MONAI_RESNET_DEFAULT_LAYER)
+                 layers: Sequence[int] = (1, 1, 1, 1), output_mean: Optional[torch.Tensor] = None,
+                 output_std: Optional[torch.Tensor] = None) -> None:
+        try:
+            from monai.networks.nets import ResNet
+        except ImportError as exc:  # optional extra
+            raise ImportError("MonaiResNetRegressor needs MONAI (pip install monai)") from exc
+        net = ResNet(block="basic", layers=list(layers), block_inplanes=list(channels), spatial_dims=3,
+                     n_input_channels=int(in_channels), conv1_t_size=7, conv1_t_stride=2,
+                     num_classes=int(n_outputs))
+        super().__init__(net, n_outputs, output_mean, output_std, MONAI_RESNET_DEFAULT_LAYER)
         self.eval()
-
-
-def save_outside_checkpoint(path, model: ScaledRegressor, metadata: dict, factory_kwargs: dict) -> dict:
-    """Write a :func:`monai_resnet` model: weights, metadata, and how to rebuild it (a factory and its arguments).
-
-    Returns:
-        dict: the metadata as written.
-    """
-    from .._io import atomic_write
-    from ..models import _to_plain
-
-    meta = _to_plain(dict(metadata))
-    meta.update(arch="monai_resnet", factory="captum_smocam.benchmarking.outside:monai_resnet",
-                factory_kwargs={"n_outputs": model.n_outputs, **factory_kwargs},
-                output_mean=[float(v) for v in model.output_mean], output_std=[float(v) for v in model.output_std],
-                default_layer=model.default_layer)
-    blob = {"state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "metadata": meta}
-    reference = getattr(model, "reference_inputs", None)
-    if isinstance(reference, torch.Tensor):
-        reference = reference.detach().cpu().float()
-        half = reference.to(torch.float16)  # as the shipped checkpoints; kept in float32 where it would not fit
-        blob["reference_inputs"] = half if bool(torch.isfinite(half).all()) else reference
-        meta["n_reference_inputs"] = int(reference.shape[0])
-    with atomic_write(path) as tmp:
-        torch.save(blob, tmp)
-    return meta
-
-
-def load_outside_checkpoint(path):
-    """``(model, metadata)`` from :func:`save_outside_checkpoint`'s file, in eval mode."""
-    from ..models import set_reference_inputs
-
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    meta = blob["metadata"]
-    kwargs = dict(meta["factory_kwargs"])
-    model = monai_resnet(**kwargs)
-    model.load_state_dict(blob["state_dict"])
-    if "reference_inputs" in blob:
-        set_reference_inputs(model, blob["reference_inputs"].float())
-    return model.eval(), meta

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .io import markdown_table
 
-__all__ = ["CONFIGS", "SCORES", "load_any_model", "rank_table"]
+__all__ = ["CONFIGS", "SCORES", "rank_table"]
 
 _INF = math.inf
 #: Named configurations (settings passed to ``SMOCAM.attribute``).
@@ -40,21 +40,6 @@ for _scheme in ("shift", "minimum", "minimum+shift", "blur", "zero"):
 #: Scores of the rule, and whether higher is better.
 SCORES: Tuple[Tuple[str, bool], ...] = (("mass_dilated", True), ("auroc", True), ("max_on_target", True),
                                         ("components", False))
-
-
-def load_any_model(spec: str):
-    """``(model, metadata)``: a shipped name, a package checkpoint, or an outside (MONAI) checkpoint."""
-    import torch
-
-    from .data import load_model
-
-    if spec.endswith(".pt"):
-        blob_meta = torch.load(spec, map_location="cpu", weights_only=False).get("metadata", {})
-        if "factory" in blob_meta and blob_meta.get("arch") == "monai_resnet":
-            from .outside import load_outside_checkpoint
-
-            return load_outside_checkpoint(spec)
-    return load_model(spec)
 
 
 def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_bound: float = 0.1) -> str:
