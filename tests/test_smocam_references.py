@@ -7,34 +7,11 @@ import torch
 from torch import nn
 
 from captum_smocam import SMOCAM
+from captum_smocam.benchmarking.tuning import BLOCK_SHAPE as SHAPE
+from captum_smocam.benchmarking.tuning import BlockReader
+from captum_smocam.benchmarking.tuning import block_share as _block_share
 from captum_smocam.smocam import FALLBACKS, fallback_references
 from captum_smocam.spatial import gaussian_blur
-
-SHAPE = (12, 14, 10)
-BLOCK = (slice(3, 7), slice(4, 8), slice(3, 6))
-
-
-class BlockReader(nn.Module):
-    """Convolutional features, and an output that reads only the mean features of one block of them.
-
-    On random-texture input the features are alike everywhere, so a reference made of the scan moved
-    by a voxel changes the output very little: the test of issue 19 for fallbacks.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(8, 1)
-
-    def forward(self, x):
-        f = self.conv(x)
-        return self.head(f[(slice(None), slice(None)) + BLOCK].mean(dim=(2, 3, 4)))
-
-
-def _block_share(mask):
-    blk = torch.zeros(SHAPE, dtype=torch.bool)
-    blk[BLOCK] = True
-    return (mask[:, 0] * blk).flatten(1).sum(1) / mask.flatten(1).sum(1)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +140,6 @@ def test_a_user_checkpoint_keeps_reference_scans_exactly(tmp_path):
             "affine": [[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1.0]],
             "default_layer": "conv"}
     path = tmp_path / "user.pt"
-    save_checkpoint(path, net, meta, factory="test_smocam_references:BlockReader")
+    save_checkpoint(path, net, meta, factory="captum_smocam.benchmarking.tuning:BlockReader")
     loaded, _ = load_checkpoint(path)
     assert torch.equal(loaded.reference_inputs, refs)

@@ -12,9 +12,12 @@ from typing import Dict, Tuple
 import numpy as np
 import pandas as pd
 
+import torch
+from torch import nn
+
 from .io import markdown_table
 
-__all__ = ["CONFIGS", "SCORES", "rank_table"]
+__all__ = ["CONFIGS", "SCORES", "BlockReader", "block_share", "rank_table"]
 
 _INF = math.inf
 #: Named configurations (settings passed to ``SMOCAM.attribute``).
@@ -85,3 +88,47 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
         order = sorted(mean_rank.index, key=lambda c: (mean_rank[c], cost[c]))
         lines.append(f"winner: **{order[0]}**")
     return "\n".join(lines)
+
+
+#: Grid of :class:`BlockReader`'s layer, and the block its output reads.
+BLOCK_SHAPE = (12, 14, 10)
+BLOCK = (slice(3, 7), slice(4, 8), slice(3, 6))
+
+
+class BlockReader(nn.Module):
+    """A model whose output reads only the mean features of one known block of its layer (issue 19's test).
+
+    ``conv`` (3³ convolution, 8 channels, ReLU) keeps the input's grid; the output is a linear function of
+    the mean of ``conv``'s features over :data:`BLOCK`. On random-texture input of shape
+    ``N x 1 x 12 x 14 x 10`` the features are alike everywhere, so a reference made of the scan moved by a
+    voxel changes the output very little: a fallback that works must still put the mask on the block.
+
+    Examples::
+
+        >>> net = BlockReader().eval()
+        >>> net(torch.rand(2, 1, *BLOCK_SHAPE)).shape
+        torch.Size([2, 1])
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x)
+        return self.head(f[(slice(None), slice(None)) + BLOCK].mean(dim=(2, 3, 4)))
+
+
+def block_share(mask: torch.Tensor) -> torch.Tensor:
+    """Share of each mask's mass (``N x 1 x 12 x 14 x 10``) on :data:`BLOCK`, shape ``N`` (chance: 48/1680).
+
+    Examples::
+
+        >>> m = torch.zeros(1, 1, *BLOCK_SHAPE); m[(0, 0) + BLOCK] = 1.0
+        >>> block_share(m).tolist()
+        [1.0]
+    """
+    inside = torch.zeros(BLOCK_SHAPE, dtype=torch.bool)
+    inside[BLOCK] = True
+    return (mask[:, 0] * inside).flatten(1).sum(1) / mask.flatten(1).sum(1)
