@@ -10,7 +10,7 @@ from captum_smocam import SMOCAM
 from captum_smocam.benchmarking.tuning import BLOCK_SHAPE as SHAPE
 from captum_smocam.benchmarking.tuning import BlockReader
 from captum_smocam.benchmarking.tuning import block_share as _block_share
-from captum_smocam.smocam import FALLBACKS, fallback_references
+from captum_smocam.fallbacks import FALLBACKS, fallback_references
 from captum_smocam.spatial import gaussian_blur
 
 
