@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 from captum_smocam import SMOCAM, metrics
 from captum_smocam.benchmarking import (POSTER_TARGETS, load_model, load_subject, split_indices, structure_mask,
@@ -81,18 +80,13 @@ def parse_args(argv=None):
 
 
 def score_map(mask_up: np.ndarray, struct: np.ndarray, brain: np.ndarray, margin_mm: float, spacing) -> dict:
-    peak = float(mask_up.max())
-    if peak > 0:
-        labelled, n_comp = ndimage.label(mask_up >= 0.5 * peak, structure=np.ones((3, 3, 3)))
-    else:
-        n_comp = 0
     inside = brain | struct
     return {
         "mass_dilated": metrics.mass_inside_dilated(mask_up, struct, margin_mm, spacing),
-        "auroc": metrics.auroc(np.where(inside, mask_up, 0.0)[inside], struct[inside]),
+        "auroc": metrics.auroc(mask_up[inside], struct[inside]),
         "max_on_target": float(metrics.pointing_game(mask_up, struct, margin_mm=margin_mm, spacing=spacing)),
-        "components": float(n_comp),
-        "peak": peak,
+        "components": float(metrics.n_components(mask_up)),
+        "peak": float(mask_up.max()),
     }
 
 
