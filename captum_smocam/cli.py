@@ -1,9 +1,9 @@
 """The ``smocam`` command line.
 
 The sub-commands are listed in :data:`SUBCOMMANDS`, in the order ``smocam
---help`` shows them; each is a pair of functions in
-:mod:`captum_smocam.commands`: ``_add_<name>(subparsers)`` declares its
-arguments and ``_run_<name>(args)`` does the work. Errors a user can fix
+--help`` shows them; each is a pair of functions in a module of
+:mod:`captum_smocam.commands`: ``add_<name>(subparsers)`` declares its
+arguments and ``run_<name>(args)`` does the work. Errors a user can fix
 (missing file, unknown target, bad value) are raised as
 :class:`~captum_smocam.commands.CLIError`, ``ValueError``,
 ``FileNotFoundError`` or ``OSError`` and printed by :func:`main` as one line,
@@ -21,21 +21,25 @@ import argparse
 import sys
 import warnings
 
-from . import __version__, commands
+from . import __version__
 from ._cli_checks import check_args
 from .commands import CLIError
+from .commands.cohort import add_cohort, add_report
+from .commands.compare import add_compare, add_demo
+from .commands.data import add_references, add_synth
+from .commands.explain import add_explain
 
 __all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
 
 #: The sub-commands: name -> the function that declares its arguments (and sets ``func``, the one that runs it).
 SUBCOMMANDS = {
-    "demo": commands._add_demo,
-    "explain": commands._add_explain,
-    "compare": commands._add_compare,
-    "cohort": commands._add_cohort,
-    "synth": commands._add_synth,
-    "references": commands._add_references,
-    "report": commands._add_report,
+    "demo": add_demo,
+    "explain": add_explain,
+    "compare": add_compare,
+    "cohort": add_cohort,
+    "synth": add_synth,
+    "references": add_references,
+    "report": add_report,
 }
 
 

@@ -1,7 +1,7 @@
 """The ``smocam`` entry point: which errors become one line, and which stay tracebacks."""
 import pytest
 
-from captum_smocam import commands
+from captum_smocam.commands import data, flags
 from captum_smocam.cli import main
 
 
@@ -15,7 +15,7 @@ def _failing(exc):
 @pytest.mark.parametrize("exc", [TypeError("unsupported operand"), KeyError("output_names")])
 def test_programming_errors_are_not_hidden(monkeypatch, exc):
     # A TypeError or KeyError inside a command is a bug: it must keep its traceback, not pose as a user error.
-    monkeypatch.setattr(commands, "_run_synth", _failing(exc))
+    monkeypatch.setattr(data, "run_synth", _failing(exc))
     with pytest.raises(type(exc)):
         main(["synth", "--n", "1", "--out", "unused"])
 
@@ -29,7 +29,7 @@ def test_programming_errors_are_not_hidden(monkeypatch, exc):
     ],
 )
 def test_memory_and_runtime_errors_are_one_line(monkeypatch, capsys, exc, expected):
-    monkeypatch.setattr(commands, "_run_synth", _failing(exc))
+    monkeypatch.setattr(data, "run_synth", _failing(exc))
     assert main(["synth", "--n", "1", "--out", "unused"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("smocam: error: ") and expected in err
@@ -96,17 +96,17 @@ def test_only_given_smocam_settings_are_passed():
     from captum_smocam.smocam import DEFAULT_OBJECTIVE
 
     parse = build_parser().parse_args
-    assert commands._smocam_kwargs(parse(["explain", "--image", "x", "--target", "0"])) == {
+    assert flags.smocam_kwargs(parse(["explain", "--image", "x", "--target", "0"])) == {
         "objective": DEFAULT_OBJECTIVE}
     args = parse(["compare", "--image", "x", "--target", "0", "--objective", "poster", "--n-steps", "7"])
-    assert commands._smocam_kwargs(args) == {"objective": "poster", "n_steps": 7}
-    with pytest.raises(ValueError, match="--n-steps must be >= 1, got 0"):
-        commands._smocam_kwargs(parse(["demo", "--n-steps", "0"]))
+    assert flags.smocam_kwargs(args) == {"objective": "poster", "n_steps": 7}
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1 or None, got 0"):
+        flags.smocam_kwargs(parse(["demo", "--n-steps", "0"]))
 
 
 def test_a_long_error_is_printed_short(monkeypatch, capsys):
     """On today's main a ValueError holding a network's printout was printed whole (36-43 KB, issue 20)."""
-    monkeypatch.setattr(commands, "_run_synth", _failing(ValueError("model " + "Conv3d(1, 8) " * 4000)))
+    monkeypatch.setattr(data, "run_synth", _failing(ValueError("model " + "Conv3d(1, 8) " * 4000)))
     assert main(["synth", "--n", "1", "--out", "unused"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("smocam: error: model Conv3d") and err.count("\n") == 1

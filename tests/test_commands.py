@@ -116,7 +116,7 @@ def test_explain_errors_are_one_line_and_write_nothing(case, tmp_path, capsys, a
 
 
 def test_failure_midway_leaves_out_untouched(case, tmp_path, monkeypatch):
-    import captum_smocam.commands as commands
+    import captum_smocam.commands.explain as explain
 
     out = tmp_path / "out"
     out.mkdir()
@@ -125,7 +125,7 @@ def test_failure_midway_leaves_out_untouched(case, tmp_path, monkeypatch):
     def broken(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(commands, "_predictions_table", broken)
+    monkeypatch.setattr(explain, "predictions_table", broken)
     rc = main(["explain", "--image", case["t1"], "--target", "0", "--model", case["ckpt"], "--n-steps", "2",
                "--out", str(out), "--no-progress"])
     assert rc == 2
@@ -133,13 +133,13 @@ def test_failure_midway_leaves_out_untouched(case, tmp_path, monkeypatch):
 
 
 def test_top_regions_ranks_by_density_not_size():
-    from captum_smocam.commands import _top_regions
+    from captum_smocam.commands.scan import top_regions
 
     table = pd.DataFrame({
         "label": [1, 2], "name": ["big", "small"], "n_voxels": [1000, 10],
         "attention_sum": [100.0, 5.0], "attention_mean": [0.1, 0.5], "share": [0.9, 0.05],
     })
-    text = _top_regions(table, k=2)
+    text = top_regions(table, k=2)
     assert text.startswith("small x4.8")  # 0.5 / (105 / 1010)
     assert "big x1.0" in text
 
