@@ -15,7 +15,9 @@ import pandas as pd
 import torch
 
 from .._io import child_path, safe_name, write_csv
-from .flags import add_label_args, add_model_args, add_run_args, add_smocam_args, add_target_arg, smocam_kwargs
+from .flags import (
+    add_model_args, add_run_args, add_scan_command_args, add_smocam_args, add_target_arg, smocam_kwargs,
+)
 from .outputs import output_set, run_settings, staged_output
 from .scan import Inputs, label_names, load_inputs, predictions_table, top_regions, used_settings
 
@@ -45,11 +47,7 @@ def add_compare(sub) -> None:
     p.add_argument("--image", required=True, help="T1 scan (NIfTI), registered to the model's space")
     add_target_arg(p, "output name or index")
     p.add_argument("--methods", default=",".join(COMPARE_METHODS), help="comma-separated methods")
-    add_model_args(p)
-    add_smocam_args(p)
-    add_label_args(p)
-    add_run_args(p, "compare", "replace outputs in --out that come from another input (or that no smocam run wrote)",
-                 old_progress="--quiet")
+    add_scan_command_args(p, "compare")
     p.set_defaults(func=run_compare)
 
 

@@ -6,7 +6,7 @@ import time
 from typing import Dict
 
 from .._io import child_path, nifti_stem, safe_name, write_csv
-from .flags import add_label_args, add_model_args, add_run_args, add_smocam_args, add_target_arg, smocam_kwargs
+from .flags import add_scan_command_args, add_target_arg, smocam_kwargs
 from .outputs import output_set, run_settings, staged_output
 from .scan import load_inputs, predictions_table, top_regions, used_settings
 
@@ -20,11 +20,7 @@ def add_explain(sub) -> None:
     add_target_arg(p, "output name or index, a comma-separated list, or 'all'")
     p.add_argument("--method", default="smocam",
                    help="smocam (default), gradcam, occlusion, saliency, smoothgrad, deeplift, integrated_gradients")
-    add_model_args(p)
-    add_smocam_args(p)
-    add_label_args(p)
-    add_run_args(p, "explain", "replace outputs in --out that come from another input (or that no smocam run wrote)",
-                 old_progress="--quiet")
+    add_scan_command_args(p, "explain")
     p.set_defaults(func=run_explain)
 
 

@@ -18,7 +18,7 @@ from ..pipeline import DEFAULT_MODEL, DEVICES
 from ..smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS, OBJECTIVES
 
 __all__ = ["CLIError", "DEFAULT_OUT", "DEPRECATED_FLAGS", "add_flag", "add_model_args", "add_target_arg",
-           "add_smocam_args", "add_label_args", "add_run_args", "smocam_kwargs"]
+           "add_smocam_args", "add_label_args", "add_run_args", "add_scan_command_args", "smocam_kwargs"]
 
 #: ``--out`` when it is not given, per command.
 DEFAULT_OUT = {"explain": "smocam-out", "compare": "smocam-out", "demo": "smocam-demo", "cohort": COHORT_OUT}
@@ -94,6 +94,16 @@ def add_run_args(p: argparse.ArgumentParser, command: str, force_help: str, old_
                    help="auto (default): CUDA when available, else cpu")
     add_flag(p, "--no-progress", old=old_progress, action="store_true",
              help="no progress bars" + (f" ({old_progress} is the old spelling)" if old_progress else ""))
+
+
+def add_scan_command_args(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags of a command that explains one scan (``explain``, ``compare``), after its own: model, SMOCAM,
+    labels and the run's ``--out``, ``--force``, ``--device`` and ``--no-progress``."""
+    add_model_args(p)
+    add_smocam_args(p)
+    add_label_args(p)
+    add_run_args(p, command, "replace outputs in --out that come from another input (or that no smocam run wrote)",
+                 old_progress="--quiet")
 
 
 def smocam_kwargs(args) -> Dict:
