@@ -24,11 +24,12 @@ removed and the backup is moved back. So a reader always sees the old complete
 set or the new complete set, never a mixture. Staging and backup folders of
 the set that no journal needs any more are removed at the same time.
 
-Locks (:meth:`OutputSet.acquire`) are ``flock`` locks on files in
-``<out>/.smocam-locks/``; the operating system releases them when a process
-dies, so a killed run never leaves a stale lock. Cleanup of a set's temporary
-folders only happens with its lock held, so one run never deletes another
-live run's temporary files.
+Locks (:class:`FileLock`; a set's is :meth:`OutputSet.acquire`) are ``flock``
+locks on files in ``<out>/.smocam-locks/``; the operating system releases them
+when a process dies, so a killed run never leaves a stale lock, and whether a
+run is alive is whether its lock is held, not how old its files are. Cleanup of
+a set's temporary folders only happens with its lock held, so one run never
+deletes another live run's temporary files.
 """
 from __future__ import annotations
 
@@ -96,6 +97,59 @@ def prepare_out(out: Union[str, os.PathLike]) -> Path:
     return out
 
 
+class FileLock:
+    """An ``flock`` on one file of ``<out>/.smocam-locks/``: held by a live process, released by the kernel when
+    it dies, so a killed run never leaves a stale lock (and no rule of age decides what is stale).
+
+    Args:
+        path (str or Path): the lock file (created if missing; never needs deleting).
+
+    Examples::
+
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.lock")
+        >>> a, b = FileLock(path), FileLock(path)
+        >>> a.acquire(), b.acquire(blocking=False)
+        (True, False)
+        >>> a.release(); b.acquire(blocking=False)
+        True
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]) -> None:
+        self.path = Path(path)
+        self._fd: Optional[int] = None
+
+    @property
+    def locked(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self, blocking: bool = True, shared: bool = False) -> bool:
+        """Take the lock (``shared``: several holders at once); with ``blocking=False`` return False at once if
+        another process holds it in a conflicting mode. Without ``fcntl`` (Windows) every call succeeds."""
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Release the lock (closing the file releases the ``flock``)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 class OutputSet:
     """One output set: the files of ``folder`` named by the manifest ``folder/manifest``.
 
@@ -125,38 +179,22 @@ class OutputSet:
         self.manifest_path = child_path(self.folder, manifest)
         self.journal_path = child_path(self.folder, JOURNAL_PREFIX + manifest)
         self.lock_path = child_path(self.out / LOCK_DIR, manifest + ".lock")
-        self._fd: Optional[int] = None
+        self._lock = FileLock(self.lock_path)
         self._mine: set = set()  # staging folders of this object (live, never stale)
 
     # ------------------------------------------------------------------ lock
     @property
     def locked(self) -> bool:
         """Whether this object holds the set's lock."""
-        return self._fd is not None
+        return self._lock.locked
 
     def acquire(self, blocking: bool = True) -> bool:
         """Take the set's lock; with ``blocking=False`` return False at once if another run holds it."""
-        if self._fd is not None:
-            return True
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            except BaseException:
-                os.close(fd)
-                raise
-        self._fd = fd
-        return True
+        return self._lock.acquire(blocking)
 
     def release(self) -> None:
         """Release the lock (closing the file releases the ``flock``)."""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        self._lock.release()
 
     def __enter__(self) -> "OutputSet":
         self.acquire(blocking=True)
@@ -166,7 +204,7 @@ class OutputSet:
         self.release()
 
     def _need_lock(self, what: str) -> None:
-        if self._fd is None:
+        if not self._lock.locked:
             raise RuntimeError(f"OutputSet.{what} needs the lock of {self.lock_path} (use acquire())")
 
     # ------------------------------------------------------------------ reading

@@ -1,4 +1,4 @@
-"""Whole cohorts: SMOCAM maps, region tables and predictions for every scan of a study.
+"""Whole cohorts: every scan of a study explained, resumably, shared between runs and ranks; then the cohort tables.
 
 ``smocam cohort`` (and :func:`run_cohort`, its Python form) runs the
 multi-target fast path of :func:`captum_smocam.pipeline.explain` on every
@@ -38,7 +38,15 @@ another run holds, does the rest, then waits for the skipped ones and takes
 over only those that are still not complete, so two runs on one ``--out`` (or
 several ``torchrun`` jobs of one study) share the work. Temporary files are
 per run (staging folders, ``.manifest.<job>.rank-<r>.json``) and removed only
-with the owning set's lock held, so one run never deletes another's.
+with the owning lock held: a set's with the set's lock, a run's record files
+once no process holds the run's lock (``flock`` on
+``<out>/.smocam-locks/job-<job>.lock``, shared by its ranks while they run), so
+one run never deletes another live run's files, and a killed run's are removed
+by the next one.
+
+The work of one scan (its files, whether it is complete, explaining it and
+publishing its set) is :mod:`captum_smocam.cohort_scan`; this module finds the
+study, shares the scans out, and merges the per-scan tables.
 
 Scale-out: under ``torchrun`` (environment ``RANK`` / ``WORLD_SIZE``) each
 rank joins a ``torch.distributed`` process group (``nccl`` with CUDA, else
@@ -47,38 +55,33 @@ scans ``i`` with ``i % WORLD_SIZE == RANK`` of the sorted list. After a
 barrier, rank 0 reads every scan's CSVs and writes the cohort tables, so all
 ranks must see the same ``--out`` folder (a shared file system across nodes).
 """
+
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
-import platform
 import re
 import sys
-import time
 import uuid
-import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
-from ._dist import DIST_TIMEOUT, DistContext, dist_context
-from ._io import child_path, save_figure, write_csv, write_json
-from ._outputs import OutputSet, prepare_out
-from ._text import shorten_message
+from ._dist import DistContext, dist_context
+from ._io import child_path, save_figure, write_json
+from ._outputs import LOCK_DIR, FileLock, prepare_out
 from .cohort_inputs import PAIRINGS, find_scans, match_labels, subject_id
-from .model_card import model_fingerprint
-from .nifti import PREPROCESSING_VERSION, DataWarning, load_label_map, load_scan, save_map
-from .pipeline import (  # noqa: F401  (load_model: importable from here as before)
-    DEFAULT_MODEL, check_finite_outputs, explain, load_model, resolve_layer, resolve_model, resolve_targets,
-    smocam_settings,
+from .cohort_scan import (
+    ScanItem, ScanRun, file_sha256, run_scan, scan_set, target_file_name, versions, write_scan_csv,
 )
-from .regions import aggregate_region_tables, get_region_table, read_lut
+from .model_card import model_fingerprint
+from .nifti import PREPROCESSING_VERSION
+from .pipeline import DEFAULT_MODEL, resolve_layer, resolve_model, resolve_targets, smocam_settings
+from .regions import aggregate_region_tables, read_lut
 
 __all__ = [
     "run_cohort",
@@ -98,341 +101,10 @@ DEFAULT_OUT = "smocam-cohort"
 SUMMARY_TARGETS = 4
 #: Regions per panel of the summary figure.
 SUMMARY_TOP = 10
-#: Significant digits of the numbers in the CSV files.
-CSV_FLOAT_FORMAT = "%.8g"
-
-# find_scans, subject_id, match_labels and PAIRINGS (cohort_inputs) and DistContext, dist_context and
-# DIST_TIMEOUT (_dist) are part of this module's interface: they were defined here before.
-
-
-# --------------------------------------------------------------------------
-# Per scan
-# --------------------------------------------------------------------------
-
-
-def _write_csv(path: Path, table: pd.DataFrame) -> None:
-    write_csv(table, path, float_format=CSV_FLOAT_FORMAT)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(name)).strip("-") or "target"
-
-
-def _sha256(path: Union[str, os.PathLike]) -> str:
-    """SHA-256 of a file's content (hex), read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Union[str, os.PathLike]) -> str:
-    """The first 16 hex digits of :func:`_sha256` (model files and LUTs in the settings)."""
-    return _sha256(path)[:16]
-
-
-def _versions() -> Dict[str, str]:
-    import captum
-
-    return {
-        "captum_smocam": __version__,
-        "torch": torch.__version__,
-        "captum": getattr(captum, "__version__", "unknown"),
-        "python": platform.python_version(),
-    }
-
-
-def _output_names(sid: str, target_names: Sequence[str], with_labels: bool) -> Dict[str, str]:
-    """File names of a scan's outputs (in ``<out>/<sid>/``), by role."""
-    files = {f"map:{t}": f"{sid}_smocam_{_safe(t)}.nii.gz" for t in target_names}
-    if with_labels:
-        files["regions"] = f"{sid}_regions.csv"
-    files["predictions"] = f"{sid}_predictions.csv"
-    return files
-
-
-def _scan_set(out: Path, sid: str) -> OutputSet:
-    """The output set of one scan: the folder ``<out>/<sid>/``, its done-marker as manifest."""
-    return OutputSet(out, child_path(out, sid), f"{sid}_done.json")
-
-
-def _fingerprint(path: Path, what: str) -> Dict[str, Any]:
-    """What the done-marker records of an input file: path, size, mtime and content hash (SHA-256)."""
-    try:
-        st = os.stat(path)
-        sha256 = _sha256(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
-
-
-def _same_inputs(recorded: Optional[dict], current: dict) -> bool:
-    """Whether the scan and label map are the ones the marker was computed from (by content)."""
-    if not isinstance(recorded, dict):
-        return False
-    for key in ("scan", "labels"):
-        old, new = recorded.get(key), current.get(key)
-        if (old is None) != (new is None) or (new is not None and old.get("sha256") != new["sha256"]):
-            return False
-    return True
-
-
-def _is_complete(oset: OutputSet, settings: dict, inputs: dict) -> Optional[dict]:
-    """The done-marker if the scan is complete for these settings and these input files, else None."""
-    marker = oset.read_manifest()
-    if not marker or marker.get("status") != "done" or marker.get("settings") != settings:
-        return None
-    if not _same_inputs(marker.get("inputs"), inputs):
-        return None
-    if not all(child_path(oset.folder, name).is_file() for name in marker.get("files", [])):
-        return None
-    return marker
-
-
-def _clean_partial(folder: Path) -> None:
-    """Remove temporary files an older version's killed run left behind (``.<name>.<random>.part<suffix>``).
-
-    Only called with the scan's lock held: nothing else writes in the scan's folder then.
-    """
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if p.name.startswith(".") and ".part" in p.name and p.is_file():
-                p.unlink(missing_ok=True)
-
-
-def _region_tables(maps: np.ndarray, info, label_map, target_names: Sequence[str], names) -> pd.DataFrame:
-    """One long table: the region table of every target's map on the label map's grid."""
-    labels, affine = label_map
-    rows = []
-    for k, t in enumerate(target_names):
-        # Map (model grid) -> label grid in world coordinates, as save_map does for the scan grid.
-        table = get_region_table(maps[k], labels, names, info=info, labels_affine=affine)
-        table.insert(0, "target", t)
-        rows.append(table)
-    return pd.concat(rows, ignore_index=True)
-
-
-def _process_scan(
-    scan: Path,
-    sid: str,
-    label_path: Optional[Path],
-    *,
-    model,
-    metadata: dict,
-    layer_module,
-    targets: List[int],
-    target_names: List[str],
-    lut: Optional[Dict[int, str]],
-    stage: Path,
-    smocam_kwargs: dict,
-    internal_batch_size: Optional[int],
-    device: torch.device,
-    used: Optional[dict] = None,
-) -> Dict[str, float]:
-    """Explain one scan and write its files into ``stage``; returns timings in seconds. Raises on any failure.
-
-    ``used`` (a dict) gets ``"references"``: which references SMOCAM used
-    (:func:`captum_smocam.references.describe_references`).
-    """
-    files = {k: child_path(stage, v) for k, v in _output_names(sid, target_names, label_path is not None).items()}
-    timings = {}
-
-    t = time.perf_counter()
-    x, info = load_scan(scan, metadata)
-    label_img = load_label_map(label_path, info) if label_path is not None else None
-    x = x.to(device)
-    timings["load_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    with torch.no_grad():
-        y = model(x)
-    check_finite_outputs(y, metadata["output_names"], where=f"{sid} ({scan.name})")
-    pred = y[0].detach().cpu().numpy().astype(np.float64)
-    record: dict = {}
-    maps = explain(model, metadata, x, targets, layer=layer_module, smocam_kwargs=smocam_kwargs,
-                   internal_batch_size=internal_batch_size, record=record)
-    if used is not None:
-        from .references import describe_references
-
-        used["references"] = describe_references(record.get("reference_source"), metadata)
-    maps = maps.detach().cpu().numpy()[:, 0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timings["explain_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    for k, name in enumerate(target_names):
-        save_map(maps[k], info, files[f"map:{name}"])
-    if label_img is not None:
-        table = _region_tables(maps, info, label_img, target_names, lut)
-        table.insert(0, "subject", sid)
-        _write_csv(files["regions"], table)
-    names = list(metadata["output_names"])
-    preds = pd.DataFrame({
-        "subject": sid,
-        "output": names,
-        "index": np.arange(len(names)),
-        "prediction": pred,
-        "unit": metadata.get("output_units", ""),
-        "explained": [i in targets for i in range(len(names))],
-    })
-    _write_csv(files["predictions"], preds)
-    timings["write_s"] = time.perf_counter() - t
-    return timings
-
-
-# --------------------------------------------------------------------------
-# Whole cohort
-# --------------------------------------------------------------------------
-
-
-def _rank_manifest(out: Path, job: str, rank: int) -> Path:
-    """Where a rank keeps its records while running: per job, so that concurrent runs never share one."""
-    return child_path(out, f".manifest.{job}.rank-{rank}.json")
-
-
-def _clean_old_rank_manifests(out: Path) -> None:
-    """Remove the per-rank record files of killed runs: no live run leaves its own untouched this long."""
-    limit = time.time() - DIST_TIMEOUT.total_seconds() - 3600
-    for p in out.glob(".manifest.*.rank-*.json"):
-        try:
-            if p.stat().st_mtime < limit:
-                p.unlink()
-        except OSError:
-            pass
-
-
-def _read_scan_csv(out: Path, sid: str, role: str) -> Optional[pd.DataFrame]:
-    """A complete scan's CSV, read under the scan's lock (a concurrent run may be replacing the set)."""
-    with _scan_set(out, sid) as oset:
-        marker = oset.read_manifest()
-        name = f"{sid}_{role}.csv"
-        if not marker or name not in marker.get("files", []):
-            return None
-        return pd.read_csv(child_path(oset.folder, name))
-
-
-def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_labels: bool,
-                  show_progress: bool) -> Dict[str, Path]:
-    """Rank 0: cohort tables and figure from the per-scan CSVs of complete scans."""
-    ok = [r["subject"] for r in records if r["status"] in ("done", "skipped")]
-    written: Dict[str, Path] = {}
-    if not ok:
-        return written
-    tables = [_read_scan_csv(out, s, "predictions") for s in ok]
-    ok = [s for s, t in zip(ok, tables) if t is not None]
-    if not ok:
-        return written
-    preds = pd.concat([t for t in tables if t is not None], ignore_index=True)
-    wide = preds.pivot(index="subject", columns="output", values="prediction")
-    order = list(dict.fromkeys(preds["output"]))
-    wide = wide.loc[ok, order].reset_index()
-    written["cohort_predictions"] = out / "cohort_predictions.csv"
-    _write_csv(written["cohort_predictions"], wide)
-    if not with_labels:
-        return written
-    region_tables = [t for t in (_read_scan_csv(out, s, "regions") for s in ok) if t is not None]
-    if not region_tables:
-        return written
-    regions = pd.concat(region_tables, ignore_index=True)
-    per_target = []
-    for t in target_names:
-        rows = regions[regions["target"] == t]
-        tables = [g for _, g in rows.groupby("subject", sort=False)]
-        agg = aggregate_region_tables(tables, by="name", columns=("share", "attention_mean"))
-        agg.insert(0, "target", t)
-        per_target.append(agg)
-    cohort = pd.concat(per_target, ignore_index=True)
-    written["cohort_regions"] = out / "cohort_regions.csv"
-    _write_csv(written["cohort_regions"], cohort)
-    written["cohort_summary"] = _summary_figure(out / "cohort_summary.png", cohort, target_names, len(ok))
-    return written
-
-
 #: The cohort files rank 0 may write into ``--out`` (:func:`_merge_cohort`).
 COHORT_FILES = ("cohort_predictions.csv", "cohort_regions.csv", "cohort_summary.png")
-
-
-def _retire_stale_cohort_files(out: Path, written: Dict[str, Path]) -> None:
-    """Remove the cohort files of an earlier run that this run did not write (e.g. ``cohort_regions.csv`` of a
-    run with ``--labels``, or ``cohort_predictions.csv`` when every scan failed): nothing stale looks current."""
-    kept = {p.name for p in written.values()}
-    for name in COHORT_FILES:
-        if name not in kept:
-            child_path(out, name).unlink(missing_ok=True)
-
-
-def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n_scans: int) -> Path:
-    from matplotlib.figure import Figure
-
-    from .plotting import plot_region_attention
-
-    shown = target_names[:SUMMARY_TARGETS]
-    fig = Figure(figsize=(4.2 * len(shown), 0.9 + 0.3 * SUMMARY_TOP), layout="constrained")
-    axes = fig.subplots(1, len(shown), squeeze=False)[0]
-    for ax, t in zip(axes, shown):
-        plot_region_attention(cohort[cohort["target"] == t], column="share_mean", top=SUMMARY_TOP,
-                              title=f"{t} (n={n_scans})", ax=ax)
-    return save_figure(fig, path, dpi=100)
-
-
-def _job_id(ctx: DistContext) -> str:
-    """An id shared by the ranks of this run and by no other run (names the per-rank record files)."""
-    job = [uuid.uuid4().hex[:12]]
-    if ctx.initialized:
-        import torch.distributed as dist
-
-        dist.broadcast_object_list(job, src=0)
-    return str(job[0])
-
-
-def _run_one(i: int, scan: Path, sid: str, label_path: Optional[Path], oset: OutputSet, *, redo: bool,
-             waited: bool, settings: dict, run_info: dict, bar, labels_given: bool, **process_kwargs) -> dict:
-    """One scan, with its lock held: skip it if complete, else explain it and publish its output set."""
-    record = {"subject": sid, "scan": str(scan), "labels": str(label_path) if label_path else None,
-              "index": i, **run_info}
-    if labels_given and label_path is None:
-        record["note"] = "no label map with this subject id: no region table"
-    oset.recover()  # finish or undo a publication a killed run left half done; drop stale temporary folders
-    _clean_partial(oset.folder)
-    t0 = time.perf_counter()
-    stage = None
-    try:
-        inputs = {"scan": _fingerprint(scan, "scan file"),
-                  "labels": _fingerprint(label_path, "label map") if label_path is not None else None}
-        marker = None if redo else _is_complete(oset, settings, inputs)
-        if marker is not None:
-            reason = "complete (after waiting for another run)" if waited else "complete from an earlier run"
-            record.update(status="skipped", reason=reason, timings=marker.get("timings"),
-                          finished=marker.get("finished"), references=marker.get("references"))
-            return record
-        stage = oset.new_stage()
-        used: dict = {}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DataWarning)
-            timings = _process_scan(scan, sid, label_path, stage=stage, used=used, **process_kwargs)
-        for w in caught:
-            if issubclass(w.category, DataWarning):
-                record.setdefault("warnings", []).append(str(w.message))
-                bar.write(f"smocam cohort: {sid}: warning: {w.message}", file=sys.stderr)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        timings["total_s"] = time.perf_counter() - t0
-        record.update(status="done", timings=timings, references=used.get("references"),
-                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
-        oset.commit(stage, {**record, "inputs": inputs, "settings": settings, "versions": _versions()},
-                    merge=False, overwrite=True)
-    except Exception as exc:  # one bad scan never stops the cohort
-        msg = shorten_message(str(exc).strip().splitlines()[0], 300) if str(exc).strip() else ""
-        record.update(status="failed", error=f"{type(exc).__name__}: {msg}",
-                      timings={"total_s": time.perf_counter() - t0})
-        record.pop("finished", None)
-        bar.write(f"smocam cohort: {sid} ({scan}) failed and was skipped: {record['error']}", file=sys.stderr)
-    finally:
-        if stage is not None:
-            oset.discard(stage)
-    return record
+#: A rank's record file: ``.manifest.<job>.rank-<r>.json``.
+_RANK_MANIFEST = re.compile(r"^\.manifest\.(?P<job>[^.]+)\.rank-\d+\.json$")
 
 
 def run_cohort(
@@ -529,36 +201,45 @@ def run_cohort(
     settings = {  # what a done-marker must match for its scan to be complete
         "method": "smocam",
         "model": str(model or DEFAULT_MODEL) if model_file is not None else f"<{type(net).__name__} in memory>",
-        "model_sha256": _file_sha256(model_file) if model_file is not None else model_fingerprint(net, metadata),
+        "model_sha256": file_sha256(model_file) if model_file is not None else model_fingerprint(net, metadata),
         "layer": layer_name,
         "targets": target_names,
         **effective,
-        "lut_sha256": _file_sha256(lut) if lut is not None else None,
+        "lut_sha256": file_sha256(lut) if lut is not None else None,
         "preprocessing_version": PREPROCESSING_VERSION,
     }
 
     prepare_out(out)  # an unusable --out fails now, not after the first scan
     ctx = dist_context(device)
+    job_lock = None
     try:
         net = net.to(ctx.device).eval()
         job = _job_id(ctx)
-        process = dict(model=net, metadata=metadata, layer_module=layer_module, targets=target_idx,
-                       target_names=target_names, lut=lut_names,
-                       smocam_kwargs=smocam_kwargs, internal_batch_size=internal_batch_size, device=ctx.device)
-        records = _run_rank(out, job, ctx, scans, sids, label_map, settings=settings, force=force,
-                            show_progress=show_progress, process=process)
+        job_lock = _job_lock(out, job)
+        job_lock.acquire(shared=True)  # held while this rank runs: its record files are live
+        run = ScanRun(model=net, metadata=metadata, layer_module=layer_module, targets=target_idx,
+                      target_names=target_names, lut=lut_names, smocam_kwargs=smocam_kwargs,
+                      internal_batch_size=internal_batch_size, device=ctx.device, settings=settings,
+                      run_info={"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
+                                "torch_threads": torch.get_num_threads(), "internal_batch_size": internal_batch_size},
+                      labels_given=bool(label_map))
+        items = [ScanItem(i, s, sid, label_map.get(s)) for i, (s, sid) in enumerate(zip(scans, sids))]
+        records = _run_rank(out, job, ctx, items, run, force=force, show_progress=show_progress)
         ctx.barrier()
         files: Dict[str, Path] = {}
         if ctx.is_main:
             records, files = _finish_cohort(out, job, ctx.world_size, settings, lut, target_names,
-                                            with_labels=bool(label_map), show_progress=show_progress)
+                                            with_labels=bool(label_map))
         ctx.barrier()
     finally:
+        if job_lock is not None:
+            job_lock.release()
         ctx.close()
     result = {"out": out, "files": files, "records": records, "rank": ctx.rank}
     for status in ("done", "skipped", "failed"):
         result[f"n_{status}"] = sum(r["status"] == status for r in records)
     return result
+
 
 
 def _study(images, labels, lut, pair_labels: str) -> Tuple[List[Path], List[str], Dict[Path, Path], Optional[Path]]:
@@ -582,18 +263,39 @@ def _study(images, labels, lut, pair_labels: str) -> Tuple[List[Path], List[str]
 def _target_names(metadata: dict, target_idx: List[int]) -> List[str]:
     """The names of the explained outputs; refuses two whose map files would have one name."""
     target_names = [str(metadata["output_names"][i]) for i in target_idx]
-    file_names = [_safe(t) for t in target_names]
+    file_names = [target_file_name(t) for t in target_names]
     clash = sorted({f for f in file_names if file_names.count(f) > 1})
     if clash:
-        raise ValueError(f"targets {[t for t in target_names if _safe(t) == clash[0]]} would share the map file "
-                         f"name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
+        raise ValueError(f"targets {[t for t in target_names if target_file_name(t) == clash[0]]} would share the "
+                         f"map file name *_smocam_{clash[0]}.nii.gz; explain them in separate runs")
     return target_names
 
 
-def _run_rank(out: Path, job: str, ctx: DistContext, scans: List[Path], sids: List[str],
-              label_map: Dict[Path, Path], *, settings: dict, force: bool, show_progress: bool,
-              process: dict) -> List[dict]:
-    """This rank's scans, one :func:`_run_one` each under the scan's lock; returns their records.
+def _job_id(ctx: DistContext) -> str:
+    """An id shared by the ranks of this run and by no other run (names the per-rank record files)."""
+    job = [uuid.uuid4().hex[:12]]
+    if ctx.initialized:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(job, src=0)
+    return str(job[0])
+
+
+def _job_lock(out: Path, job: str) -> FileLock:
+    """The lock of run ``job``: each of its ranks holds it (shared) while it runs, so its record files are live
+    exactly while someone holds it."""
+    return FileLock(child_path(out / LOCK_DIR, f"job-{job}.lock"))
+
+
+def _rank_manifest(out: Path, job: str, rank: int) -> Path:
+    """Where a rank keeps its records while running: per job, so that concurrent runs never share one."""
+    return child_path(out, f".manifest.{job}.rank-{rank}.json")
+
+
+def _run_rank(out: Path, job: str, ctx: DistContext, items: List[ScanItem], run: ScanRun, *, force: bool,
+              show_progress: bool) -> List[dict]:
+    """This rank's scans, one :func:`captum_smocam.cohort_scan.run_scan` each under the scan's lock; returns
+    their records.
 
     First pass: the scans no other run is working on. Second pass: wait for the others' scans, then
     take them over only if they are still not complete (the other run failed or used other settings).
@@ -601,9 +303,7 @@ def _run_rank(out: Path, job: str, ctx: DistContext, scans: List[Path], sids: Li
     """
     from tqdm.auto import tqdm
 
-    mine = list(range(ctx.rank, len(scans), ctx.world_size))
-    run_info = {"rank": ctx.rank, "world_size": ctx.world_size, "device": str(ctx.device),
-                "torch_threads": torch.get_num_threads(), "internal_batch_size": process["internal_batch_size"]}
+    mine = list(range(ctx.rank, len(items), ctx.world_size))
     records: List[dict] = []
     write_json(records, _rank_manifest(out, job, ctx.rank))
     desc = "cohort" if ctx.world_size == 1 else f"cohort rank {ctx.rank}/{ctx.world_size}"
@@ -611,14 +311,12 @@ def _run_rank(out: Path, job: str, ctx: DistContext, scans: List[Path], sids: Li
     busy: List[int] = []
     for blocking, queue in ((False, mine), (True, busy)):
         for i in queue:
-            oset = _scan_set(out, sids[i])
+            oset = scan_set(out, items[i].sid)
             if not oset.acquire(blocking=blocking):
                 busy.append(i)
                 continue
             try:
-                record = _run_one(i, scans[i], sids[i], label_map.get(scans[i]), oset,
-                                  redo=force and not blocking, waited=blocking, settings=settings,
-                                  labels_given=bool(label_map), run_info=run_info, bar=bar, **process)
+                record = run_scan(items[i], oset, run, redo=force and not blocking, waited=blocking, bar=bar)
             finally:
                 oset.release()
             records.append(record)
@@ -628,8 +326,77 @@ def _run_rank(out: Path, job: str, ctx: DistContext, scans: List[Path], sids: Li
     return records
 
 
+def _read_scan_csv(out: Path, sid: str, role: str) -> Optional[pd.DataFrame]:
+    """A complete scan's CSV, read under the scan's lock (a concurrent run may be replacing the set)."""
+    with scan_set(out, sid) as oset:
+        marker = oset.read_manifest()
+        name = f"{sid}_{role}.csv"
+        if not marker or name not in marker.get("files", []):
+            return None
+        return pd.read_csv(child_path(oset.folder, name))
+
+
+def _merge_cohort(out: Path, records: List[dict], target_names: List[str], with_labels: bool) -> Dict[str, Path]:
+    """Rank 0: cohort tables and figure from the per-scan CSVs of complete scans."""
+    ok = [r["subject"] for r in records if r["status"] in ("done", "skipped")]
+    written: Dict[str, Path] = {}
+    if not ok:
+        return written
+    tables = [_read_scan_csv(out, s, "predictions") for s in ok]
+    ok = [s for s, t in zip(ok, tables) if t is not None]
+    if not ok:
+        return written
+    preds = pd.concat([t for t in tables if t is not None], ignore_index=True)
+    wide = preds.pivot(index="subject", columns="output", values="prediction")
+    order = list(dict.fromkeys(preds["output"]))
+    wide = wide.loc[ok, order].reset_index()
+    written["cohort_predictions"] = out / "cohort_predictions.csv"
+    write_scan_csv(written["cohort_predictions"], wide)
+    if not with_labels:
+        return written
+    region_tables = [t for t in (_read_scan_csv(out, s, "regions") for s in ok) if t is not None]
+    if not region_tables:
+        return written
+    regions = pd.concat(region_tables, ignore_index=True)
+    per_target = []
+    for t in target_names:
+        rows = regions[regions["target"] == t]
+        tables = [g for _, g in rows.groupby("subject", sort=False)]
+        agg = aggregate_region_tables(tables, by="name", columns=("share", "attention_mean"))
+        agg.insert(0, "target", t)
+        per_target.append(agg)
+    cohort = pd.concat(per_target, ignore_index=True)
+    written["cohort_regions"] = out / "cohort_regions.csv"
+    write_scan_csv(written["cohort_regions"], cohort)
+    written["cohort_summary"] = _summary_figure(out / "cohort_summary.png", cohort, target_names, len(ok))
+    return written
+
+
+def _summary_figure(path: Path, cohort: pd.DataFrame, target_names: List[str], n_scans: int) -> Path:
+    from matplotlib.figure import Figure
+
+    from .plotting import plot_region_attention
+
+    shown = target_names[:SUMMARY_TARGETS]
+    fig = Figure(figsize=(4.2 * len(shown), 0.9 + 0.3 * SUMMARY_TOP), layout="constrained")
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    for ax, t in zip(axes, shown):
+        plot_region_attention(cohort[cohort["target"] == t], column="share_mean", top=SUMMARY_TOP,
+                              title=f"{t} (n={n_scans})", ax=ax)
+    return save_figure(fig, path, dpi=100)
+
+
+def _retire_stale_cohort_files(out: Path, written: Dict[str, Path]) -> None:
+    """Remove the cohort files of an earlier run that this run did not write (e.g. ``cohort_regions.csv`` of a
+    run with ``--labels``, or ``cohort_predictions.csv`` when every scan failed): nothing stale looks current."""
+    kept = {p.name for p in written.values()}
+    for name in COHORT_FILES:
+        if name not in kept:
+            child_path(out, name).unlink(missing_ok=True)
+
+
 def _finish_cohort(out: Path, job: str, world_size: int, settings: dict, lut: Optional[Path],
-                   target_names: List[str], *, with_labels: bool, show_progress: bool) -> Tuple[List[dict], dict]:
+                   target_names: List[str], *, with_labels: bool) -> Tuple[List[dict], dict]:
     """Rank 0, after every rank is done: all records, the cohort tables and ``manifest.json``.
 
     Returns the records of all scans (in scan order) and the cohort files written.
@@ -639,12 +406,12 @@ def _finish_cohort(out: Path, job: str, world_size: int, settings: dict, lut: Op
         with open(_rank_manifest(out, job, r), encoding="utf-8") as fh:
             records.extend(json.load(fh))
     records.sort(key=lambda rec: rec["index"])
-    files = _merge_cohort(out, records, target_names, with_labels, show_progress)
+    files = _merge_cohort(out, records, target_names, with_labels)
     _retire_stale_cohort_files(out, files)
     counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
     write_json({
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions(),
         "settings": settings,
         "references": sorted({str(r["references"]) for r in records if r.get("references")}),
         "lut": str(lut) if lut is not None else None,
@@ -656,5 +423,26 @@ def _finish_cohort(out: Path, job: str, world_size: int, settings: dict, lut: Op
     }, out / "manifest.json")
     for r in range(world_size):
         _rank_manifest(out, job, r).unlink(missing_ok=True)
-    _clean_old_rank_manifests(out)
+    _job_lock(out, job).path.unlink(missing_ok=True)  # no record file of this run is left to guard
+    _clean_dead_runs(out, job)
     return records, files
+
+
+def _clean_dead_runs(out: Path, job: str) -> None:
+    """Remove the record files of runs no process is running any more (killed ones), whatever their age.
+
+    A run is live while any of its ranks holds its lock (:func:`_job_lock`); if
+    this process can take that lock exclusively, the run is dead and its record
+    files and lock file go (the lock held meanwhile: no one can be using them).
+    """
+    jobs = {m.group("job") for p in out.glob(".manifest.*.rank-*.json") if (m := _RANK_MANIFEST.match(p.name))}
+    for other in sorted(jobs - {job}):
+        lock = _job_lock(out, other)
+        if not lock.acquire(blocking=False):
+            continue  # a live run: its files stay
+        try:
+            for p in out.glob(f".manifest.{other}.rank-*.json"):
+                p.unlink(missing_ok=True)
+            lock.path.unlink(missing_ok=True)
+        finally:
+            lock.release()

@@ -212,9 +212,9 @@ class CohortRun:
 
     def map_path(self, subject: str, target: str) -> Path:
         """The NIfTI map of one subject and target."""
-        from .cohort import _output_names
+        from .cohort_scan import scan_output_names
 
-        name = _output_names(subject, self.targets, False)[f"map:{target}"]
+        name = scan_output_names(subject, self.targets, False)[f"map:{target}"]
         return child_path(child_path(self.folder, subject), name)
 
 
@@ -231,7 +231,7 @@ def load_run(run_dir: Union[str, os.PathLike]) -> CohortRun:
         FileNotFoundError: no such folder, or no ``manifest.json`` in it.
         ValueError: an unreadable manifest, no complete scan, or no maps.
     """
-    from .cohort import _output_names
+    from .cohort_scan import scan_output_names
 
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -252,7 +252,7 @@ def load_run(run_dir: Union[str, os.PathLike]) -> CohortRun:
         raise ValueError(f"{folder}: no complete scan ({len(failed)} failed): nothing to report")
     subjects, incomplete, preds, regions = [], [], [], []
     for sid in complete:
-        files = {k: child_path(child_path(folder, sid), v) for k, v in _output_names(sid, targets, True).items()}
+        files = {k: child_path(child_path(folder, sid), v) for k, v in scan_output_names(sid, targets, True).items()}
         maps = [files[f"map:{t}"] for t in targets]
         if not all(p.is_file() for p in maps) or not files["predictions"].is_file():
             incomplete.append(sid)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from captum_smocam import cohort
+from captum_smocam import cohort, cohort_scan
 from captum_smocam.cli import main
 from captum_smocam.models import VGG3D
 from captum_smocam.synth import write_cohort
@@ -43,7 +43,7 @@ def test_a_cohort_rerun_leaves_no_stale_cohort_file(study, tmp_path, monkeypatch
     def fail(*args, **kwargs):
         raise ValueError("this scan cannot be read")
 
-    monkeypatch.setattr(cohort, "_process_scan", fail)
+    monkeypatch.setattr(cohort_scan, "process_scan", fail)
     res = _cohort(study, out, force=True)
     assert res["n_failed"] == 1 and "cohort_predictions.csv" not in os.listdir(out)
 

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from captum_smocam import cohort
+from captum_smocam import cohort, cohort_scan
 from captum_smocam.cli import main
 from captum_smocam.models import VGG3D
 from captum_smocam.nifti import load_scan
+from captum_smocam.pipeline import load_model
 from captum_smocam.synth import STRUCTURE_NAMES
 from _study import make_tiny_study  # noqa: E402
 
@@ -61,14 +62,14 @@ def test_outputs_resume_after_crash(study, monkeypatch):
     out = root / "out"
 
     # Crash of scan 2 after its maps were written, before its region table and done-marker.
-    real = cohort._region_tables
+    real = cohort_scan.region_tables
 
     def crash_on_second(maps, info, *args, **kwargs):
         if "sub-0001" in str(info.source):
             raise RuntimeError("simulated crash")
         return real(maps, info, *args, **kwargs)
 
-    monkeypatch.setattr(cohort, "_region_tables", crash_on_second)
+    monkeypatch.setattr(cohort_scan, "region_tables", crash_on_second)
     res = _run(root, ckpt)
     assert (res["n_done"], res["n_failed"], res["n_skipped"]) == (2, 1, 0)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -83,7 +84,7 @@ def test_outputs_resume_after_crash(study, monkeypatch):
     scan = root / "data" / "sub-0000_T1w.nii.gz"
     img = nib.load(out / "sub-0000" / "sub-0000_smocam_right-hippocampus.nii.gz")
     assert img.shape == nib.load(scan).shape and np.allclose(img.affine, nib.load(scan).affine)
-    model, meta = cohort.load_model(ckpt)
+    model, meta = load_model(ckpt)
     x, _ = load_scan(scan, meta)
     preds = pd.read_csv(out / "sub-0000" / "sub-0000_predictions.csv")
     np.testing.assert_allclose(preds["prediction"], model(x)[0].detach().numpy(), rtol=1e-5)
@@ -191,13 +192,13 @@ def test_the_manifests_say_which_references_smocam_used(study, tmp_path):
 
 def test_cohort_still_exposes_the_input_and_torchrun_helpers():
     """find_scans, subject_id, match_labels (cohort_inputs) and dist_context (_dist) moved out of cohort.py;
-    code that imports them from captum_smocam.cohort keeps working."""
+    they stay in its __all__, so code that imports them from captum_smocam.cohort keeps working."""
     from captum_smocam import _dist, cohort_inputs
 
     for name in ("find_scans", "subject_id", "match_labels", "PAIRINGS"):
-        assert getattr(cohort, name) is getattr(cohort_inputs, name)
-    for name in ("DistContext", "dist_context", "DIST_TIMEOUT"):
-        assert getattr(cohort, name) is getattr(_dist, name)
+        assert name in cohort.__all__ and getattr(cohort, name) is getattr(cohort_inputs, name)
+    for name in ("DistContext", "dist_context"):
+        assert name in cohort.__all__ and getattr(cohort, name) is getattr(_dist, name)
 
 
 def _gloo_available():
@@ -330,13 +331,13 @@ def test_scan_outputs_are_published_all_or_nothing(study, monkeypatch):
 def _cohort_child(root, ckpt, queue, start):
     """One of two concurrent runs on the same --out (a spawned process): each scan takes at least 1 s."""
     torch.set_num_threads(1)
-    real = cohort._process_scan
+    real = cohort_scan.process_scan
 
     def slow(*args, **kwargs):
         time.sleep(1.0)
         return real(*args, **kwargs)
 
-    cohort._process_scan = slow
+    cohort_scan.process_scan = slow
     try:
         start.wait(120)  # both runs start together, whatever their import times
         res = _run(root, ckpt, n_steps=2)
@@ -457,3 +458,41 @@ def test_nan_voxels_are_reported_per_scan_and_constant_scans_fail(study, capsys)
     assert second["status"] == "failed" and "constant" in second["error"]
     err = capsys.readouterr().err
     assert "sub-0000" in err and "warning" in err and "NaN/Inf" in err
+
+
+def _dead_run(out):
+    """Child process: a run that took its lock, wrote its record file, and was killed (no cleanup)."""
+    from captum_smocam._outputs import FileLock
+
+    FileLock(out / ".smocam-locks" / "job-deadbeef0001.lock").acquire(shared=True)
+    (out / ".manifest.deadbeef0001.rank-0.json").write_text("[]")
+    os._exit(9)
+
+
+def test_record_files_of_killed_runs_go_and_of_live_runs_stay(study):
+    """Before: a killed run's record files stayed until they were 25 h old (a rule of age); now a run is dead
+    when no process holds its lock (flock, released by the kernel when the process dies), whatever the age."""
+    import multiprocessing
+
+    from captum_smocam._outputs import FileLock
+
+    root, ckpt = study
+    out = root / "out"
+    out.mkdir()
+    child = multiprocessing.get_context("fork").Process(target=_dead_run, args=(out,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 9 and (out / ".manifest.deadbeef0001.rank-0.json").is_file()
+    live = FileLock(out / ".smocam-locks" / "job-live00000001.lock")
+    assert live.acquire(shared=True)  # a run still going (here: this process, on another open file)
+    (out / ".manifest.live00000001.rank-0.json").write_text("[]")
+    try:
+        res = _run(root, ckpt, n_steps=2)
+    finally:
+        live.release()
+    assert res["n_failed"] == 0
+    assert not (out / ".manifest.deadbeef0001.rank-0.json").exists()
+    assert not (out / ".smocam-locks" / "job-deadbeef0001.lock").exists()
+    assert (out / ".manifest.live00000001.rank-0.json").is_file()  # its run holds its lock: untouched
+    assert [p.name for p in out.glob(".manifest.*")] == [".manifest.live00000001.rank-0.json"]
+    assert not [p.name for p in (out / ".smocam-locks").glob("job-*") if "live" not in p.name]  # ours is gone
