@@ -10,7 +10,8 @@ References:
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -217,8 +218,8 @@ def deletion_insertion(
         ref = _outputs(forward_func, torch.cat([x, b], dim=0), target)
         progress.update(1)
         f_x, f_b = float(ref[0]), float(ref[1])
-        curves = [_order_curves(forward_func, x, b, order, ks, target, batch_size, f_x, sigma, progress)
-                  for order in orders]
+        run = _Curves(forward_func, x, b, ks, target, batch_size, f_x, sigma, progress)
+        curves = [_order_curves(run, order) for order in orders]
     progress.close()
     return _result(frac, ks, curves, f_x, f_b)
 
@@ -293,8 +294,25 @@ def _progress_bar(show: bool, total: int):
     return tqdm(total=total, desc="deletion/insertion", unit="batch")
 
 
-def _order_curves(forward_func, x, b, order, ks, target, batch_size: int, f_x: float, sigma: float, progress):
+@dataclass(frozen=True)
+class _Curves:
+    """What the curves of every voxel order are computed with: the model, the input ``x`` and baseline ``b``
+    (``1 x C x *spatial``), the voxel counts ``ks``, the target, the batch size, ``F(x)``, sigma and the bar."""
+
+    forward_func: Callable[[torch.Tensor], torch.Tensor]
+    x: torch.Tensor
+    b: torch.Tensor
+    ks: np.ndarray
+    target: Optional[int]
+    batch_size: int
+    f_x: float
+    sigma: float
+    progress: Any
+
+
+def _order_curves(run: _Curves, order: np.ndarray):
     """Deletion and insertion curves of one voxel order: ``|F(x') - F(x)| / sigma`` for each ``k`` in ``ks``."""
+    x, b, ks, batch_size = run.x, run.b, run.ks, run.batch_size
     spatial = tuple(x.shape[2:])
     rank = torch.as_tensor(_rank_of_voxels(order), device=x.device).reshape((1, 1) + spatial)
     per_input = (-1, 1) + (1,) * len(spatial)
@@ -307,9 +325,9 @@ def _order_curves(forward_func, x, b, order, ks, target, batch_size: int, f_x: f
         is_del = torch.as_tensor([kind == "del" for kind, _ in chunk], device=x.device).reshape(per_input)
         # Deletion: baseline where top, else x. Insertion: x where top, else baseline.
         take_baseline = torch.where(is_del, top, ~top)
-        values[start:start + len(chunk)] = _outputs(forward_func, torch.where(take_baseline, b, x), target)
-        progress.update(1)
-    change = np.abs(values - f_x) / sigma
+        values[start:start + len(chunk)] = _outputs(run.forward_func, torch.where(take_baseline, b, x), run.target)
+        run.progress.update(1)
+    change = np.abs(values - run.f_x) / run.sigma
     return change[: len(ks)], change[len(ks):]
 
 
