@@ -11,6 +11,22 @@ from matplotlib.figure import Figure
 
 from .._io import save_figure
 
+#: The Args entries and the Returns block every chart shares, put into its docstring by :func:`_chart_doc`.
+_CHART_ARGS = """title (str, optional): axes title. Default: ``None``
+        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
+        output_file (str or Path, optional): save the figure here. Default: ``None``
+
+    Returns:
+        matplotlib.figure.Figure: the figure."""
+
+
+def _chart_doc(func):
+    """Write :data:`_CHART_ARGS` where ``func``'s docstring says ``{chart args}`` (the three arguments every chart
+    takes last, and what it returns), so that they are documented once."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.replace("{chart args}", _CHART_ARGS)
+    return func
+
 
 def _figure_and_axes(ax: Optional[Axes], figsize: Tuple[float, float]) -> Tuple[Figure, Axes, bool]:
     """``(figure, axes, made_here)``: the caller's axes and their figure, or a new figure with one axes."""

@@ -9,13 +9,14 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._figures import _figure_and_axes, _finish, _to_1d
+from ._figures import _chart_doc, _figure_and_axes, _finish, _to_1d
 
 __all__ = ["plot_region_attention", "plot_convergence", "plot_asymmetry"]
 
 _LOSS_COLORS = {"total": "black", "distance": "tab:blue", "l2": "tab:orange", "smooth": "tab:green"}
 
 
+@_chart_doc
 def plot_region_attention(
     table,
     *,
@@ -37,12 +38,7 @@ def plot_region_attention(
         column (str, optional): the column to plot. Default: ``"share"``
         top (int, optional): keep the ``top`` largest regions (``None``: all).
             Default: ``15``
-        title (str, optional): axes title. Default: ``None``
-        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
-        output_file (str or Path, optional): save the figure here. Default: ``None``
-
-    Returns:
-        matplotlib.figure.Figure: the figure.
+        {chart args}
 
     Examples::
 
@@ -80,6 +76,7 @@ def plot_region_attention(
     return _finish(fig, output_file, made_here)
 
 
+@_chart_doc
 def plot_convergence(
     history: Mapping[str, object],
     *,
@@ -99,12 +96,7 @@ def plot_convergence(
     Args:
         history (dict): e.g. ``SMOCAM.history``; values are tensors, arrays or
             lists of shape ``(n_steps,)`` or ``(n_steps, N)``.
-        title (str, optional): axes title. Default: ``None``
-        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
-        output_file (str or Path, optional): save the figure here. Default: ``None``
-
-    Returns:
-        matplotlib.figure.Figure: the figure.
+        {chart args}
 
     Examples::
 
@@ -157,6 +149,7 @@ def plot_convergence(
     return _finish(fig, output_file, made_here)
 
 
+@_chart_doc
 def plot_asymmetry(
     reference,
     subject_true,
@@ -186,12 +179,7 @@ def plot_asymmetry(
             prediction, same length as ``subject_true``. Default: ``None``
         xlabel (str, optional): x-axis label. Default: ``"normalised asymmetry (R − L)"``
         bins (int, optional): histogram bins. Default: ``30``
-        title (str, optional): axes title. Default: ``None``
-        ax (matplotlib Axes, optional): axes to draw in. Default: a new figure.
-        output_file (str or Path, optional): save the figure here. Default: ``None``
-
-    Returns:
-        matplotlib.figure.Figure: the figure.
+        {chart args}
 
     Examples::
 

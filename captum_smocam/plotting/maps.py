@@ -8,7 +8,8 @@ place. Display conventions and ``cut_coords`` units: see
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
 import nibabel as nib
@@ -244,28 +245,33 @@ def _bg_limits(bg: Optional[np.ndarray]) -> Tuple[float, float]:
     return lo, hi + 0.5 * (hi - lo)
 
 
-def _draw_panel(
-    ax: Axes,
-    bg2d: Optional[np.ndarray],
-    map2d: np.ndarray,
-    outline2d: Optional[np.ndarray],
-    *,
-    cmap,
-    norm: Normalize,
-    threshold: Optional[float],
-    alpha: float,
-    bg_limits: Tuple[float, float],
-    origin: str,
-    aspect: float,
-) -> None:
-    kw = dict(origin=origin, aspect=aspect, interpolation="nearest")
+@dataclass(frozen=True)
+class _PanelStyle:
+    """How every panel of one figure is drawn: colour map and scale, transparency threshold, opacity over the
+    scan, the scan's grey range, the image origin and the voxel sizes (for the pixel aspect)."""
+
+    cmap: Any
+    norm: Normalize
+    threshold: Optional[float]
+    alpha: float
+    bg_limits: Tuple[float, float]
+    origin: str
+    zooms: Optional[Tuple[float, ...]]
+
+
+def _draw_panel(ax: Axes, style: _PanelStyle, bg: Optional[np.ndarray], m: np.ndarray, outline: Optional[np.ndarray],
+                axis: Optional[int], index: Optional[int]) -> None:
+    """Draw the cut ``index`` along ``axis`` of the map ``m`` (over ``bg``, with ``outline``) into ``ax``."""
+    bg2d, map2d, outline2d = _cut(bg, axis, index), _cut(m, axis, index), _cut(outline, axis, index)
+    cmap, norm, threshold = style.cmap, style.norm, style.threshold
+    kw = dict(origin=style.origin, aspect=_aspect(style.zooms, axis), interpolation="nearest")
     if bg2d is not None:
-        ax.imshow(bg2d, cmap="gray", vmin=bg_limits[0], vmax=bg_limits[1], **kw)
+        ax.imshow(bg2d, cmap="gray", vmin=style.bg_limits[0], vmax=style.bg_limits[1], **kw)
         # Without a threshold, values under 2 % of the colour scale are transparent: drawn as
         # near-black at ``alpha`` they would darken the scan everywhere except at exact zeros.
         cut = threshold if threshold is not None else _AUTO_TRANSPARENT * max(abs(norm.vmin), abs(norm.vmax))
         hide = np.abs(map2d) < cut if cut > 0 else map2d == 0
-        ax.imshow(np.ma.masked_where(hide, map2d), cmap=cmap, norm=norm, alpha=alpha, **kw)
+        ax.imshow(np.ma.masked_where(hide, map2d), cmap=cmap, norm=norm, alpha=style.alpha, **kw)
     else:
         shown = np.ma.masked_where(np.abs(map2d) < threshold, map2d) if threshold is not None else map2d
         ax.imshow(shown, cmap=cmap, norm=norm, **kw)
@@ -327,8 +333,7 @@ def plot_attribution(
     cut_coords=None,
     threshold: Optional[float] = None,
     cmap="hot",
-    vmin: Optional[float] = None,
-    vmax: Optional[float] = None,
+    vmin: Optional[float] = None, vmax: Optional[float] = None,  # the colour scale's ends
     colorbar: bool = True,
     title: Optional[str] = None,
     outline=None,
@@ -398,13 +403,9 @@ def plot_attribution(
     lo, hi = _default_limits([m])
     norm = Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
     fig, grid, own = _axes_grid(1, len(panels), figure, axes, extra_width=0.8 if colorbar else 0.0)
-    bg_limits = _bg_limits(bg)
+    style = _PanelStyle(cmap, norm, threshold, alpha, _bg_limits(bg), origin, zooms)
     for ax, (axis, index, label) in zip(grid[0], panels):
-        _draw_panel(
-            ax, _cut(bg, axis, index), _cut(m, axis, index), _cut(out, axis, index),
-            cmap=cmap, norm=norm, threshold=threshold, alpha=alpha, bg_limits=bg_limits,
-            origin=origin, aspect=_aspect(zooms, axis),
-        )
+        _draw_panel(ax, style, bg, m, out, axis, index)
         if label:
             ax.set_title(label, fontsize=9)
     if colorbar:
@@ -428,8 +429,7 @@ def plot_comparison(
     display_mode: str = "ortho",
     threshold: Optional[float] = None,
     cmap="hot",
-    vmin: Optional[float] = None,
-    vmax: Optional[float] = None,
+    vmin: Optional[float] = None, vmax: Optional[float] = None,  # the colour scale's ends
     colorbar: bool = True,
     title: Optional[str] = None,
     alpha: float = 0.7,
@@ -519,15 +519,11 @@ def plot_comparison(
         lo, hi = (0.0, 1.0) if lo >= 0 else (-1.0, 1.0)
     norm = Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
     fig, grid, own = _axes_grid(len(shown), len(panels), figure, None, extra_width=1.4)
-    bg_limits = _bg_limits(bg)
+    style = _PanelStyle(cmap, norm, threshold, alpha, _bg_limits(bg), origin, zooms)
     for r, (name, m) in enumerate(shown.items()):
         for c, (axis, index, label) in enumerate(panels):
             ax = grid[r, c]
-            _draw_panel(
-                ax, _cut(bg, axis, index), _cut(m, axis, index), _cut(out, axis, index),
-                cmap=cmap, norm=norm, threshold=threshold, alpha=alpha, bg_limits=bg_limits,
-                origin=origin, aspect=_aspect(zooms, axis),
-            )
+            _draw_panel(ax, style, bg, m, out, axis, index)
             if r == 0 and label:
                 ax.set_title(label, fontsize=9)
         row_label = name if share_scale else f"{name}\n(max {scale[name]:.3g})"
