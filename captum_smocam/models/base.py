@@ -16,7 +16,6 @@ from collections import OrderedDict
 from typing import Optional
 
 import torch
-import torch.fx
 from torch import nn
 
 __all__ = ["VolumeRegressor", "conv_bn_relu", "check_positive_ints"]
@@ -119,9 +118,9 @@ class VolumeRegressor(nn.Module):
         self.register_buffer("output_std", std.clone())
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if isinstance(x, torch.fx.Proxy):
-            return  # being traced (SMOCAM's fast path): shapes are not known yet
         if not isinstance(x, torch.Tensor):
+            if torch.overrides.is_tensor_like(x):
+                return  # a stand-in that handles torch functions itself (a tracer's proxy): no shape yet
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 5 or x.shape[1] != self.in_channels:
