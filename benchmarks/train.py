@@ -33,13 +33,14 @@ import torch
 from tqdm import tqdm
 
 from captum_smocam import synth
-from captum_smocam._io import atomic_write
 from captum_smocam.benchmarking import (
     CACHE_NORMALIZATION as NORMALIZATION,
     POSTER_TARGETS,
     cache_stem,
     chunk_ranges,
     synth_sha1,
+    write_npy,
+    write_text,
 )
 from captum_smocam.models import AlexNet3D, VGG3D, load_checkpoint, save_checkpoint, set_reference_inputs
 from captum_smocam.preprocessing import canonical_normalization, normalize_intensity
@@ -161,11 +162,9 @@ def _load_range(start, stop, args, cache_dir: Path):
             xs[i], ys[i] = x, y
     xs.flush()
     del xs
-    with atomic_write(y_path, suffix=".npy") as tmp:
-        np.save(tmp, ys)
+    write_npy(ys, y_path)
     os.replace(tmp_x, x_path)
-    with atomic_write(sha_path, suffix=".txt") as tmp:
-        Path(tmp).write_text(current + "\n")
+    write_text(current + "\n", sha_path)
     print(f"data: generated {n} subjects [{start}, {stop}) in {time.time() - t0:.0f} s", flush=True)
     return np.load(x_path, mmap_mode="r"), ys, current
 

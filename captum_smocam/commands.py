@@ -454,7 +454,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from .benchmarking.data import structure_mask
+    from .synth import structure_mask
     from .nifti import load_label_map, load_scan
     from .pipeline import load_model, resolve_device, resolve_layer, resolve_targets
     from .synth import generate_subject, write_lut, write_subject

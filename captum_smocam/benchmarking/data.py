@@ -20,6 +20,7 @@ from torch.nn import Module
 from .. import synth
 from ..synth.deformation import _exact_volumes, _solve_deformation
 from ..synth.subjects import _draw
+from ..synth import structure_label, structure_mask  # here too: every benchmark script reads them from here
 from ..models import VGG3D, default_model_file
 from ..preprocessing import canonical_normalization, normalize_intensity
 
@@ -54,9 +55,6 @@ CACHE_NORMALIZATION = "zscore_nonzero"
 #: Splits longer than this are cached in chunks of this many subjects, so that growing the
 #: training split from 400 to 800 subjects generates only the 400 new ones.
 CACHE_CHUNK = 400
-
-_NAME_TO_LABEL = {name: value for value, name in synth.LABELS.items()}
-
 
 # --------------------------------------------------------------------------- models
 def untrained_model(seed: int = 0) -> Tuple[Module, dict]:
@@ -179,34 +177,6 @@ def load_subject(index: int, meta: dict, *, lr_correlation: Optional[float] = No
     )
     img = normalize_intensity(subject.image, canonical_normalization(meta["intensity_normalization"], warn=False))
     return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None], subject
-
-
-def structure_mask(subject, name: str) -> np.ndarray:
-    """Boolean mask of the synthetic structure ``name`` on the subject's grid.
-
-    Examples::
-
-        >>> from types import SimpleNamespace
-        >>> s = SimpleNamespace(labels=np.array([0, 1, 2, 1]))
-        >>> structure_mask(s, "left_lateral_ventricle")
-        array([False,  True, False,  True])
-    """
-    if name not in _NAME_TO_LABEL:
-        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
-    return np.asarray(subject.labels) == _NAME_TO_LABEL[name]
-
-
-def structure_label(name: str) -> int:
-    """The value of the synthetic structure ``name`` in the subjects' label maps.
-
-    Examples::
-
-        >>> structure_label("right_hippocampus")
-        4
-    """
-    if name not in _NAME_TO_LABEL:
-        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
-    return int(_NAME_TO_LABEL[name])
 
 
 def contralateral(name: str) -> Optional[str]:
