@@ -38,6 +38,7 @@ from captum_smocam.benchmarking import (
     POSTER_TARGETS,
     cache_stem,
     chunk_ranges,
+    same_synth,
     synth_sha1,
     write_npy,
     write_text,
@@ -138,10 +139,10 @@ def _load_range(start, stop, args, cache_dir: Path):
     current = synth_sha1()
     if x_path.exists() and y_path.exists():
         cached = sha_path.read_text().strip() if sha_path.exists() else "unknown"
-        if cached == current or args.reuse_stale_cache:
-            note = "" if cached == current else f" (STALE: made by synth {cached}, now {current})"
+        if same_synth(cached, current) or args.reuse_stale_cache:
+            note = "" if same_synth(cached, current) else f" (STALE: made by synth {cached}, now {current})"
             print(f"data: cached {x_path.name}{note}", flush=True)
-            return np.load(x_path, mmap_mode="r"), np.load(y_path), cached
+            return np.load(x_path, mmap_mode="r"), np.load(y_path), current if same_synth(cached, current) else cached
         print(f"data: cache {x_path.name} was made by synth {cached}, now {current}: "
               "regenerating", flush=True)
     cache_dir.mkdir(parents=True, exist_ok=True)

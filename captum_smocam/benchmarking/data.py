@@ -8,6 +8,7 @@ volumes back with :func:`read_training_volumes`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -41,6 +42,10 @@ __all__ = [
     "reference_scans",
     "cohort_volumes",
     "synth_sha1",
+    "same_synth",
+    "FINGERPRINT_SUBJECTS",
+    "FINGERPRINT_SPACING",
+    "LEGACY_SYNTH_SHA1",
     "chunk_ranges",
     "cache_stem",
     "read_training_volumes",
@@ -264,17 +269,48 @@ def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int = 0) -> D
 
 
 # --------------------------------------------------------------------------- training cache
-def synth_sha1() -> str:
-    """First 12 hex digits of the SHA-1 of the synthetic-data generator (recorded with cached data and checkpoints).
+#: The subjects :func:`synth_sha1` generates: ``(index, lr_correlation)`` at :data:`FINGERPRINT_SPACING`, cohort 0.
+FINGERPRINT_SUBJECTS = ((0, 0.95), (1, 0.0))
+#: Grid spacing (mm) of those subjects: a 14 x 17 x 15 grid, under a second once the template is labelled.
+FINGERPRINT_SPACING = 12.0
 
-    The generator is the source of the modules :data:`captum_smocam.synth.GENERATOR_MODULES`,
-    read in that order (before ``synth`` became a package: the one file ``synth.py``).
+#: Values of :func:`synth_sha1` recorded before it hashed the data (it hashed the generator's source), each
+#: with the fingerprint that the generator of that source gives: they name the same subjects. Each was
+#: checked by running the generator of that source (``git archive`` of the commit) through this function.
+LEGACY_SYNTH_SHA1 = {"17b59e39a75f": "0a22060e3247", "6ff179095482": "0a22060e3247"}
+
+
+@functools.lru_cache(maxsize=1)
+def synth_sha1() -> str:
+    """First 12 hex digits of the SHA-1 of what the synthetic-data generator makes (recorded with cached data
+    and checkpoints).
+
+    The fingerprint of the data, not of the code: the image, label map and
+    volumes of the subjects :data:`FINGERPRINT_SUBJECTS` at
+    :data:`FINGERPRINT_SPACING` mm, so a refactor that leaves every subject
+    as it was keeps it, and any change to a subject's image (to 0.001),
+    labels or volumes (to 1e-9 cm³) changes it. Computed once per process
+    (about a second after the template's labels, which generating any
+    subject builds).
     """
     digest = hashlib.sha1()
-    folder = Path(synth.__file__).parent
-    for name in synth.GENERATOR_MODULES:
-        digest.update((folder / f"{name}.py").read_bytes())
+    for index, lr_correlation in FINGERPRINT_SUBJECTS:
+        s = synth.generate_subject(index, spacing=FINGERPRINT_SPACING, lr_correlation=lr_correlation)
+        digest.update(np.round(np.asarray(s.image, dtype=np.float64), 3).tobytes())
+        digest.update(np.ascontiguousarray(s.labels, dtype=np.int16).tobytes())
+        digest.update(np.round([s.volumes[name] for name in synth.STRUCTURE_NAMES], 9).tobytes())
     return digest.hexdigest()[:12]
+
+
+def same_synth(a: str, b: str) -> bool:
+    """Whether two recorded :func:`synth_sha1` values name the same subjects (:data:`LEGACY_SYNTH_SHA1`).
+
+    Examples::
+
+        >>> same_synth("0123456789ab", "0123456789ab"), same_synth("0123456789ab", "ba9876543210")
+        (True, False)
+    """
+    return LEGACY_SYNTH_SHA1.get(a, a) == LEGACY_SYNTH_SHA1.get(b, b)
 
 
 def chunk_ranges(start: int, stop: int) -> List[Tuple[int, int]]:
@@ -330,7 +366,9 @@ def read_training_volumes(meta: dict, cache_dir) -> Optional[np.ndarray]:
     trained_on = str(meta.get("synth_sha1", "")).split(",")
     parts = []
     for volumes, version in _volume_cache_files(meta, cache_dir):
-        if not (volumes.is_file() and version.is_file()) or version.read_text().strip() not in trained_on:
+        if not (volumes.is_file() and version.is_file()) or not any(
+            same_synth(version.read_text().strip(), t) for t in trained_on
+        ):
             return None
         parts.append(np.load(volumes))
     y = np.concatenate(parts)

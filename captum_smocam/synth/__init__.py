@@ -49,11 +49,6 @@ from .anatomy import (
 from .files import volumes_table, write_cohort, write_lut, write_subject
 from .subjects import DEFAULT_LR_CORRELATION, Subject, generate_cohort, generate_subject, template
 
-#: The modules whose source decides the data a subject gets (hashed, in this order, by
-#: :func:`captum_smocam.benchmarking.synth_sha1` to tell cached subjects from fresh ones).
-#: A new module that changes images, labels or volumes belongs here.
-GENERATOR_MODULES = ("anatomy", "deformation", "subjects")
-
 __all__ = [
     "STRUCTURE_NAMES",
     "LABELS",
