@@ -60,8 +60,8 @@ class AlexNet3D(VolumeRegressor):
             output in cm³. Default: zeros
         output_std (sequence of float, optional): training-set standard
             deviation of each output in cm³. Default: ones
-        strides (sequence of 2 int, optional): strides of ``conv1`` and
-            ``conv2``. Default: ``(2, 1)``
+        strides (sequence of 2 int, optional, keyword only, as the three
+            settings below): strides of ``conv1`` and ``conv2``. Default: ``(2, 1)``
         padding (str, optional): ``"same"`` (``k // 2``) or ``"valid"`` (none)
             for ``conv1`` and ``conv2``. Default: ``"same"``
         pool_padding (int, optional): padding of the max-pooling layers. Default: 1
@@ -97,6 +97,7 @@ class AlexNet3D(VolumeRegressor):
         pool_size=1,
         output_mean=None,
         output_std=None,
+        *,
         strides: Sequence[int] = (2, 1),
         padding: str = "same",
         pool_padding: int = 1,
