@@ -39,7 +39,6 @@ Modules, in the order data flows through them (every public name is importable f
 """
 from __future__ import annotations
 
-from .base import VolumeRegressor
 from .registry import ARCHITECTURES, build_model
 from .vgg import VGG3D
 from .alexnet import REBSAMEN_ALEXNET3D, AlexNet3D, rebsamen_alexnet3d
