@@ -62,6 +62,7 @@ from captum_smocam.benchmarking import (
     load_subject,
     markdown_table,
     read_training_volumes,
+    same_synth,
     save_figure,
     structure_mask,
     synth_sha1,
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
             f"{m.get('test_metrics', {}).get(LEFT, {}).get('r2')}/{m.get('test_metrics', {}).get(RIGHT, {}).get('r2')}")
     current_sha = synth_sha1()
     for name, m in metas.items():
-        if "synth_sha1" in m and current_sha not in str(m["synth_sha1"]).split(","):
+        if "synth_sha1" in m and not any(same_synth(current_sha, v) for v in str(m["synth_sha1"]).split(",")):
             log(f"WARNING: {name} was trained on synth version {m['synth_sha1']}, test subjects use {current_sha}")
     names = list(next(iter(metas.values()))["output_names"])
     il, ir = names.index(LEFT), names.index(RIGHT)

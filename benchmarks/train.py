@@ -33,13 +33,15 @@ import torch
 from tqdm import tqdm
 
 from captum_smocam import synth
-from captum_smocam._io import atomic_write
 from captum_smocam.benchmarking import (
     CACHE_NORMALIZATION as NORMALIZATION,
     POSTER_TARGETS,
     cache_stem,
     chunk_ranges,
+    same_synth,
     synth_sha1,
+    write_npy,
+    write_text,
 )
 from captum_smocam.models import AlexNet3D, VGG3D, load_checkpoint, save_checkpoint, set_reference_inputs
 from captum_smocam.preprocessing import canonical_normalization, normalize_intensity
@@ -137,10 +139,10 @@ def _load_range(start, stop, args, cache_dir: Path):
     current = synth_sha1()
     if x_path.exists() and y_path.exists():
         cached = sha_path.read_text().strip() if sha_path.exists() else "unknown"
-        if cached == current or args.reuse_stale_cache:
-            note = "" if cached == current else f" (STALE: made by synth {cached}, now {current})"
+        if same_synth(cached, current) or args.reuse_stale_cache:
+            note = "" if same_synth(cached, current) else f" (STALE: made by synth {cached}, now {current})"
             print(f"data: cached {x_path.name}{note}", flush=True)
-            return np.load(x_path, mmap_mode="r"), np.load(y_path), cached
+            return np.load(x_path, mmap_mode="r"), np.load(y_path), current if same_synth(cached, current) else cached
         print(f"data: cache {x_path.name} was made by synth {cached}, now {current}: "
               "regenerating", flush=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -161,11 +163,9 @@ def _load_range(start, stop, args, cache_dir: Path):
             xs[i], ys[i] = x, y
     xs.flush()
     del xs
-    with atomic_write(y_path, suffix=".npy") as tmp:
-        np.save(tmp, ys)
+    write_npy(ys, y_path)
     os.replace(tmp_x, x_path)
-    with atomic_write(sha_path, suffix=".txt") as tmp:
-        Path(tmp).write_text(current + "\n")
+    write_text(current + "\n", sha_path)
     print(f"data: generated {n} subjects [{start}, {stop}) in {time.time() - t0:.0f} s", flush=True)
     return np.load(x_path, mmap_mode="r"), ys, current
 

@@ -126,6 +126,41 @@ def test_read_training_volumes_reads_the_chunked_cache_of_the_models_synth(tmp_p
 
 
 
+def test_synth_sha1_fingerprints_the_subjects_not_the_source(monkeypatch):
+    """A change to what a subject is changes the fingerprint; the generator's source does not enter it."""
+    current = D.synth_sha1()
+    assert len(current) == 12 and D.synth_sha1() == current  # once per process
+    # The source-hash values the shipped checkpoints and benchmarks/runs record name these same subjects.
+    for legacy in ("17b59e39a75f", "6ff179095482"):
+        assert D.same_synth(legacy, current) and D.LEGACY_SYNTH_SHA1[legacy] == current
+    assert not D.same_synth("0123456789ab", current)
+    generate = synth.generate_subject
+
+    def one_voxel_brighter(*args, **kwargs):
+        s = generate(*args, **kwargs)
+        s.image[0, 0, 0] += 1.0
+        return s
+
+    monkeypatch.setattr(synth, "generate_subject", one_voxel_brighter)
+    D.synth_sha1.cache_clear()
+    try:
+        assert D.synth_sha1() != current
+    finally:
+        D.synth_sha1.cache_clear()
+
+
+def test_read_training_volumes_accepts_a_cache_recorded_under_a_legacy_synth_sha1(tmp_path):
+    names = list(synth.STRUCTURE_NAMES)
+    meta = {"splits": {"train": [0, 3]}, "lr_correlation": 0.0, "synth_sha1": "17b59e39a75f"}
+    stem = D.cache_stem(tmp_path, 0, 3, 0.0, synth.DEFAULT_SPACING, 0)
+    y = np.ones((3, len(names)))
+    np.save(f"{stem}_y.npy", y)
+    Path(f"{stem}_synth.txt").write_text("6ff179095482\n")  # benchmarks/runs today; the model says 17b59e39a75f
+    np.testing.assert_array_equal(D.read_training_volumes(meta, tmp_path), y)
+    Path(f"{stem}_synth.txt").write_text(D.synth_sha1() + "\n")
+    np.testing.assert_array_equal(D.read_training_volumes(meta, tmp_path), y)
+
+
 def test_reference_scans_are_what_the_shipped_checkpoint_carries():
     model, meta = D.load_model("vgg")
     carried = model.reference_inputs

@@ -1,4 +1,4 @@
-"""captum_smocam.checkpoints: any architecture saved and loaded, read by every entry point (issue 20)."""
+"""captum_smocam.models.user_checkpoints: any architecture saved and loaded, read by every entry point (issue 20)."""
 import os
 import textwrap
 

@@ -431,3 +431,80 @@ def test_reference_inputs_round_trip_and_are_validated(tmp_path):
                        (torch.full((1, 1, 4, 4, 4), float("nan")), "NaN"), (torch.ones(1, 1, 4, 4, 4).long(), "float")):
         with pytest.raises((ValueError, TypeError), match=match):
             set_reference_inputs(model, bad)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "alexnet"])
+def test_traced_by_torch_fx_while_real_inputs_stay_checked(arch):
+    """torch.fx traces the models (SMOCAM's fast path) with no fx-specific code in them; real inputs are checked."""
+    model = _tiny(arch).eval()
+    traced = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 1, *SHAPE)
+    assert torch.equal(traced(x), model(x))
+    with pytest.raises(TypeError, match="expected a torch.Tensor, got list"):
+        model([[0.0]])
+    with pytest.raises(ValueError, match=r"N x 1 x X x Y x Z, got \(2, 2, 7, 8, 9\)"):
+        model(torch.randn(2, 2, *SHAPE))
+
+
+def test_a_new_architecture_is_one_class_that_declares_its_config(tmp_path):
+    """@register_architecture and arch_kwargs() are all a new architecture needs to be checkpointed by name."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from captum_smocam.models import ARCHITECTURES
+    from captum_smocam.models.base import VolumeRegressor
+    from captum_smocam.models.registry import register_architecture
+
+    class TinyNet3D(VolumeRegressor):
+        default_layer = "features.conv"
+
+        def __init__(self, n_outputs, in_channels=1, channels=(3,), output_mean=None, output_std=None):
+            super().__init__()
+            self._check_sizes(n_outputs, in_channels, 4, 1)
+            self.channels = tuple(channels)
+            self.features = nn.Sequential(OrderedDict(conv=nn.Conv3d(in_channels, self.channels[0], 3, padding=1)))
+            self._add_pool_and_head(self.channels[0], 4)
+            self._init_output_stats(self.n_outputs, output_mean, output_std)
+
+        def arch_kwargs(self):
+            return self._shared_kwargs()
+
+    register_architecture(TinyNet3D)
+    try:
+        torch.manual_seed(0)
+        net = TinyNet3D(2, channels=(5,), output_std=[2.0, 3.0]).eval()
+        meta = save_checkpoint(tmp_path / "t.pt", net, {"output_names": ["a", "b"]})
+        assert meta["arch"] == "TinyNet3D" and meta["arch_kwargs"] == {"n_outputs": 2, "in_channels": 1,
+                                                                       "channels": [5]}
+        loaded, _ = load_checkpoint(tmp_path / "t.pt")
+        x = torch.randn(1, 1, *SHAPE)
+        assert type(loaded) is TinyNet3D and torch.equal(loaded(x), net(x))
+        with pytest.raises(ValueError, match="'TinyNet3D' is already taken"):
+            register_architecture(type("TinyNet3D", (VolumeRegressor,), {}))
+    finally:
+        ARCHITECTURES.pop("TinyNet3D", None)
+    with pytest.raises(TypeError, match="must be a VolumeRegressor subclass"):
+        register_architecture(nn.Linear)
+
+
+def test_reference_inputs_and_sigma_are_read_through_accessors(tmp_path):
+    """get_reference_inputs / get_output_std read what a model carries, through wrappers and checkpoints."""
+    from captum_smocam import describe_model
+    from captum_smocam.models import get_output_std, get_reference_inputs, set_reference_inputs
+
+    model = VGG3D(2, channels=(4, 8), output_std=[2.0, 0.5]).eval()
+    assert get_reference_inputs(model) is None
+    refs = torch.randn(3, 1, 8, 10, 9)
+    set_reference_inputs(torch.nn.DataParallel(model), refs)
+    assert torch.equal(get_reference_inputs(torch.nn.DataParallel(model)), refs)
+    assert torch.equal(get_output_std(torch.nn.DataParallel(model)), torch.tensor([2.0, 0.5]))
+    save_checkpoint(tmp_path / "m.pt", model, {"output_names": ["a", "b"]})
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    assert torch.equal(get_reference_inputs(loaded), refs) and meta["output_std"] == [2.0, 0.5]
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten())
+    assert get_output_std(net) is None and get_output_std(lambda x: x) is None
+    describe_model(net, input_shape=(8, 10, 9), spacing=2.0, normalization="none", output_names=["a", "b"],
+                   output_std=[0.25, 4.0], default_layer="0")
+    std = get_output_std(net)
+    assert std.dtype == torch.float64 and std.tolist() == [0.25, 4.0]

@@ -9,6 +9,9 @@ import pytest
 
 from captum_smocam import synth
 from captum_smocam.cli import main
+from captum_smocam.synth.deformation import (_SCALE_CENTRE, _cells, _det3, _displacement, _exact_volumes, _grid_cache,
+                                             _local_jacobian, _warp)
+from captum_smocam.synth.subjects import _draw
 
 SMALL = 12.0  # mm: a 14 x 17 x 15 grid, cheap and non-cubic
 
@@ -68,24 +71,24 @@ def test_template_subject_has_template_volumes():
 
 
 def test_identity_and_pure_scale_volumes():
-    cells = synth._cells()
+    cells = _cells()
     zero = np.zeros(len(synth.STRUCTURE_NAMES))
-    det = synth._local_jacobian(cells, zero, None)
+    det = _local_jacobian(cells, zero, None)
     assert np.allclose(det, 1.0)
     v0 = synth.template_volumes()
-    ident = synth._exact_volumes(1.0, det)
+    ident = _exact_volumes(1.0, det)
     for name in synth.STRUCTURE_NAMES:
         assert ident[name] == pytest.approx(v0[name], rel=1e-6)
     s = 1.07
-    scaled = synth._exact_volumes(s, det)
+    scaled = _exact_volumes(s, det)
     for name in synth.STRUCTURE_NAMES:
         assert scaled[name] == pytest.approx(v0[name] * s**3, rel=0.01)
     # The inverse map of a pure scale is the exact inverse scaling.
     shape, affine = synth.default_grid(SMALL)
-    pos = synth._warp(SMALL, s, zero, None)
-    cache = synth._grid_cache(SMALL)
+    pos = _warp(SMALL, s, zero, None)
+    cache = _grid_cache(SMALL)
     grid = cache.points[cache.active].T.astype(np.float64)
-    centre = synth._SCALE_CENTRE[:, None]
+    centre = _SCALE_CENTRE[:, None]
     assert np.allclose(centre + s * (pos - centre), grid, atol=1e-4)
 
 
@@ -106,9 +109,9 @@ def test_determinism():
 def _subject_warp(index, spacing):
     sub = synth.generate_subject(index, spacing=spacing)
     p = sub.params
-    waves = synth._draw(np.random.default_rng([0, index]), synth.DEFAULT_LR_CORRELATION)["waves"]
+    waves = _draw(np.random.default_rng([0, index]), synth.DEFAULT_LR_CORRELATION)["waves"]
     amps = np.array([p["amplitudes"][n] for n in synth.STRUCTURE_NAMES])
-    return sub, amps, waves, synth._warp(spacing, p["scale"], amps, waves)
+    return sub, amps, waves, _warp(spacing, p["scale"], amps, waves)
 
 
 def test_jacobian_positive_and_warp_invertible():
@@ -118,18 +121,18 @@ def test_jacobian_positive_and_warp_invertible():
     # Independent check on the actual warp: finite-difference Jacobian of the
     # inverse map on the grid is positive wherever it is defined.
     sub, amps, waves, pos = _subject_warp(1, 3.0)
-    cache = synth._grid_cache(3.0)
+    cache = _grid_cache(3.0)
     full = np.full((3, cache.points.shape[0]), np.nan)
     full[:, cache.active] = pos
     f = full.reshape((3,) + cache.shape)
     J = np.stack([np.stack(np.gradient(f[i], 3.0), 0) for i in range(3)])
-    det = synth._det3(J)
+    det = _det3(J)
     assert np.isfinite(det).sum() > 50000
     assert np.nanmin(det) > 0
     # phi(phi^-1(y)) = y: the forward map, evaluated directly, undoes the warp.
     s = sub.params["scale"]
-    c = synth._SCALE_CENTRE[:, None]
-    y = c + s * (pos - c + synth._displacement(pos.T, amps, waves))
+    c = _SCALE_CENTRE[:, None]
+    y = c + s * (pos - c + _displacement(pos.T, amps, waves))
     assert np.abs(y - cache.points[cache.active].T).max() < 0.3  # mm, vs 3 mm voxels
 
 
@@ -156,7 +159,7 @@ def test_volume_changes_follow_draws_and_overrides():
 
 def test_lr_correlation_changes_pair_correlation():
     def corr(r):
-        z = [synth._draw(np.random.default_rng([0, i]), r)["log_factors"] for i in range(40)]
+        z = [_draw(np.random.default_rng([0, i]), r)["log_factors"] for i in range(40)]
         left = [d["left_hippocampus"] for d in z] + [d["left_thalamus"] for d in z]
         right = [d["right_hippocampus"] for d in z] + [d["right_thalamus"] for d in z]
         return np.corrcoef(left, right)[0, 1]

@@ -8,6 +8,7 @@ volumes back with :func:`read_training_volumes`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch.nn import Module
 from .. import synth
 from ..synth.deformation import _exact_volumes, _solve_deformation
 from ..synth.subjects import _draw
+from ..synth import structure_label, structure_mask  # here too: every benchmark script reads them from here
 from ..models import VGG3D, default_model_file
 from ..preprocessing import canonical_normalization, normalize_intensity
 
@@ -40,6 +42,10 @@ __all__ = [
     "reference_scans",
     "cohort_volumes",
     "synth_sha1",
+    "same_synth",
+    "FINGERPRINT_SUBJECTS",
+    "FINGERPRINT_SPACING",
+    "LEGACY_SYNTH_SHA1",
     "chunk_ranges",
     "cache_stem",
     "read_training_volumes",
@@ -54,9 +60,6 @@ CACHE_NORMALIZATION = "zscore_nonzero"
 #: Splits longer than this are cached in chunks of this many subjects, so that growing the
 #: training split from 400 to 800 subjects generates only the 400 new ones.
 CACHE_CHUNK = 400
-
-_NAME_TO_LABEL = {name: value for value, name in synth.LABELS.items()}
-
 
 # --------------------------------------------------------------------------- models
 def untrained_model(seed: int = 0) -> Tuple[Module, dict]:
@@ -181,34 +184,6 @@ def load_subject(index: int, meta: dict, *, lr_correlation: Optional[float] = No
     return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None], subject
 
 
-def structure_mask(subject, name: str) -> np.ndarray:
-    """Boolean mask of the synthetic structure ``name`` on the subject's grid.
-
-    Examples::
-
-        >>> from types import SimpleNamespace
-        >>> s = SimpleNamespace(labels=np.array([0, 1, 2, 1]))
-        >>> structure_mask(s, "left_lateral_ventricle")
-        array([False,  True, False,  True])
-    """
-    if name not in _NAME_TO_LABEL:
-        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
-    return np.asarray(subject.labels) == _NAME_TO_LABEL[name]
-
-
-def structure_label(name: str) -> int:
-    """The value of the synthetic structure ``name`` in the subjects' label maps.
-
-    Examples::
-
-        >>> structure_label("right_hippocampus")
-        4
-    """
-    if name not in _NAME_TO_LABEL:
-        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
-    return int(_NAME_TO_LABEL[name])
-
-
 def contralateral(name: str) -> Optional[str]:
     """The other side's structure name (``left_x`` <-> ``right_x``), or None if unpaired.
 
@@ -294,17 +269,48 @@ def cohort_volumes(index: int, lr_correlation: float, cohort_seed: int = 0) -> D
 
 
 # --------------------------------------------------------------------------- training cache
-def synth_sha1() -> str:
-    """First 12 hex digits of the SHA-1 of the synthetic-data generator (recorded with cached data and checkpoints).
+#: The subjects :func:`synth_sha1` generates: ``(index, lr_correlation)`` at :data:`FINGERPRINT_SPACING`, cohort 0.
+FINGERPRINT_SUBJECTS = ((0, 0.95), (1, 0.0))
+#: Grid spacing (mm) of those subjects: a 14 x 17 x 15 grid, under a second once the template is labelled.
+FINGERPRINT_SPACING = 12.0
 
-    The generator is the source of the modules :data:`captum_smocam.synth.GENERATOR_MODULES`,
-    read in that order (before ``synth`` became a package: the one file ``synth.py``).
+#: Values of :func:`synth_sha1` recorded before it hashed the data (it hashed the generator's source), each
+#: with the fingerprint that the generator of that source gives: they name the same subjects. Each was
+#: checked by running the generator of that source (``git archive`` of the commit) through this function.
+LEGACY_SYNTH_SHA1 = {"17b59e39a75f": "0a22060e3247", "6ff179095482": "0a22060e3247"}
+
+
+@functools.lru_cache(maxsize=1)
+def synth_sha1() -> str:
+    """First 12 hex digits of the SHA-1 of what the synthetic-data generator makes (recorded with cached data
+    and checkpoints).
+
+    The fingerprint of the data, not of the code: the image, label map and
+    volumes of the subjects :data:`FINGERPRINT_SUBJECTS` at
+    :data:`FINGERPRINT_SPACING` mm, so a refactor that leaves every subject
+    as it was keeps it, and any change to a subject's image (to 0.001),
+    labels or volumes (to 1e-9 cm³) changes it. Computed once per process
+    (about a second after the template's labels, which generating any
+    subject builds).
     """
     digest = hashlib.sha1()
-    folder = Path(synth.__file__).parent
-    for name in synth.GENERATOR_MODULES:
-        digest.update((folder / f"{name}.py").read_bytes())
+    for index, lr_correlation in FINGERPRINT_SUBJECTS:
+        s = synth.generate_subject(index, spacing=FINGERPRINT_SPACING, lr_correlation=lr_correlation)
+        digest.update(np.round(np.asarray(s.image, dtype=np.float64), 3).tobytes())
+        digest.update(np.ascontiguousarray(s.labels, dtype=np.int16).tobytes())
+        digest.update(np.round([s.volumes[name] for name in synth.STRUCTURE_NAMES], 9).tobytes())
     return digest.hexdigest()[:12]
+
+
+def same_synth(a: str, b: str) -> bool:
+    """Whether two recorded :func:`synth_sha1` values name the same subjects (:data:`LEGACY_SYNTH_SHA1`).
+
+    Examples::
+
+        >>> same_synth("0123456789ab", "0123456789ab"), same_synth("0123456789ab", "ba9876543210")
+        (True, False)
+    """
+    return LEGACY_SYNTH_SHA1.get(a, a) == LEGACY_SYNTH_SHA1.get(b, b)
 
 
 def chunk_ranges(start: int, stop: int) -> List[Tuple[int, int]]:
@@ -360,7 +366,9 @@ def read_training_volumes(meta: dict, cache_dir) -> Optional[np.ndarray]:
     trained_on = str(meta.get("synth_sha1", "")).split(",")
     parts = []
     for volumes, version in _volume_cache_files(meta, cache_dir):
-        if not (volumes.is_file() and version.is_file()) or version.read_text().strip() not in trained_on:
+        if not (volumes.is_file() and version.is_file()) or not any(
+            same_synth(version.read_text().strip(), t) for t in trained_on
+        ):
             return None
         parts.append(np.load(volumes))
     y = np.concatenate(parts)

@@ -15,7 +15,7 @@ import numpy as np
 from .. import _io
 from .._io import save_figure, write_text
 
-__all__ = ["write_csv", "write_text", "write_json", "save_figure", "markdown_table"]
+__all__ = ["write_csv", "write_text", "write_json", "write_npy", "save_figure", "markdown_table"]
 
 
 def write_csv(df, path, float_format: str = "%.6g") -> Path:
@@ -36,6 +36,21 @@ def write_csv(df, path, float_format: str = "%.6g") -> Path:
 def write_json(obj: Any, path) -> Path:
     """Write ``obj`` as JSON indented by one space (anything else as ``str``) to ``path`` atomically."""
     return _io.write_json(obj, path, indent=1)
+
+
+def write_npy(array, path) -> Path:
+    """Write ``array`` with ``numpy.save`` to ``path`` (a ``.npy`` file) atomically; return the path.
+
+    Examples::
+
+        >>> import os, tempfile
+        >>> p = write_npy(np.arange(3), os.path.join(tempfile.mkdtemp(), "y.npy"))
+        >>> np.load(p).tolist()
+        [0, 1, 2]
+    """
+    with _io.atomic_write(path, suffix=".npy") as tmp:  # numpy.save appends .npy to any other name
+        np.save(tmp, np.asarray(array))
+    return Path(path)
 
 
 def markdown_table(df, float_format: str = "{:.3f}") -> str:

@@ -23,7 +23,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch.nn import Module
 
-from ..models import set_reference_inputs
+from ..models import get_reference_inputs, set_reference_inputs
 
 __all__ = ["REFERENCE_SPECS", "VARIANT_NAMES", "SmocamVariant", "parse_reference_spec", "with_reference_inputs",
            "smocam_variants"]
@@ -108,8 +108,8 @@ def smocam_variants(model: Module, metadata: Mapping[str, Any], specs: Sequence[
         if any(v.name == name for v in out):
             raise ValueError(f"references of kind {kind!r} given twice ({spec!r}); give each kind once")
         if kind == "model":
-            stored = getattr(model, "reference_inputs", None)
-            note = (f"model: {stored.shape[0]} reference_inputs" if isinstance(stored, torch.Tensor)
+            stored = get_reference_inputs(model)
+            note = (f"model: {stored.shape[0]} reference_inputs" if stored is not None
                     else "model: none (SMOCAM falls back)")
             out.append(SmocamVariant(name, spec, model, note))
         elif kind == "none":

@@ -154,10 +154,9 @@ def add_demo(sub) -> None:
 
 def run_demo(args) -> int:
     """Run ``smocam demo``: a built-in subject written into ``--out`` and compared across every method."""
-    from ..benchmarking.data import structure_mask
     from ..nifti import load_label_map, load_scan
     from ..pipeline import load_model, resolve_device, resolve_layer, resolve_targets
-    from ..synth import generate_subject, write_lut, write_subject
+    from ..synth import generate_subject, structure_mask, write_lut, write_subject
 
     if args.quick and args.n_steps is None:
         args.n_steps = 20

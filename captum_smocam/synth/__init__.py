@@ -24,8 +24,8 @@ See ``docs/synthetic-data.md`` for the rules, the figure and measured numbers.
 
 Modules, in the order of the pipeline (everything is importable from here):
 
-* :mod:`.anatomy` -- the template, the label rules, the image grid and the
-  label figure;
+* :mod:`.anatomy` -- the template, the label rules, a structure's label and
+  mask, the image grid and the label figure;
 * :mod:`.deformation` -- bumps, tissue potentials and elastic waves, the
   amplitudes solved for the drawn volume factors, exact volumes, ``phi^-1``;
 * :mod:`.subjects` -- the random draws, rendering, :func:`generate_subject`;
@@ -42,29 +42,12 @@ from .anatomy import (
     build_template_labels,
     default_grid,
     plot_template_labels,
+    structure_label,
+    structure_mask,
     template_volumes,
 )
 from .files import volumes_table, write_cohort, write_lut, write_subject
 from .subjects import DEFAULT_LR_CORRELATION, Subject, generate_cohort, generate_subject, template
-
-# The internals tests/test_synth.py checks, reachable as synth._name as before the split.
-from .anatomy import _atlas  # noqa: F401
-from .deformation import (  # noqa: F401
-    _SCALE_CENTRE,
-    _cells,
-    _det3,
-    _displacement,
-    _exact_volumes,
-    _grid_cache,
-    _local_jacobian,
-    _warp,
-)
-from .subjects import _draw  # noqa: F401
-
-#: The modules whose source decides the data a subject gets (hashed, in this order, by
-#: :func:`captum_smocam.benchmarking.synth_sha1` to tell cached subjects from fresh ones).
-#: A new module that changes images, labels or volumes belongs here.
-GENERATOR_MODULES = ("anatomy", "deformation", "subjects")
 
 __all__ = [
     "STRUCTURE_NAMES",
@@ -77,6 +60,8 @@ __all__ = [
     "default_grid",
     "template",
     "template_volumes",
+    "structure_label",
+    "structure_mask",
     "build_template_labels",
     "generate_subject",
     "generate_cohort",

@@ -2,8 +2,9 @@
 
 The 1 mm MNI152 2009 T1 template and its grey/white matter maps (read from the
 nilearn wheel) are labelled once per process by the rules of
-:func:`build_template_labels`; :func:`default_grid` is the grid every subject
-is rendered on; :func:`plot_template_labels` draws the labels.
+:func:`build_template_labels`; :func:`structure_label` and :func:`structure_mask`
+name a structure's voxels; :func:`default_grid` is the grid every subject is
+rendered on; :func:`plot_template_labels` draws the labels.
 """
 from __future__ import annotations
 
@@ -52,6 +53,36 @@ DEFAULT_SPACING: float = 3.0
 # larger head plus local expansion.
 _FOV_MM = (168.0, 204.0, 180.0)
 _FOV_CENTRE = (0.0, -17.0, 5.0)
+
+
+def structure_label(name: str) -> int:
+    """The value of the structure ``name`` in the subjects' label maps.
+
+    Examples::
+
+        >>> structure_label("right_hippocampus")
+        4
+    """
+    if name not in _NAME_TO_LABEL:
+        raise ValueError(f"unknown structure {name!r}; expected one of {list(_NAME_TO_LABEL)}")
+    return int(_NAME_TO_LABEL[name])
+
+
+def structure_mask(subject, name: str) -> np.ndarray:
+    """Boolean mask of the structure ``name`` on a subject's grid (``subject.labels == structure_label(name)``).
+
+    Args:
+        subject: a :class:`~captum_smocam.synth.Subject` (anything with ``labels``).
+        name (str): a name of :data:`STRUCTURE_NAMES`.
+
+    Examples::
+
+        >>> from types import SimpleNamespace
+        >>> s = SimpleNamespace(labels=np.array([0, 1, 2, 1]))
+        >>> structure_mask(s, "left_lateral_ventricle")
+        array([False,  True, False,  True])
+    """
+    return np.asarray(subject.labels) == structure_label(name)
 
 
 # --------------------------------------------------------------------------

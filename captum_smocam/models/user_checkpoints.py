@@ -1,8 +1,9 @@
-"""Checkpoints of any architecture: a user's network saved with its description.
+"""Checkpoints of any other architecture: a user's network saved with its description.
 
 :func:`captum_smocam.models.save_checkpoint` and :func:`~captum_smocam.models.load_checkpoint`
-handle the package's own networks by name (``arch`` ``"VGG3D"``/``"AlexNet3D"``)
-and hand every other module to this module. Two routes:
+handle the package's own networks by name (``arch`` ``"VGG3D"``/``"AlexNet3D"``,
+:data:`~captum_smocam.models.registry.ARCHITECTURES`) and hand every other
+module to this module. Two routes:
 
 * **factory** (``metadata["arch"] == "factory"``): the file holds tensors and
   plain values only (read with ``torch.load(..., weights_only=True)``) and
@@ -35,8 +36,12 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ._io import atomic_write
-from ._text import shorten_list
+from .._io import atomic_write
+from .._text import shorten_list
+from ..model_card import DESCRIPTION_ATTR, check_description, model_description
+from .attached import get_reference_inputs, set_reference_inputs
+from .checkpoint_file import CHECKPOINT_FORMAT_VERSION, MAX_PARAMETERS, store_references
+from .metadata import check_plain, to_plain
 
 __all__ = ["USER_ARCHS", "FACTORY_PATTERN", "save_user_checkpoint", "load_user_checkpoint", "resolve_factory"]
 
@@ -92,12 +97,9 @@ def resolve_factory(factory: str, *, trust_checkpoint: bool = False, where: str 
 def save_user_checkpoint(path, model: nn.Module, metadata: Dict[str, Any], *, factory=None,
                          factory_kwargs: Optional[Dict[str, Any]] = None, trust_pickle: bool = False) -> dict:
     """Write any module with its description; see :func:`captum_smocam.models.save_checkpoint`."""
-    from .model_card import check_description, model_description
-    from .models import CHECKPOINT_FORMAT_VERSION, _check_plain, _to_plain
-
     carried = model_description(model) or {}
-    meta = _to_plain({**carried, **metadata})
-    _check_plain(meta)
+    meta = to_plain({**carried, **metadata})
+    check_plain(meta)
     try:
         meta = check_description(meta, model, where="save_checkpoint")
     except ValueError as err:
@@ -109,8 +111,8 @@ def save_user_checkpoint(path, model: nn.Module, metadata: Dict[str, Any], *, fa
         if trust_pickle:
             raise ValueError("save_checkpoint: give either factory= (an entry point and the weights) or "
                              "trust_pickle=True (the whole module pickled), not both")
-        kwargs = _to_plain(dict(factory_kwargs or {}))
-        _check_plain(kwargs, "factory_kwargs")
+        kwargs = to_plain(dict(factory_kwargs or {}))
+        check_plain(kwargs, "factory_kwargs")
         meta.update(arch="factory", factory=_factory_name(factory), factory_kwargs=kwargs)
         state = OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
         blob: Dict[str, Any] = {"state_dict": state, "metadata": meta}
@@ -123,20 +125,15 @@ def save_user_checkpoint(path, model: nn.Module, metadata: Dict[str, Any], *, fa
             f"factory_kwargs (rebuilds it, weights-only file), or trust_pickle=True (pickles the whole module; "
             f"reading it back needs trust_checkpoint=True)"
         )
-    from .models import _store_references  # float16 only when lossless (issue 21, class 6)
-
-    _store_references(blob, model, meta)
-    if "module" in blob:
-        had = hasattr(model, "reference_inputs")
-        saved = model.reference_inputs if had else None
-        if had:
-            del model.reference_inputs  # stored beside the module (float16 only when lossless)
+    store_references(blob, model, meta)  # float16 only when lossless (issue 21, class 6)
+    saved = get_reference_inputs(model) if "module" in blob else None
+    if saved is not None:
+        set_reference_inputs(model, None)  # stored beside the module, not pickled with it
         try:
             with atomic_write(path) as tmp:
                 torch.save(blob, tmp)
         finally:
-            if had:
-                model.register_buffer("reference_inputs", saved, persistent=False)
+            model.register_buffer("reference_inputs", saved, persistent=False)  # the same tensor back
     else:
         with atomic_write(path) as tmp:
             torch.save(blob, tmp)
@@ -146,9 +143,6 @@ def save_user_checkpoint(path, model: nn.Module, metadata: Dict[str, Any], *, fa
 def load_user_checkpoint(path: str, blob: dict, map_location="cpu", *,
                          trust_checkpoint: bool = False) -> Tuple[nn.Module, dict]:
     """``(model, metadata)`` of a file written by :func:`save_user_checkpoint` (already read into ``blob``)."""
-    from .model_card import DESCRIPTION_ATTR, check_description
-    from .models import MAX_PARAMETERS, set_reference_inputs
-
     where = repr(path)
     meta = blob["metadata"]
     arch = meta.get("arch")
