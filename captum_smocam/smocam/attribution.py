@@ -301,7 +301,7 @@ class Outcome:
 
 
 def _unwrap_model(forward_func: Any) -> Any:
-    """:func:`~captum_smocam._model_state.unwrap_model`, said in the log: hooks on a ``torch.compile``\ d graph
+    r""":func:`~captum_smocam._model_state.unwrap_model`, said in the log: hooks on a ``torch.compile``\ d graph
     have no effect, and the wrapped module holds ``reference_inputs``."""
     inner = unwrap_model(forward_func)
     if inner is not forward_func:

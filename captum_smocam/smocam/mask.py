@@ -37,7 +37,7 @@ class UnitScaledMask:
 
         >>> p = UnitScaledMask(nonnegative=True)
         >>> theta = p.initial((1, 1, 2, 2, 2), None, torch.zeros(1))
-        >>> float(p.mask(theta).norm())  # the uniform unit-norm mask
+        >>> round(float(p.mask(theta).norm()), 6)  # the uniform unit-norm mask
         1.0
     """
 
