@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-__all__ = ["unwrap_model", "tensor_digest", "state_fingerprint", "module_fingerprint", "architecture_key"]
+__all__ = ["unwrap_model", "layer_name", "tensor_digest", "state_fingerprint", "module_fingerprint", "architecture_key"]
 
 _PARALLEL = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
 #: Attribute values an architecture key reads (anything else is not part of the architecture) ...
@@ -59,6 +59,19 @@ def unwrap_model(model: Any) -> Any:
         else:
             break
     return model
+
+
+def layer_name(model: Module, layer: Module) -> Optional[str]:
+    """The qualified name of ``layer`` inside ``model`` (``""`` for the model itself), or None if it is not in it.
+
+    Examples::
+
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+        >>> layer_name(net, net[1]), layer_name(net, torch.nn.ReLU())
+        ('1', None)
+    """
+    return next((name for name, m in model.named_modules() if m is layer), None)
 
 
 def tensor_digest(t: Tensor) -> Optional[bytes]:

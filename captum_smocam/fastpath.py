@@ -39,7 +39,7 @@ from torch.nn import Module
 
 from . import _settings
 from ._cache import LRUCache
-from ._model_state import module_fingerprint
+from ._model_state import layer_name, module_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +75,6 @@ class _LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: Module, qualname: str) -> bool:
         return qualname == self.leaf_name or super().is_leaf_module(m, qualname)
-
-
-def _qualified_name(model: Module, layer: Module) -> Optional[str]:
-    for name, module in model.named_modules():
-        if module is layer:
-            return name
-    return None
 
 
 class _Split:
@@ -361,7 +354,7 @@ def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_i
     if not isinstance(forward_func, Module):
         logger.info("SMOCAM: forward_func is not an nn.Module; using the hook path")
         return None
-    name = _qualified_name(forward_func, layer)
+    name = layer_name(forward_func, layer)
     if not name:
         logger.info("SMOCAM: the layer is not a submodule of the model; using the hook path")
         return None

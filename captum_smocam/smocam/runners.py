@@ -32,7 +32,7 @@ from torch.nn import Module
 
 from .. import kernel_choice
 from .._cache import LRUCache
-from .._model_state import module_fingerprint
+from .._model_state import layer_name, module_fingerprint
 from ..fastpath import build_fast_runner, reuse_splits
 from ..kernels import STOCK, KernelPlan
 from .inputs import index_rows
@@ -233,14 +233,14 @@ def call_plan(forward_func, layer, inputs, additional_args, distinct, settings) 
                  "forward_func is not an nn.Module" if module is None else
                  "the model is in training mode" if training else
                  "autocast" if autocast is not None else None)
-    layer_name = None if module is None else next((k for k, m in module.named_modules() if m is layer), None)
-    if why_stock is None and layer_name is None:
+    name = None if module is None else layer_name(module, layer)
+    if why_stock is None and name is None:
         why_stock = "the layer is not a submodule of the model"
     if why_stock is None and kernel_choice.candidates(inputs[0].device, inputs[0].dtype) == [STOCK]:
         why_stock = f"no other plan on {inputs[0].device.type}"
     if why_stock is not None:
         return STOCK, f"stock: {why_stock}"
-    key = kernel_choice.plan_key(module, layer_name, [x.shape[1:] for x in inputs], inputs[0].dtype,
+    key = kernel_choice.plan_key(module, name, [x.shape[1:] for x in inputs], inputs[0].dtype,
                                  inputs[0].device, settings.to_input)
     key += f"|{mode}"
 
@@ -306,7 +306,7 @@ def model_in_dtype(model: Module, layer: Module, dtype: torch.dtype) -> Tuple[Mo
     (:func:`~captum_smocam._model_state.module_fingerprint`), so its traced
     split is reused too.
     """
-    name = next((n for n, m in model.named_modules() if m is layer), None)
+    name = layer_name(model, layer)
     if name is None:
         logger.info("SMOCAM: the layer is not a submodule of the model; the optimisation stays in the model's dtype")
         return model, layer
