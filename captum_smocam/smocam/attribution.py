@@ -281,8 +281,8 @@ class SMOCAM(LayerAttribution, GradientAttribution):
         outcome = Outcome()
         try:
             with _buffers_restored(model, self.layer):
-                mask = _explain(Network(forward_func, layer, attribute_to_layer_input, None, autocast, out_dtype),
-                                (inputs, additional_args, target), base, output_std, settings, outcome)
+                net = Network(forward_func, layer, settings.to_input, None, settings.autocast, inputs[0].dtype)
+                mask = _explain(net, (inputs, additional_args, target), base, output_std, settings, outcome)
         finally:
             vars(self).update(vars(outcome))
         if relu_attributions:

@@ -97,13 +97,16 @@ def call_settings(*, objective: str, area_weight: Optional[float] = None, l2_wei
                   smooth_weight: Optional[float] = None, n_steps: Optional[int] = None, lr: Optional[float] = None,
                   fidelity_tol: Optional[float] = None, distance_unit: Optional[str] = None,
                   fallback: Optional[str] = None, smoothing: float = DEFAULT_SMOOTHING, nonnegative: bool = True,
-                  **loop: Any) -> CallSettings:
-    """Check the settings of a call and build its :class:`CallSettings` (arguments as in :meth:`SMOCAM.attribute`).
+                  lr_decay: str = "cosine", tol: Optional[float] = None, patience: int = 10,
+                  init: Union[str, Tensor] = "uniform", internal_batch_size: Optional[int] = None,
+                  show_progress: bool = False, upsample_to_input: bool = False, relu_attributions: bool = False,
+                  to_input: bool = False, fast: bool = True, kernel_plan: Union[str, KernelPlan] = "auto",
+                  autocast: Optional[torch.dtype] = None, dtype: Optional[torch.dtype] = None) -> CallSettings:
+    """Check the settings of a call and build its :class:`CallSettings`.
 
-    ``loop`` holds the remaining fields of :class:`CallSettings` (``lr_decay``,
-    ``tol``, ``patience``, ``init``, ``internal_batch_size``, ``show_progress``,
-    ``upsample_to_input``, ``relu_attributions``, ``to_input``, ``fast``,
-    ``kernel_plan``, ``autocast``, ``dtype``); they are checked here too.
+    Every argument is the argument of :meth:`SMOCAM.attribute` of the same name
+    (``to_input`` is ``attribute_to_layer_input``); ``None`` weights, steps and
+    step sizes take the objective's defaults.
     """
     settings = _objective_settings(objective, {
         "area_weight": area_weight, "l2_weight": l2_weight, "smooth_weight": smooth_weight, "n_steps": n_steps,
@@ -117,7 +120,11 @@ def call_settings(*, objective: str, area_weight: Optional[float] = None, l2_wei
         if name in settings:
             check_number(name, settings[name])
     check_number("smoothing", smoothing)
-    fields = CallSettings(objective=None, n_steps=int(settings["n_steps"]), lr=float(settings["lr"]), **loop)
+    fields = CallSettings(
+        objective=None, n_steps=int(settings["n_steps"]), lr=float(settings["lr"]), lr_decay=lr_decay, tol=tol,
+        patience=patience, init=init, internal_batch_size=internal_batch_size, show_progress=show_progress,
+        upsample_to_input=upsample_to_input, relu_attributions=relu_attributions, to_input=to_input, fast=fast,
+        kernel_plan=kernel_plan, autocast=autocast, dtype=dtype)
     _check_loop(fields)
     if objective == "poster":
         obj: Any = PosterObjective(settings["l2_weight"], settings["smooth_weight"], float(smoothing),
