@@ -1,5 +1,11 @@
 """How fast is SMOCAM? Naive loop, fast path, hook path, roofline, K outputs, the poster's scale, Captum methods.
 
+"The naive loop" is the library's own loop on the hook path with PyTorch's
+kernels (``SMOCAM(...).attribute(..., fast=False, kernel_plan="stock")``): the
+whole network at every step, every evaluation padded to 4 rows, as a textbook
+implementation runs it; "SMOCAM hook" is the same path under the run's kernel
+plan, "SMOCAM fast" the cached-prefix fast path.
+
 Everything is measured in one process on one model (the shipped VGG3D, or a
 randomly initialised VGG3D of the same architecture while the shipped weights
 do not exist) and one input per size, so the ratios are comparable even on a
@@ -18,7 +24,7 @@ whole benchmark fits in ~10 minutes: each method runs once with 1 step
 instead. The fast path is also timed once for real at the default settings
 on the default layer (the "< 5 s per mask" target).
 
-Kernel plans (:mod:`captum_smocam._kernels`) are chosen afresh in every run
+Kernel plans (:mod:`captum_smocam.kernel_choice`) are chosen afresh in every run
 (a private plan cache, unless ``--plan-cache`` names one), and each SMOCAM row
 says which plan ran; "fast, stock kernels" is the fast path with
 ``kernel_plan="stock"`` (PyTorch's kernels, every evaluation padded to 4 rows,
@@ -82,11 +88,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from captum_smocam import _fastpath, _kernels, benchmarking
+from captum_smocam import benchmarking, fastpath, kernel_choice, kernels
 from captum_smocam.models import set_reference_inputs
 from captum_smocam.benchmarking import (
     PeakMemory,
@@ -99,21 +104,19 @@ from captum_smocam.benchmarking import (
     write_json,
     write_text,
 )
-from captum_smocam.smocam import (
-    DEFAULT_L2_WEIGHT,
-    DEFAULT_LR,
-    DEFAULT_N_STEPS,
-    DEFAULT_SMOOTH_WEIGHT,
-    OBJECTIVE_DEFAULTS,
-    SMOCAM,
-    smocam_objective,
-)
+from captum_smocam.smocam import OBJECTIVE_DEFAULTS, POSTER_N_STEPS, SMOCAM
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where the full run's tables go (committed), and a quick run's (git-ignored scratch).
 RESULTS, QUICK = REPO / "benchmarks" / "logs" / "speed", REPO / "benchmarks" / "runs" / "quick" / "speed"
 
 SMOCAM_METHODS = ("naive", "fast", "fast-stock", "hook")
+#: How each SMOCAM method runs: the fast path or the hook path, and its kernel plan (None: the run's plan).
+#: "naive" is the library's own loop on the hook path with PyTorch's kernels.
+METHOD_RUNS = {"naive": ("hook", "stock"), "fast": ("fast", None), "fast-stock": ("fast", "stock"),
+               "hook": ("hook", None)}
+#: Steps per mask of the published speed tables (the poster's count; ``--n-steps`` changes it).
+N_STEPS = POSTER_N_STEPS
 #: The poster's scale: input size, outputs, the two layers explained, and the number of reference inputs.
 POSTER_SIZE, POSTER_OUTPUTS, POSTER_LAYERS = 256, 165, ("features.pool1", "features.conv2")
 POSTER_REFERENCES = 4
@@ -178,48 +181,6 @@ def timed(fn, device):
     return time.perf_counter() - t, out
 
 
-# ----------------------------------------------------------------------------- naive reference
-def naive_smocam(model, layer, x, target, n_steps=DEFAULT_N_STEPS, lr=DEFAULT_LR):
-    """The textbook loop: whole network every step, a hook multiplies the layer output by the mask.
-
-    Same objective (:func:`smocam_objective`, sigma = 1), same optimiser (Adam,
-    step ``lr`` relative to the uniform unit-norm value, cosine decay to 1 %),
-    same projection onto ``M >= 0`` and best-iterate rule as SMOCAM; the
-    gradient is taken with respect to the mask only (no parameter gradients).
-    """
-    seen = []
-    handle = layer.register_forward_hook(lambda m, a, o: seen.append(o.shape))
-    with torch.no_grad():
-        reference = model(x)[:, target]
-    handle.remove()
-    spatial = tuple(seen[0][2:])
-    unit = 1.0 / math.sqrt(float(np.prod(spatial)))
-    rel = torch.ones((x.shape[0], 1, *spatial), device=x.device, requires_grad=True)
-    optimiser = torch.optim.Adam([rel], lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=n_steps, eta_min=0.01 * lr)
-    state = {}
-    handle = layer.register_forward_hook(lambda m, a, o: o * state["mask"])
-    best, best_rel = math.inf, rel.detach().clone()
-    try:
-        for step in range(n_steps):
-            mask = rel * unit
-            state["mask"] = mask
-            out = model(x)[:, target]
-            loss = smocam_objective(out, reference, mask, 1.0, DEFAULT_L2_WEIGHT, DEFAULT_SMOOTH_WEIGHT)["total"].sum()
-            if float(loss.detach()) < best:
-                best, best_rel = float(loss.detach()), rel.detach().clone()
-            if step == n_steps - 1:
-                break
-            (rel.grad,) = torch.autograd.grad(loss, rel)
-            optimiser.step()
-            schedule.step()
-            with torch.no_grad():
-                rel.clamp_(min=0.0)
-    finally:
-        handle.remove()
-    return best_rel * unit
-
-
 # ----------------------------------------------------------------------------- suffix lower bound, roofline
 def suffix_figures(model, layer_name, x, reps, device, plan):
     """``(seconds, flops)`` of one suffix step (forward + gradient to one mask), under ``plan``, ``F`` cached."""
@@ -233,12 +194,10 @@ PLANS_USED = {}
 
 
 def run_smocam(method, model, layer_name, x, target, n_steps, plan="auto"):
-    if method == "naive":
-        return naive_smocam(model, model.get_submodule(layer_name), x, target, n_steps)
+    """One SMOCAM call of ``method`` (:data:`METHOD_RUNS`; "naive": the library's loop, hook path, stock kernels)."""
     sm = SMOCAM(model, model.get_submodule(layer_name))
-    path = "hook" if method == "hook" else "fast"
-    mask = sm.attribute(x, target=target, n_steps=n_steps, fast=(path == "fast"),
-                        kernel_plan="stock" if method == "fast-stock" else plan)
+    path, method_plan = METHOD_RUNS[method]
+    mask = sm.attribute(x, target=target, n_steps=n_steps, fast=(path == "fast"), kernel_plan=method_plan or plan)
     if sm.path != path:
         raise RuntimeError(f"asked for the {path} path, SMOCAM ran the {sm.path} path")
     PLANS_USED[(method, layer_name, tuple(x.shape))] = sm.plan
@@ -302,7 +261,7 @@ def measure_peak(spec, device):
     x = make_input(spec["size"], device)
     method, layer, steps = spec["method"], spec["layer"], spec["steps"]
     # The plan the main run chose, given: choosing it here would put the probe's 5 rows into the peak.
-    plan = _kernels.KernelPlan.from_json(spec["plan"]) if spec.get("plan") else "auto"
+    plan = kernels.KernelPlan.from_json(spec["plan"]) if spec.get("plan") else "auto"
     with PeakMemory(device) as mem:
         if method in SMOCAM_METHODS:
             run_smocam(method, model, layer, x, 0, steps, plan=plan)
@@ -451,7 +410,8 @@ def parse_args(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 96], help="cubic input sizes")
     p.add_argument("--layers", nargs="+", default=None,
                    help="masked layers (default: features.block2 and the checkpoint's default_layer)")
-    p.add_argument("--n-steps", type=int, default=DEFAULT_N_STEPS)
+    p.add_argument("--n-steps", type=int, default=N_STEPS,
+                   help=f"steps per mask (default: {N_STEPS}, as the published tables)")
     p.add_argument("--k-steps", type=int, default=10,
                    help="steps of the long short run used to extrapolate seconds per mask")
     p.add_argument("--full-steps", action="store_true", help="time real n_steps runs (slow)")
@@ -555,11 +515,11 @@ def trace_cost(model, layer_name, x, reps=3):
 
     def setup():
         with torch.no_grad():
-            _fastpath.build_fast_runner(model, layer, (x,), (), False).reference()
+            fastpath.build_fast_runner(model, layer, (x,), (), False).reference()
 
     cold = []
     for _ in range(reps):
-        _fastpath.clear_cache()
+        fastpath.clear_cache()
         cold.append(timed(setup, x.device)[0])
     warm = [timed(setup, x.device)[0] for _ in range(reps)]
     return min(cold), min(warm)
@@ -576,9 +536,9 @@ def main(argv=None):
     if args.child:
         child(json.loads(args.child))
         return
-    os.environ[_kernels.PLAN_CACHE_ENV] = args.plan_cache  # subprocesses inherit it
+    os.environ[kernel_choice.PLAN_CACHE_ENV] = args.plan_cache  # subprocesses inherit it
     if args.kernel_plans:
-        os.environ[_kernels.TUNING_ENV] = {"first": "1", "fastest": "fastest", "off": "0"}[args.kernel_plans]
+        os.environ[kernel_choice.TUNING_ENV] = {"first": "1", "fastest": "fastest", "off": "0"}[args.kernel_plans]
     torch.set_num_threads(args.threads)
     device = args.device
     cpu = cpu_model()
@@ -590,7 +550,7 @@ def main(argv=None):
         "python": platform.python_version(), "torch": torch.__version__,
         "captum": __import__("captum").__version__, "n_steps": args.n_steps, "k_steps": args.k_steps,
         "full_steps": args.full_steps, "loadavg_start": os.getloadavg(), "plan_cache": args.plan_cache,
-        "kernel_tuning": _kernels.kernel_tuning_mode(),
+        "kernel_tuning": kernel_choice.kernel_tuning_mode(),
     }
     print(json.dumps(info, indent=1), flush=True)
     t_start = time.time()
@@ -739,7 +699,9 @@ def write_report(args, info, res):
             md.append(f"| {r['size']}³ | `{r['layer']}` | {fmt(r['naive'])} | {fmt(r['fast'])} | "
                       f"{fmt(r['fast-stock'])} | {fmt(r['hook'])} | {fmt(r['lower_bound'])} | {fmt(r['naive/fast'])} | "
                       f"{fmt(r['stock/fast'])} | {fmt(r['fast/bound'])} | {fmt(r['fast/roofline'])} |")
-        md += ["", f"(naive/fast/hook: {rows[0]['how']}; lower bound: n_steps x one suffix forward + backward timed "
+        md += ["", "(naive loop: the library's own loop on the hook path with PyTorch's kernels, "
+               "`attribute(..., fast=False, kernel_plan=\"stock\")`; SMOCAM hook: the same path under the run's plan)",
+               "", f"(naive/fast/hook: {rows[0]['how']}; lower bound: n_steps x one suffix forward + backward timed "
                f"alone under the fast path's plan, least of {args.suffix_reps}; roofline: suffix GFLOP per step / "
                "measured matmul peak, against the fast path's time per step)", "",
                "| input | layer | suffix GFLOP / step | roofline floor / step (ms) | fast path / step (ms) | "

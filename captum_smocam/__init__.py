@@ -14,25 +14,17 @@ scripts in ``benchmarks/`` share (``captum_smocam.benchmarking``). README.md's
 
 __version__ = "0.1.0"
 
-from .smocam import (  # noqa: E402
-    DEFAULT_L2_WEIGHT,
-    DEFAULT_LR,
-    DEFAULT_N_STEPS,
-    DEFAULT_SMOOTH_WEIGHT,
-    SMOCAM,
-    smocam_objective,
-    upsample_mask,
-)
+# The face of SMOCAM (captum_smocam.smocam): the class, its objectives, and the defaults of each objective.
+from .smocam import SMOCAM, preservation_objective, smocam_objective, upsample_mask  # noqa: E402
+from .smocam import DEFAULT_OBJECTIVE, OBJECTIVE_DEFAULTS, OBJECTIVES  # noqa: E402
+from .smocam import POSTER_L2_WEIGHT, POSTER_LR, POSTER_N_STEPS, POSTER_SMOOTH_WEIGHT  # noqa: E402
+from .smocam import PRESERVE_AREA_WEIGHT, PRESERVE_LR, PRESERVE_N_STEPS, PRESERVE_SMOOTH_WEIGHT  # noqa: E402
 from .model_card import describe_model  # noqa: E402
 
 __all__ = [
-    "SMOCAM",
-    "smocam_objective",
-    "upsample_mask",
-    "describe_model",
-    "DEFAULT_L2_WEIGHT",
-    "DEFAULT_SMOOTH_WEIGHT",
-    "DEFAULT_N_STEPS",
-    "DEFAULT_LR",
+    "SMOCAM", "smocam_objective", "preservation_objective", "upsample_mask", "describe_model",
+    "OBJECTIVES", "DEFAULT_OBJECTIVE", "OBJECTIVE_DEFAULTS",
+    "POSTER_L2_WEIGHT", "POSTER_SMOOTH_WEIGHT", "POSTER_N_STEPS", "POSTER_LR",
+    "PRESERVE_AREA_WEIGHT", "PRESERVE_SMOOTH_WEIGHT", "PRESERVE_N_STEPS", "PRESERVE_LR",
     "__version__",
 ]

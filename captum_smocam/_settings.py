@@ -24,10 +24,10 @@ variable                     values                                     default
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Dict, Optional
 
 __all__ = ["ON_WORDS", "OFF_WORDS", "KERNEL_TUNING", "REUSE_SPLITS", "PLAN_CACHE", "switch", "kernel_tuning",
-           "reuse_splits", "plan_cache_path", "check_environment"]
+           "reuse_splits", "plan_cache_path", "set_override", "check_environment"]
 
 #: Words that turn a switch on, and off.
 ON_WORDS = ("1", "on", "true", "yes")
@@ -39,6 +39,19 @@ KERNEL_TUNING = "SMOCAM_KERNEL_TUNING"
 REUSE_SPLITS = "SMOCAM_REUSE_SPLITS"
 #: The on-disk kernel plan cache: a file name, or off (default: plans are kept per process only).
 PLAN_CACHE = "SMOCAM_PLAN_CACHE"
+
+
+#: Process-wide values that win over the environment, by variable (set through :func:`set_override`, e.g. by
+#: :func:`captum_smocam.kernel_choice.set_kernel_tuning` and :func:`captum_smocam.fastpath.set_reuse_splits`).
+_OVERRIDES: Dict[str, Any] = {}
+
+
+def set_override(name: str, value: Any) -> None:
+    """Make switch ``name`` take ``value`` in this process whatever the environment says; None: follow it again."""
+    if value is None:
+        _OVERRIDES.pop(name, None)
+    else:
+        _OVERRIDES[name] = value
 
 
 def _raw(name: str) -> str:
@@ -76,7 +89,12 @@ def switch(name: str, default: bool) -> bool:
 
 
 def kernel_tuning() -> str:
-    """``SMOCAM_KERNEL_TUNING`` as a mode: ``"first"`` (on, the default), ``"fastest"`` or ``"off"``."""
+    """``SMOCAM_KERNEL_TUNING`` as a mode: ``"first"`` (on, the default), ``"fastest"`` or ``"off"`` (a process
+    override first, :func:`set_override`)."""
+    return _OVERRIDES[KERNEL_TUNING] if KERNEL_TUNING in _OVERRIDES else _kernel_tuning_word()
+
+
+def _kernel_tuning_word() -> str:
     value = _raw(KERNEL_TUNING).lower()
     if not value or value in ON_WORDS or value == "first":
         return "first"
@@ -89,8 +107,9 @@ def kernel_tuning() -> str:
 
 
 def reuse_splits() -> bool:
-    """``SMOCAM_REUSE_SPLITS``: whether traced splits and model copies are reused across calls (default on)."""
-    return switch(REUSE_SPLITS, True)
+    """``SMOCAM_REUSE_SPLITS``: whether traced splits and model copies are reused across calls (default on; a
+    process override first, :func:`set_override`)."""
+    return bool(_OVERRIDES[REUSE_SPLITS]) if REUSE_SPLITS in _OVERRIDES else switch(REUSE_SPLITS, True)
 
 
 def plan_cache_path() -> Optional[str]:
@@ -109,7 +128,7 @@ def plan_cache_path() -> Optional[str]:
 
 def check_environment() -> None:
     """Parse every switch once (SMOCAM calls this at the start of each call): a bad word fails at once, whether
-    or not this call would have read it."""
-    kernel_tuning()
-    reuse_splits()
+    or not this call would have read it (a process override does not hide a bad word)."""
+    _kernel_tuning_word()
+    switch(REUSE_SPLITS, True)
     plan_cache_path()

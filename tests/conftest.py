@@ -19,7 +19,7 @@ def _private_kernel_plan_cache(tmp_path_factory):
     """Kernel plans chosen by the tests go to a cache of their own, never the user's ~/.cache."""
     import os
 
-    from captum_smocam._kernels import PLAN_CACHE_ENV
+    from captum_smocam.kernel_choice import PLAN_CACHE_ENV
 
     before = os.environ.get(PLAN_CACHE_ENV)
     os.environ[PLAN_CACHE_ENV] = str(tmp_path_factory.mktemp("kernel_plans") / "kernel_plans.json")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_smocam._kernels import STOCK, KernelPlan
+from captum_smocam.kernels import STOCK, KernelPlan
 from captum_smocam.smocam import SMOCAM
 
 SHAPE = (8, 10, 12)
@@ -245,16 +245,16 @@ def test_shipped_architectures_take_the_fast_path(arch, caplog):
 # Reuse across calls: trace and split once per model state, never serve a stale one.
 # --------------------------------------------------------------------------- #
 def _trace_counter(monkeypatch):
-    from captum_smocam import _fastpath
+    from captum_smocam import fastpath
 
     traced = []
-    original = _fastpath._trace_split
+    original = fastpath._trace_split
 
     def counting(model, *args):
         traced.append(model)
         return original(model, *args)
 
-    monkeypatch.setattr(_fastpath, "_trace_split", counting)
+    monkeypatch.setattr(fastpath, "_trace_split", counting)
     return traced
 
 
@@ -311,22 +311,23 @@ def test_a_changed_model_is_traced_again_and_gives_the_fresh_result(change, monk
 def test_cache_entries_go_with_their_model():
     import gc
 
-    from captum_smocam import _fastpath
+    from captum_smocam import fastpath
 
-    _fastpath.clear_cache()
+    fastpath.clear_cache()
     model, layer, _ = _models()["sequential"]
     SMOCAM(model.eval(), layer).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=2)
-    assert _fastpath.cache_info()["entries"] == 1
+    assert fastpath.cache_info()["entries"] == 1
     del model, layer
     gc.collect()
-    assert _fastpath.cache_info()["entries"] == 0
+    assert fastpath.cache_info()["entries"] == 0
 
 
 def test_reuse_can_be_turned_off(monkeypatch):
-    from captum_smocam import _fastpath
+    from captum_smocam import _settings, fastpath
 
     traced = _trace_counter(monkeypatch)
-    monkeypatch.setattr(_fastpath, "REUSE_SPLITS", False)
+    monkeypatch.setattr(_settings, "_OVERRIDES", {})
+    fastpath.set_reuse_splits(False)
     model, layer, _ = _models()["sequential"]
     for _ in range(2):
         SMOCAM(model.eval(), layer).attribute(torch.randn(1, 1, *SHAPE), target=0, n_steps=2,
@@ -347,16 +348,16 @@ def test_untraceable_model_is_not_traced_at_every_call(monkeypatch, caplog):
 
 
 def test_poster_float64_copy_is_reused_until_the_model_changes():
-    from captum_smocam.smocam import _model_in_dtype
+    from captum_smocam.smocam.runners import model_in_dtype
 
     model, layer, _ = _models()["nested-vgg"]
     model.eval()
-    copy1, layer1 = _model_in_dtype(model, layer, torch.float64)
-    copy2, _ = _model_in_dtype(model, layer, torch.float64)
+    copy1, layer1 = model_in_dtype(model, layer, torch.float64)
+    copy2, _ = model_in_dtype(model, layer, torch.float64)
     assert copy1 is copy2 and layer1.weight.dtype == torch.float64
     with torch.no_grad():
         layer.weight.add_(1.0)
-    copy3, layer3 = _model_in_dtype(model, layer, torch.float64)
+    copy3, layer3 = model_in_dtype(model, layer, torch.float64)
     assert copy3 is not copy1
     torch.testing.assert_close(layer3.weight, layer.weight.double())
 
@@ -375,7 +376,7 @@ def test_reuse_environment_variable_is_read():
     import subprocess
     import sys
 
-    code = "from captum_smocam import _fastpath; print(_fastpath.reuse_splits())"
+    code = "from captum_smocam import fastpath; print(fastpath.reuse_splits())"
     env = {**__import__("os").environ, "SMOCAM_REUSE_SPLITS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

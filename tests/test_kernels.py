@@ -7,16 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_smocam import _kernels
-from captum_smocam._kernels import (
-    STOCK,
-    KernelPlan,
-    OneDNNConvolution,
-    choose_plan,
-    onednn_conv,
-    plan_for,
-    rowwise_linear,
-)
+from captum_smocam import _model_state, kernel_choice, kernels
+from captum_smocam.kernel_choice import choose_plan, plan_for
+from captum_smocam.kernels import STOCK, KernelPlan, OneDNNConvolution, onednn_conv, rowwise_linear
 from captum_smocam.smocam import SMOCAM
 
 ONEDNN = KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1)
@@ -41,7 +34,7 @@ def test_onednn_convolution_matches_pytorch_and_is_batch_invariant(geometry, cha
     torch.manual_seed(0)
     x = torch.randn(5, 3, *[9 + i for i in range(d)], requires_grad=True)
     w, b = torch.randn(4, 3, *[k] * d), torch.randn(4)
-    ref = _kernels._STOCK_CONV[d](x, w, b, stride, padding, dilation)
+    ref = kernels._STOCK_CONV[d](x, w, b, stride, padding, dilation)
     out = OneDNNConvolution.apply(x, w, b, stride, padding, dilation, channels_last)
     g = torch.randn_like(ref)
     (grad_ref,) = torch.autograd.grad(ref, x, g)
@@ -100,7 +93,7 @@ def _fake_probe(batch_dependent=(), failing=()):
 
 
 def test_the_rule_takes_the_first_invariant_candidate_without_timing(monkeypatch):
-    monkeypatch.setattr(_kernels, "time_plans", lambda *a, **k: pytest.fail("timed"))
+    monkeypatch.setattr(kernel_choice, "time_plans", lambda *a, **k: pytest.fail("timed"))
     masks = torch.rand(5, 1, 3, 3, 3)
     plan = choose_plan(_fake_probe(), masks, [ONEDNN, ONEDNN_CL, STOCK])
     assert plan.name == ONEDNN.name and plan.verified and plan.min_rows == 1 and "untimed" in plan.reason
@@ -125,17 +118,17 @@ def test_choose_plan_rejects_a_plan_that_is_not_per_row_invariant_or_fails(faste
 
 
 def test_candidates_by_device_and_dtype():
-    assert _kernels.candidates(torch.device("cuda"), torch.float32) == [STOCK]
+    assert kernel_choice.candidates(torch.device("cuda"), torch.float32) == [STOCK]
     if torch.backends.mkldnn.is_available():
-        assert [p.name for p in _kernels.candidates(torch.device("cpu"), torch.float32)] == [ONEDNN.name, "stock"]
-        assert ONEDNN_CL in _kernels.candidates(torch.device("cpu"), torch.float32, fastest=True)
-    assert _kernels.candidates(torch.device("cpu"), torch.float64)[-1] == STOCK
-    assert all(p.conv == "stock" for p in _kernels.candidates(torch.device("cpu"), torch.float64))
+        assert [p.name for p in kernel_choice.candidates(torch.device("cpu"), torch.float32)] == [ONEDNN.name, "stock"]
+        assert ONEDNN_CL in kernel_choice.candidates(torch.device("cpu"), torch.float32, fastest=True)
+    assert kernel_choice.candidates(torch.device("cpu"), torch.float64)[-1] == STOCK
+    assert all(p.conv == "stock" for p in kernel_choice.candidates(torch.device("cpu"), torch.float64))
 
 
 def test_plans_are_cached_per_process_and_on_disk(tmp_path, monkeypatch):
     path = tmp_path / "plans.json"
-    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, str(path))
+    monkeypatch.setenv(kernel_choice.PLAN_CACHE_ENV, str(path))
     chosen = []
 
     def choose():
@@ -144,37 +137,37 @@ def test_plans_are_cached_per_process_and_on_disk(tmp_path, monkeypatch):
 
     assert plan_for("k1", choose) == (ONEDNN, "chosen")
     assert plan_for("k1", choose) == (ONEDNN, "process")
-    _kernels._PLANS.clear()
+    kernel_choice._PLANS.clear()
     assert plan_for("k1", choose) == (ONEDNN, "disk")
     assert len(chosen) == 1 and "k1" in json.loads(path.read_text())
-    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, "off")
-    _kernels._PLANS.clear()
+    monkeypatch.setenv(kernel_choice.PLAN_CACHE_ENV, "off")
+    kernel_choice._PLANS.clear()
     assert plan_for("k1", choose)[1] == "chosen" and len(chosen) == 2
-    _kernels.clear_plan_cache()
+    kernel_choice.clear_plan_cache()
 
 
 def test_no_plan_cache_on_disk_unless_asked(monkeypatch):
-    monkeypatch.delenv(_kernels.PLAN_CACHE_ENV, raising=False)
-    assert _kernels._disk_path() is None
-    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, "off")
-    assert _kernels._disk_path() is None
-    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, "/tmp/x/plans.json")
-    assert _kernels._disk_path() == "/tmp/x/plans.json"
+    monkeypatch.delenv(kernel_choice.PLAN_CACHE_ENV, raising=False)
+    assert kernel_choice._disk_path() is None
+    monkeypatch.setenv(kernel_choice.PLAN_CACHE_ENV, "off")
+    assert kernel_choice._disk_path() is None
+    monkeypatch.setenv(kernel_choice.PLAN_CACHE_ENV, "/tmp/x/plans.json")
+    assert kernel_choice._disk_path() == "/tmp/x/plans.json"
 
 
 def test_plan_key_ignores_weights_and_batch_but_not_shape_or_threads():
     a, b = nn.Conv3d(1, 2, 3), nn.Conv3d(1, 2, 3)
-    key = _kernels.plan_key(a, "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"), False)
-    assert key == _kernels.plan_key(b, "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"), False)
-    assert key != _kernels.plan_key(a, "", [(1, 8, 8, 9)], torch.float32, torch.device("cpu"), False)
-    assert key != _kernels.plan_key(nn.Conv3d(1, 3, 3), "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"),
+    key = kernel_choice.plan_key(a, "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"), False)
+    assert key == kernel_choice.plan_key(b, "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"), False)
+    assert key != kernel_choice.plan_key(a, "", [(1, 8, 8, 9)], torch.float32, torch.device("cpu"), False)
+    assert key != kernel_choice.plan_key(nn.Conv3d(1, 3, 3), "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"),
                                     False)
     mixing, plain = Net(mix_rows=True), Net()  # a plain attribute the forward reads
-    assert _kernels.architecture_key(mixing) != _kernels.architecture_key(plain)
+    assert _model_state.architecture_key(mixing) != _model_state.architecture_key(plain)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(threads + 1)
-        assert key != _kernels.plan_key(a, "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"), False)
+        assert key != kernel_choice.plan_key(a, "", [(1, 8, 8, 8)], torch.float32, torch.device("cpu"), False)
     finally:
         torch.set_num_threads(threads)
 
@@ -200,10 +193,10 @@ class Net(nn.Module):
 
 @pytest.fixture
 def fresh_plans():
-    _kernels.clear_plan_cache(disk=True)
+    kernel_choice.clear_plan_cache(disk=True)
     yield
-    _kernels.clear_plan_cache(disk=True)
-    _kernels.set_kernel_tuning(None)
+    kernel_choice.clear_plan_cache(disk=True)
+    kernel_choice.set_kernel_tuning(None)
 
 
 @needs_onednn
@@ -239,24 +232,24 @@ def test_fastest_is_chosen_on_request_and_cached_apart(how, fresh_plans, monkeyp
     if how == "argument":
         sm.attribute(x, target=0, n_steps=2, kernel_plan="fastest")
     else:
-        monkeypatch.setenv(_kernels.TUNING_ENV, "fastest")
+        monkeypatch.setenv(kernel_choice.TUNING_ENV, "fastest")
         sm.attribute(x, target=0, n_steps=2)
     assert sm.plan_source == "chosen" and set(sm.plan.seconds) >= {ONEDNN.name, ONEDNN_CL.name, "stock"}
-    monkeypatch.delenv(_kernels.TUNING_ENV, raising=False)
+    monkeypatch.delenv(kernel_choice.TUNING_ENV, raising=False)
     sm.attribute(x, target=0, n_steps=2)  # the rule: a plan of its own, not the timed one
     assert sm.plan_source == "chosen" and sm.plan.name == ONEDNN.name and not sm.plan.seconds
 
 
 def test_set_kernel_tuning_takes_the_modes():
     try:
-        _kernels.set_kernel_tuning("fastest")
-        assert _kernels.kernel_tuning_mode() == "fastest"
-        _kernels.set_kernel_tuning(False)
-        assert _kernels.kernel_tuning_mode() == "off" and not _kernels.kernel_tuning_enabled()
+        kernel_choice.set_kernel_tuning("fastest")
+        assert kernel_choice.kernel_tuning_mode() == "fastest"
+        kernel_choice.set_kernel_tuning(False)
+        assert kernel_choice.kernel_tuning_mode() == "off" and not kernel_choice.kernel_tuning_enabled()
         with pytest.raises(ValueError):
-            _kernels.set_kernel_tuning("sometimes")
+            kernel_choice.set_kernel_tuning("sometimes")
     finally:
-        _kernels.set_kernel_tuning(None)
+        kernel_choice.set_kernel_tuning(None)
 
 
 @pytest.mark.parametrize("how", ["argument", "function", "environment"])
@@ -267,12 +260,12 @@ def test_plans_can_be_turned_off(how, fresh_plans, monkeypatch):
     if how == "argument":
         kw["kernel_plan"] = "stock"
     elif how == "function":
-        _kernels.set_kernel_tuning(False)
+        kernel_choice.set_kernel_tuning(False)
     else:
-        monkeypatch.setenv(_kernels.TUNING_ENV, "0")
+        monkeypatch.setenv(kernel_choice.TUNING_ENV, "0")
     sm.attribute(torch.randn(1, 1, 6, 8, 10), target=0, n_steps=2, **kw)
     assert sm.plan == STOCK and sm.plan_source.startswith("stock")
-    assert not _kernels._PLANS  # nothing was chosen
+    assert not kernel_choice._PLANS  # nothing was chosen
 
 
 def test_bad_kernel_plan_and_autocast_arguments_are_refused():
@@ -299,17 +292,17 @@ def test_other_devices_get_the_stock_plan_without_probing(fresh_plans, monkeypat
     import captum_smocam.smocam as smocam_module
 
     # Pretend the CPU were a device with no plan but STOCK: nothing is probed or cached.
-    monkeypatch.setattr(_kernels, "candidates", lambda device, dtype, fastest=False: [STOCK])
-    monkeypatch.setattr(_kernels, "choose_plan", lambda *a, **k: pytest.fail("probed"))
+    monkeypatch.setattr(kernel_choice, "candidates", lambda device, dtype, fastest=False: [STOCK])
+    monkeypatch.setattr(kernel_choice, "choose_plan", lambda *a, **k: pytest.fail("probed"))
     net = Net().eval()
     sm = smocam_module.SMOCAM(net, net.mid)
     sm.attribute(torch.randn(1, 1, 6, 8, 10), target=0, n_steps=2)
-    assert sm.plan == STOCK and sm.plan_source == "stock: no other plan on cpu" and not _kernels._PLANS
+    assert sm.plan == STOCK and sm.plan_source == "stock: no other plan on cpu" and not kernel_choice._PLANS
 
 
 def test_a_model_traced_under_a_plan_still_takes_the_fast_path(fresh_plans):
     """The fast path's first trace may run under the plan: functional linear layers and products see proxies."""
-    from captum_smocam import _fastpath
+    from captum_smocam import fastpath
 
     class FunctionalHead(nn.Module):
         def __init__(self):
@@ -321,7 +314,7 @@ def test_a_model_traced_under_a_plan_still_takes_the_fast_path(fresh_plans):
             h = F.relu(self.conv(x)).mean(dim=(2, 3, 4))
             return F.linear(h, self.w) @ self.v
 
-    _fastpath.clear_cache()
+    fastpath.clear_cache()
     net = FunctionalHead().eval()
     sm = SMOCAM(net, net.conv)
     sm.attribute(torch.randn(1, 1, 4, 5, 6), target=0, n_steps=2, kernel_plan=ONEDNN)

@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from captum_smocam import _fastpath, smocam
-from captum_smocam._model_state import state_fingerprint, unwrap_model
+from captum_smocam import fastpath
+from captum_smocam.smocam import references, runners
+from captum_smocam._model_state import module_fingerprint, state_fingerprint, unwrap_model
 from captum_smocam.models import VGG3D, save_checkpoint, set_reference_inputs
 from captum_smocam.smocam import SMOCAM
 
@@ -17,9 +18,9 @@ def _model(seed=0):
 
 
 def _forget_everything():
-    _fastpath.clear_cache()
-    smocam._DTYPE_COPIES.clear()
-    smocam._REFERENCE_FEATURES.clear()
+    fastpath.clear_cache()
+    runners._DTYPE_COPIES.clear()
+    references._REFERENCE_FEATURES.clear()
 
 
 def test_fingerprint_sees_edits_through_data():
@@ -30,7 +31,7 @@ def test_fingerprint_sees_edits_through_data():
     net.weight.data.mul_(2.0)
     assert net.weight._version == version  # what the version counter alone misses
     assert state_fingerprint(net) != before
-    assert _fastpath.module_fingerprint(net) != _fastpath.module_fingerprint(nn.Linear(3, 2))
+    assert module_fingerprint(net) != module_fingerprint(nn.Linear(3, 2))
 
 
 @pytest.mark.parametrize("objective,refs", [("poster", False), ("preserve", True), ("preserve", False)])

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from captum_smocam import _kernels
-from captum_smocam._kernels import KernelPlan, plan_for
+from captum_smocam import kernel_choice
+from captum_smocam.kernel_choice import plan_for
+from captum_smocam.kernels import KernelPlan
 
 ONEDNN = KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1)
 KEY = "0" * 40 + "|first"
@@ -16,11 +17,11 @@ KEY = "0" * 40 + "|first"
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
     path = tmp_path / "plans.json"
-    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, str(path))
-    monkeypatch.setattr(_kernels, "_WARNED", set())
-    _kernels._PLANS.clear()
+    monkeypatch.setenv(kernel_choice.PLAN_CACHE_ENV, str(path))
+    monkeypatch.setattr(kernel_choice, "_WARNED", set())
+    kernel_choice._PLANS.clear()
     yield path
-    _kernels._PLANS.clear()
+    kernel_choice._PLANS.clear()
 
 
 @pytest.mark.parametrize("content", [b"subject,age\nsub-01,71\n", b'["a list"]', b'{"name": "my settings"}',
@@ -32,26 +33,26 @@ def test_a_file_that_is_not_a_plan_cache_is_never_touched(cache, content):
         plan, source = plan_for(KEY, lambda: ONEDNN)
     assert (plan, source) == (ONEDNN, "chosen")
     with pytest.warns(UserWarning, match="left untouched"):
-        _kernels.clear_plan_cache(disk=True)
+        kernel_choice.clear_plan_cache(disk=True)
     assert cache.read_bytes() == content
 
 
 def test_a_cache_in_a_new_folder_is_written(tmp_path, monkeypatch):
     path = tmp_path / "new" / "plans.json"
-    monkeypatch.setenv(_kernels.PLAN_CACHE_ENV, str(path))
-    _kernels._PLANS.clear()
+    monkeypatch.setenv(kernel_choice.PLAN_CACHE_ENV, str(path))
+    kernel_choice._PLANS.clear()
     plan_for(KEY, lambda: ONEDNN)
     assert KEY in json.loads(path.read_text())
-    _kernels._PLANS.clear()
+    kernel_choice._PLANS.clear()
 
 
 def test_the_cache_is_marked_and_read_back(cache):
     plan_for(KEY, lambda: ONEDNN)
     data = json.loads(cache.read_text())
-    assert data[_kernels.CACHE_MARKER] == _kernels.CACHE_FORMAT and KEY in data
-    _kernels._PLANS.clear()
+    assert data[kernel_choice.CACHE_MARKER] == kernel_choice.CACHE_FORMAT and KEY in data
+    kernel_choice._PLANS.clear()
     assert plan_for(KEY, lambda: 1 / 0) == (ONEDNN, "disk")
-    _kernels.clear_plan_cache(disk=True)
+    kernel_choice.clear_plan_cache(disk=True)
     assert not cache.exists()
 
 
@@ -79,15 +80,15 @@ def test_writes_wait_for_the_lock_and_merge(cache):
     writer.start()
     time.sleep(0.5)
     assert writer.is_alive() and not cache.exists()  # waits for the lock
-    cache.write_text(json.dumps({_kernels.CACHE_MARKER: 1, other: ONEDNN.to_json()}))  # the other's entry
+    cache.write_text(json.dumps({kernel_choice.CACHE_MARKER: 1, other: ONEDNN.to_json()}))  # the other's entry
     os.close(fd)
     writer.join(10)
-    assert set(json.loads(cache.read_text())) == {_kernels.CACHE_MARKER, KEY, other}
+    assert set(json.loads(cache.read_text())) == {kernel_choice.CACHE_MARKER, KEY, other}
 
 
 def _write_entries(first):
     for i in range(8):
-        _kernels._write_disk(f"{first + i:040x}|first", _kernels.STOCK)
+        kernel_choice._write_disk(f"{first + i:040x}|first", kernel_choice.STOCK)
 
 
 def test_concurrent_processes_lose_no_entry(cache):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_smocam._kernels import STOCK, KernelPlan
+from captum_smocam.kernels import STOCK, KernelPlan
 from captum_smocam.benchmarking import load_model, load_subject, shipped_model_available, split_indices
 from captum_smocam.smocam import OBJECTIVES, SMOCAM
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from captum_smocam import _fastpath, _kernels, _settings
+from captum_smocam import _settings, fastpath, kernel_choice
 from captum_smocam.models import VGG3D
 from captum_smocam.smocam import SMOCAM
 
@@ -18,17 +18,16 @@ def test_on_off_words(monkeypatch, word, expected):
 @pytest.mark.parametrize("word,mode", [("1", "first"), ("on", "first"), ("first", "first"), ("", "first"),
                                        ("fastest", "fastest"), ("no", "off"), ("0", "off")])
 def test_kernel_tuning_words(monkeypatch, word, mode):
-    monkeypatch.setattr(_kernels, "_tuning", None)
-    monkeypatch.setenv(_kernels.TUNING_ENV, word)
-    assert _kernels.kernel_tuning_mode() == mode
+    monkeypatch.setattr(_settings, "_OVERRIDES", {})
+    monkeypatch.setenv(kernel_choice.TUNING_ENV, word)
+    assert kernel_choice.kernel_tuning_mode() == mode
 
 
 @pytest.mark.parametrize("name,value", [(_settings.KERNEL_TUNING, "disable"), (_settings.KERNEL_TUNING, "fastset"),
                                         (_settings.REUSE_SPLITS, "banana"), (_settings.PLAN_CACHE, "yes")])
 def test_an_unknown_word_is_a_one_line_error_naming_variable_and_value(monkeypatch, name, value):
     """Before: SMOCAM_KERNEL_TUNING=disable and SMOCAM_REUSE_SPLITS=banana silently meant "on"."""
-    monkeypatch.setattr(_kernels, "_tuning", None)
-    monkeypatch.setattr(_fastpath, "REUSE_SPLITS", None)
+    monkeypatch.setattr(_settings, "_OVERRIDES", {})
     monkeypatch.setenv(name, value)
     torch.manual_seed(0)
     model = VGG3D(2, channels=(4, 8)).eval()
@@ -39,13 +38,13 @@ def test_an_unknown_word_is_a_one_line_error_naming_variable_and_value(monkeypat
 
 
 def test_switches_are_read_at_call_time(monkeypatch):
-    monkeypatch.setattr(_fastpath, "REUSE_SPLITS", None)
+    monkeypatch.setattr(_settings, "_OVERRIDES", {})
     monkeypatch.setenv(_settings.REUSE_SPLITS, "off")
-    assert _fastpath.reuse_splits() is False
+    assert fastpath.reuse_splits() is False
     monkeypatch.setenv(_settings.REUSE_SPLITS, "on")
-    assert _fastpath.reuse_splits() is True
-    monkeypatch.setattr(_fastpath, "REUSE_SPLITS", False)  # the process-wide override wins
-    assert _fastpath.reuse_splits() is False
+    assert fastpath.reuse_splits() is True
+    fastpath.set_reuse_splits(False)  # the process-wide override wins
+    assert fastpath.reuse_splits() is False
 
 
 def test_plan_cache_words(monkeypatch):

@@ -404,7 +404,7 @@ def test_progress_bar(capsys):
     assert "SMOCAM" in capsys.readouterr().err
 
 
-def test_early_stopping_stops_and_keeps_best():
+def test_tol_stops_the_loop_before_n_steps():
     net, x = _block_model_and_input()
     smocam = SMOCAM(net, net.feat)
     smocam.attribute(x, n_steps=500, tol=1e-3, patience=5, smooth_weight=100.0)

@@ -36,7 +36,9 @@ def test_a_half_precision_model_is_refused_too():
 
 def test_a_mask_with_nan_is_never_returned(monkeypatch):
     model = _model()
-    monkeypatch.setattr(SMOCAM, "_attribute", lambda self, *a, **k: torch.full((1, 1, 5, 6, 7), float("nan")))
+    from captum_smocam.smocam import attribution
+
+    monkeypatch.setattr(attribution, "_explain", lambda *a, **k: torch.full((1, 1, 5, 6, 7), float("nan")))
     with pytest.raises(ValueError, match="NaN or Inf"):
         SMOCAM(model, model.features.block2).attribute(_x(), target=0, n_steps=3)
 

@@ -12,9 +12,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from captum_smocam._fastpath import _FastRunner, build_fast_runner
+from captum_smocam.fastpath import _FastRunner, build_fast_runner
 from captum_smocam.models import VGG3D
-from captum_smocam.smocam import SMOCAM, _distinct_rows
+from captum_smocam.smocam import SMOCAM
+from captum_smocam.smocam.inputs import distinct_rows
 
 SHAPE = (14, 16, 12)
 
@@ -67,13 +68,13 @@ def test_largest_tensor_does_not_grow_with_the_outputs_explained(net, objective,
 
 def test_distinct_rows_of_an_expanded_batch_and_of_a_mixed_one():
     x = torch.randn(2, 1, *SHAPE)
-    distinct, rows_of = _distinct_rows((x[:1].expand(5, *x.shape[1:]),), (), 5)
+    distinct, rows_of = distinct_rows((x[:1].expand(5, *x.shape[1:]),), (), 5)
     assert distinct.tolist() == [0] and rows_of.tolist() == [0] * 5
     mixed = torch.cat([x[:1], x[1:], x[:1].clone(), x[1:].clone(), -x[:1]])
-    distinct, rows_of = _distinct_rows((mixed,), (), 5)
+    distinct, rows_of = distinct_rows((mixed,), (), 5)
     assert distinct.tolist() == [0, 1, 4] and rows_of.tolist() == [0, 1, 0, 1, 2]
     # A per-example forward argument splits rows whose inputs are equal.
-    distinct, rows_of = _distinct_rows((x[:1].expand(3, *x.shape[1:]),), (torch.tensor([1.0, 2.0, 1.0]),), 3)
+    distinct, rows_of = distinct_rows((x[:1].expand(3, *x.shape[1:]),), (torch.tensor([1.0, 2.0, 1.0]),), 3)
     assert distinct.tolist() == [0, 1] and rows_of.tolist() == [0, 1, 0]
 
 

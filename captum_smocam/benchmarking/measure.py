@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .._kernels import _cpu_model
+from ..kernel_choice import cpu_model  # the CPU's name, as the kernel plans' cache keys it
 from ..methods import attribute_map
 
 __all__ = ["PeakMemory", "PEAK_MEMORY_METHODS", "warm_up", "cpu_model", "machine_description", "matmul_peak_gflops",
@@ -193,19 +193,6 @@ def warm_up(model, x, target: int, methods, **method_kwargs) -> None:
             attribute_map(m, model, x, int(target), **kw)
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (else ``platform.processor()``, else ``"unknown CPU"``).
-
-    The same name keys the kernel plans' cache (``captum_smocam._kernels``).
-
-    Examples::
-
-        >>> isinstance(cpu_model(), str)
-        True
-    """
-    return _cpu_model()
-
-
 def machine_description(device: str = "cpu") -> str:
     """What every timing in docs/ names: CPU model, cores, torch build, threads, and the GPU if one is used.
 
@@ -291,7 +278,7 @@ class SuffixStep:
     """One step of the masked suffix alone: forward from the layer's cached tensor, gradient to the mask.
 
     What any implementation of SMOCAM's loop pays per step, built on the
-    package's own split of the model (:mod:`captum_smocam._fastpath`): the
+    package's own split of the model (:mod:`captum_smocam.fastpath`): the
     layer's tensor ``F`` of one input is computed once; :meth:`__call__` runs
     the layers after it on ``F * M`` for ``rows`` masks and takes the gradient
     of the outputs' sum with respect to ``M``. :meth:`flops` counts it with
@@ -313,7 +300,7 @@ class SuffixStep:
     """
 
     def __init__(self, model, layer_name: str, x: torch.Tensor) -> None:
-        from .._fastpath import build_fast_runner
+        from ..fastpath import build_fast_runner
 
         runner = build_fast_runner(model, model.get_submodule(layer_name), (x,), (), False)
         if runner is None:
@@ -324,7 +311,7 @@ class SuffixStep:
         self.dtype = feature.dtype
 
     def __call__(self, rows: int = 1, plan=None) -> None:
-        from .._kernels import STOCK
+        from ..kernels import STOCK
 
         plan = plan or STOCK
         mask = torch.ones((rows, 1, *self.spatial), device=self.device, dtype=self.dtype, requires_grad=True)

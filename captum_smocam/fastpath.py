@@ -22,15 +22,14 @@ parameter's and buffer's storage and version), so replacing or modifying a
 weight, swapping a submodule or switching ``train()``/``eval()`` traces again,
 and an entry is dropped when its model is garbage-collected. What a cached
 split cannot see is a change to code the forward runs (e.g. a monkey-patched
-function it calls); :func:`clear_cache` (or ``REUSE_SPLITS = False``) forgets
-everything; the environment variable ``SMOCAM_REUSE_SPLITS=0`` turns reuse off
-(read at every call, as ``REUSE_SPLITS = False``).
+function it calls); :func:`clear_cache` forgets everything; the environment
+variable ``SMOCAM_REUSE_SPLITS=0`` turns reuse off (read at every call), and
+:func:`set_reuse_splits` sets it for the process.
 """
 from __future__ import annotations
 
 import logging
 import weakref
-from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, Optional, Set, Tuple, Union
 
 import torch
@@ -39,23 +38,32 @@ from torch import Tensor
 from torch.nn import Module
 
 from . import _settings
-from ._model_state import state_fingerprint
+from ._cache import LRUCache
+from ._model_state import layer_name, module_fingerprint
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["build_fast_runner", "clear_cache", "cache_info", "reuse_splits", "set_reuse_splits", "call_signature",
+           "split_key", "REUSE_ENV", "SPLIT_CACHE_SIZE"]
 
 #: Environment variable that turns reuse across calls off (``0``, ``off``, ``false``, ``no``), read at every
 #: call (:mod:`captum_smocam._settings`).
 REUSE_ENV = _settings.REUSE_SPLITS
-#: Reuse traced and split models across calls: True or False sets it for this process (False: trace at every
-#: call, as before the cache); None (default) follows ``SMOCAM_REUSE_SPLITS``.
-REUSE_SPLITS: Optional[bool] = None
+#: Most (model, layer) splits kept per process (least recently used dropped first).
+SPLIT_CACHE_SIZE = 8
 
 
 def reuse_splits() -> bool:
-    """Whether splits and model copies are reused across calls: :data:`REUSE_SPLITS`, else the environment."""
-    return _settings.reuse_splits() if REUSE_SPLITS is None else bool(REUSE_SPLITS)
-#: Most (model, layer) splits kept per process (least recently used dropped first).
-CACHE_SIZE = 8
+    """Whether splits and model copies are reused across calls: :func:`set_reuse_splits`, else the environment."""
+    return _settings.reuse_splits()
+
+
+def set_reuse_splits(enabled: Optional[bool]) -> None:
+    """Reuse traced and split models across calls in this process: True, False (trace at every call, as before
+    the cache), or None (follow ``SMOCAM_REUSE_SPLITS``)."""
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"expected True, False or None, got {enabled!r}")
+    _settings.set_override(REUSE_ENV, enabled)
 
 
 class _LeafTracer(fx.Tracer):
@@ -67,13 +75,6 @@ class _LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: Module, qualname: str) -> bool:
         return qualname == self.leaf_name or super().is_leaf_module(m, qualname)
-
-
-def _qualified_name(model: Module, layer: Module) -> Optional[str]:
-    for name, module in model.named_modules():
-        if module is layer:
-            return name
-    return None
 
 
 class _Split:
@@ -232,50 +233,6 @@ def _detach(v: Any) -> Any:
 # --------------------------------------------------------------------------- #
 # Reuse across calls.
 # --------------------------------------------------------------------------- #
-_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device, torch.memory_format)
-
-
-def _plain_value(value: Any) -> Hashable:
-    """A hashable stand-in for an attribute's value: the value itself when plain, else its identity."""
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, (tuple, list)) and len(value) <= 64 and all(isinstance(v, _PLAIN) for v in value):
-        return (type(value).__name__, *value)
-    if isinstance(value, Tensor):
-        return ("tensor", id(value), value._version)
-    return ("id", id(value))
-
-
-def module_fingerprint(module: Module) -> Tuple:
-    """Changes whenever anything a traced graph of ``module`` depends on (that SMOCAM can see) changes.
-
-    For every submodule: its name, identity, type, train/eval mode, plain
-    attributes (numbers, strings, tuples of them; any other attribute by
-    identity) and an instance-level ``forward`` override; for every parameter
-    and buffer: its storage, version counter (bumped by every in-place
-    change, ``load_state_dict`` included) and a digest of its values (which
-    also sees edits through ``.data``; :func:`~captum_smocam._model_state.state_fingerprint`).
-
-    Examples::
-
-        >>> import torch
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
-        >>> before = module_fingerprint(net)
-        >>> before == module_fingerprint(net)
-        True
-        >>> with torch.no_grad():
-        ...     _ = net[0].weight.mul_(2.0)
-        >>> before == module_fingerprint(net)
-        False
-    """
-    parts = []
-    for name, m in module.named_modules():
-        attrs = tuple(sorted((k, _plain_value(v)) for k, v in vars(m).items()
-                             if not k.startswith("_") and k != "training"))
-        parts.append((name, id(m), type(m), m.training, attrs))
-    return tuple(parts), state_fingerprint(module)
-
-
 def call_signature(inputs, additional_args) -> Optional[Tuple]:
     """Shapes, dtypes and devices of the inputs and tensor arguments, other arguments' values; None if unhashable."""
     sig = []
@@ -297,11 +254,11 @@ class _Entry:
         self.value = value
 
 
-_SPLITS: "OrderedDict[Tuple, _Entry]" = OrderedDict()
+_SPLITS = LRUCache(SPLIT_CACHE_SIZE)
 
 
 def _forget_model(model_id: int) -> None:
-    for key in [k for k in _SPLITS if k[0] == model_id]:
+    for key in [k for k in _SPLITS.keys() if k[0] == model_id]:
         _SPLITS.pop(key, None)
 
 
@@ -324,16 +281,13 @@ def _cached(model: Module, key: Tuple, build: Callable[[], Any]) -> Any:
         return build()
     entry = _SPLITS.get(key)
     if entry is not None and entry.model_ref() is model:
-        _SPLITS.move_to_end(key)
         _STATS["hits"] += 1
         return entry.value
     _STATS["misses"] += 1
     value = build()
-    if not any(k[0] == id(model) for k in _SPLITS):
+    if not any(k[0] == id(model) for k in _SPLITS.keys()):
         weakref.finalize(model, _forget_model, id(model))
-    _SPLITS[key] = _Entry(model, value)
-    while len(_SPLITS) > CACHE_SIZE:
-        _SPLITS.popitem(last=False)
+    _SPLITS.put(key, _Entry(model, value))
     return value
 
 
@@ -400,7 +354,7 @@ def build_fast_runner(forward_func, layer: Module, inputs, additional_args, to_i
     if not isinstance(forward_func, Module):
         logger.info("SMOCAM: forward_func is not an nn.Module; using the hook path")
         return None
-    name = _qualified_name(forward_func, layer)
+    name = layer_name(forward_func, layer)
     if not name:
         logger.info("SMOCAM: the layer is not a submodule of the model; using the hook path")
         return None
