@@ -93,7 +93,7 @@ def _cases():
 
 
 def run(selected=None):
-    from captum_smocam.models import set_reference_inputs
+    from captum_smocam.models import get_reference_inputs, set_reference_inputs
 
     out = {}
     models = {}
@@ -120,7 +120,7 @@ def run(selected=None):
         else:
             x, _ = load_subject(20000, meta)
             layer = _layer(model, meta)
-        saved = getattr(model, "reference_inputs", None)
+        saved = get_reference_inputs(model)
         if no_refs:
             set_reference_inputs(model, None)
         try:

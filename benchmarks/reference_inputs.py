@@ -20,7 +20,7 @@ import sys
 import torch
 
 from captum_smocam.benchmarking import reference_scans
-from captum_smocam.models import load_checkpoint, save_checkpoint, set_reference_inputs
+from captum_smocam.models import get_reference_inputs, load_checkpoint, save_checkpoint, set_reference_inputs
 
 #: How many training subjects the shipped checkpoints carry (chosen by benchmarks/sweep_smocam.py: n_refs).
 DEFAULT_N = 8
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         if not same or {k: v for k, v in meta2.items() if k != "n_reference_inputs"} != \
                 {k: v for k, v in meta.items() if k != "n_reference_inputs"}:
             raise SystemExit(f"error: {path}: weights or metadata changed on rewrite")
-        print(f"{path}: {args.n} reference inputs {tuple(again.reference_inputs.shape)} stored", flush=True)
+        print(f"{path}: {args.n} reference inputs {tuple(get_reference_inputs(again).shape)} stored", flush=True)
     return 0
 
 

@@ -89,7 +89,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from captum_smocam import benchmarking, fastpath, kernel_choice, kernels
 from captum_smocam.models import set_reference_inputs

@@ -55,7 +55,6 @@ import torch
 from tqdm import tqdm
 
 from captum_smocam import metrics
-from captum_smocam import smocam as smocam_module
 from captum_smocam.benchmarking import (
     POSTER_TARGETS,
     faithfulness_scores,

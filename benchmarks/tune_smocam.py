@@ -41,7 +41,6 @@ Writes ``<out-dir>/tune_<tag>.csv`` (a row per configuration x model x map) and
 from __future__ import annotations
 
 import argparse
-import math
 import time
 import warnings
 from pathlib import Path
@@ -55,7 +54,7 @@ from captum_smocam.benchmarking import (POSTER_TARGETS, load_model, load_subject
                                         voxel_spacing, write_csv)
 from captum_smocam.benchmarking.io import write_text
 from captum_smocam.benchmarking.tuning import CONFIGS, rank_table
-from captum_smocam.models import set_reference_inputs
+from captum_smocam.models import get_reference_inputs, set_reference_inputs
 from captum_smocam.spatial import upsample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +125,7 @@ def main(argv=None):
         val = split_indices(meta, "val")
         subjects = val[: args.n_subjects]
         baselines = None
-        own_refs = getattr(model, "reference_inputs", None)
+        own_refs = get_reference_inputs(model)
         if args.references == "none":
             set_reference_inputs(model, None)
         elif args.references == "scans":

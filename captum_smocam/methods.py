@@ -158,7 +158,7 @@ def attribute_map(
     target: Union[int, Sequence[int]],
     *,
     layer: Optional[Module] = None,
-    output_std: Union[float, Tensor, Sequence[float]] = 1.0,
+    output_std: Union[None, float, Tensor, Sequence[float]] = None,
     smocam_kwargs: Optional[Dict[str, Any]] = None,
     occlusion_window: int = DEFAULT_OCCLUSION_WINDOW,
     occlusion_stride: int = DEFAULT_OCCLUSION_STRIDE,
@@ -180,7 +180,8 @@ def attribute_map(
         layer (torch.nn.Module, optional): the layer for SMOCAM and Grad-CAM
             (required by those two). Default: None
         output_std (float, sequence or Tensor, optional): SMOCAM's sigma
-            (one per output allowed). Default: 1.0
+            (one per output allowed); None lets SMOCAM take the model's own
+            (see :meth:`SMOCAM.attribute`). Default: None
         smocam_kwargs (dict, optional): further arguments of
             :meth:`SMOCAM.attribute`. Default: None
         occlusion_window (int, optional): cubic window side in voxels.

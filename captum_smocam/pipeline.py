@@ -331,7 +331,9 @@ def explain(
     if layer is None:
         _, layer = resolve_layer(model, metadata)
     names = list(metadata["output_names"])
-    std = torch.tensor(metadata.get("output_std", [1.0] * len(names)), dtype=torch.float32)
+    # sigma from the checkpoint's metadata; without it SMOCAM takes the model's own or measures the effect
+    std = (torch.tensor(metadata["output_std"], dtype=torch.float32) if metadata.get("output_std") is not None
+           else None)
     targets = list(targets)
     with torch.no_grad():
         check_finite_outputs(model(x), names, targets)

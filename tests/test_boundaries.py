@@ -34,12 +34,12 @@ def test_library_code_never_imports_benchmarking():
 
 
 def test_benchmark_scripts_import_no_private_module():
-    """Scripts use public names only. speed.py's kernel/fast-path imports are issue 22's other change."""
+    """Scripts use public names only."""
     private = [f"{path.name}:{line}: {module}" for path in sorted(SCRIPTS.glob("*.py"))
                for line, module in _imported_modules(path, "")
                if module.startswith("captum_smocam.") and any(p.startswith("_") and not p.startswith("__")
                                                                for p in module.split(".")[1:])]
-    assert [p for p in private if not p.startswith("speed.py:")] == []
+    assert private == []
 
 
 def test_structure_masks_come_from_synth_and_benchmarking_shares_them():

@@ -75,7 +75,8 @@ def _compare(inp: Inputs, target: int, methods: Sequence[str], stage: Path, sett
     meta = inp.meta
     name = meta["output_names"][target]
     fname = safe_name(name)  # in file names; titles keep the name as the checkpoint spells it
-    std = torch.tensor(meta.get("output_std", [1.0] * len(meta["output_names"])), dtype=torch.float32)  # as explain
+    std = (torch.tensor(meta["output_std"], dtype=torch.float32)  # as explain: None lets SMOCAM take the model's
+           if meta.get("output_std") is not None else None)
     maps, rows, tables = {}, [], []
     for method in methods:
         history: Dict = {}

@@ -20,6 +20,7 @@ from typing import Dict, Iterator, Sequence
 import torch
 
 from .._outputs import OutputSet, prepare_out
+from ..models import get_reference_inputs
 
 __all__ = ["run_settings", "output_set", "staged_output"]
 
@@ -29,7 +30,7 @@ def run_settings(args, model, layer_name: str, methods: Sequence[str]) -> Dict:
     replaces the output set as a whole (see :func:`staged_output`)."""
     from ..pipeline import smocam_settings
 
-    refs = getattr(model, "reference_inputs", None)
+    refs = get_reference_inputs(model)
     labels = getattr(args, "labels", None)
     lut = getattr(args, "lut", None)
     return {

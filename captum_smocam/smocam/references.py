@@ -40,8 +40,9 @@ from torch import Tensor
 from torch.nn import Module
 
 from .._cache import LRUCache
-from .._model_state import module_fingerprint, state_fingerprint, unwrap_model
+from .._model_state import module_fingerprint, state_fingerprint
 from ..fallbacks import fallback_references
+from ..models.attached import get_output_std, get_reference_inputs
 from .inputs import format_baselines, index_rows
 from .runners import held_tensors
 
@@ -72,15 +73,9 @@ class References:
 
 
 def model_output_std(forward_func) -> Union[float, Tensor, None]:
-    """The model's ``output_std`` buffer (the shipped models' training sigma), its description's, or None."""
-    model = unwrap_model(forward_func) if isinstance(forward_func, Module) else None
-    std = getattr(model, "output_std", None)
-    if isinstance(std, Tensor) and std.is_floating_point() and std.numel() >= 1:
-        return std.detach()
-    card = getattr(model, "smocam_metadata", None)  # a description (captum_smocam.describe_model)
-    if isinstance(card, dict) and card.get("output_std") is not None:
-        return torch.as_tensor(card["output_std"], dtype=torch.float64)
-    return None
+    """The model's ``output_std`` buffer (the shipped models' training sigma), its description's, or None
+    (:func:`captum_smocam.models.get_output_std`)."""
+    return get_output_std(forward_func)
 
 
 def check_output_std(output_std: Any) -> None:
@@ -136,7 +131,7 @@ def resolve_references(net, runner, evaluated, baselines, output_std, obj) -> Re
         features, source = reference_features(net, e.inputs, e.args, baselines, e.feature, e.n_distinct,
                                               obj.fallback)
         _warn_if_references_match(e.feature[:e.n_distinct], features[:e.n_distinct], baselines is not None
-                                  or isinstance(getattr(net.forward_func, "reference_inputs", None), Tensor))
+                                  or get_reference_inputs(net.forward_func) is not None)
     effect = removal_effect(runner, e.output, e.rows_of, e.targets, features, removed)
     n = e.rows_of.shape[0]
     if bool((effect == 0).any()):
@@ -223,8 +218,8 @@ def reference_features(net, inputs, args, baselines, feature, n_distinct, fallba
         return torch.cat([feats, feats[-1:].expand(d - n_distinct, *feats.shape[1:])]), source
     source = "baselines"
     if baselines is None:
-        stored = getattr(net.forward_func, "reference_inputs", None)
-        if isinstance(stored, Tensor):
+        stored = get_reference_inputs(net.forward_func)
+        if stored is not None:
             baselines = format_baselines(stored, inputs, what="the model's reference_inputs")
             source = "model's reference_inputs"
     if baselines is None:
