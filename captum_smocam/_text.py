@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["shorten_list", "shorten_message", "MAX_ITEMS", "MAX_MESSAGE_CHARS", "MAX_MESSAGE_LINES"]
+__all__ = ["first_line", "shorten_list", "shorten_message", "MAX_ITEMS", "MAX_MESSAGE_CHARS", "MAX_MESSAGE_LINES"]
 
 #: Items :func:`shorten_list` shows before "… and N more".
 MAX_ITEMS = 8
@@ -59,3 +59,17 @@ def shorten_message(text: str, max_chars: int = MAX_MESSAGE_CHARS, max_lines: in
         text = text[:max_chars].rstrip()
         tail = f" … ({n} more characters)"
     return text + tail
+
+
+def first_line(exc: BaseException) -> str:
+    r"""The first line of an error's message, or the error's type name when it has none.
+
+    Examples::
+
+        >>> first_line(ValueError("bad value 3\nmore detail"))
+        'bad value 3'
+        >>> first_line(KeyError())
+        'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

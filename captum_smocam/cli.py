@@ -69,10 +69,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _first_line(exc: BaseException) -> str:
     """The error's first line, shortened (:func:`captum_smocam._text.shorten_message`): never a whole network."""
-    from ._text import shorten_message
+    from ._text import first_line, shorten_message
 
-    text = str(exc).strip()
-    return shorten_message(text.splitlines()[0], max_lines=1) if text else type(exc).__name__
+    return shorten_message(first_line(exc), max_lines=1)
 
 
 def main(argv=None) -> int:

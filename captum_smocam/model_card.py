@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._model_state import unwrap_model
 from ._text import shorten_list, shorten_message
 
 __all__ = [
@@ -62,12 +63,6 @@ DESCRIPTION_KEYS = ("input_shape", "affine", "spacing_mm", "intensity_normalizat
 
 _DESCRIBE_ARGS = ("input_shape", "affine", "spacing", "normalization", "in_channels", "output_names",
                   "output_units", "output_std", "default_layer")
-
-
-def _unwrap(model):
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
 
 
 def _where(where: str, key: str) -> str:
@@ -203,7 +198,7 @@ def check_description(description: Mapping[str, Any], model: Optional[nn.Module]
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
         raise ValueError(f"{_where(where, 'in_channels')} must be a positive int, got {channels!r}")
     meta["in_channels"] = int(channels)
-    layer = _check_layer(_unwrap(model) if model is not None else None, meta.get("default_layer"), where)
+    layer = _check_layer(unwrap_model(model) if model is not None else None, meta.get("default_layer"), where)
     if layer is None:
         meta.pop("default_layer", None)
     return meta
@@ -282,7 +277,7 @@ def describe_model(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    target = _unwrap(model)
+    target = unwrap_model(model)
     if affine is None:
         if spacing is None:
             raise ValueError("describe_model needs the model grid's affine (4 x 4 voxel -> mm) or its spacing")
@@ -348,7 +343,7 @@ def _check_outputs(model: nn.Module, meta: Mapping[str, Any]) -> None:
 
 def model_description(model: nn.Module) -> Optional[Dict[str, Any]]:
     """The description a module carries (:func:`describe_model`, or a loaded checkpoint's), else None."""
-    model = _unwrap(model)
+    model = unwrap_model(model)
     meta = getattr(model, DESCRIPTION_ATTR, None)
     return dict(meta) if isinstance(meta, Mapping) else None
 
@@ -409,7 +404,7 @@ def target_indices(target, model) -> Any:
                                                                                       for t in target)):
         return target
     meta = model_description(model) if isinstance(model, nn.Module) else None
-    names = (meta or {}).get("output_names") or getattr(_unwrap(model), "output_names", None)
+    names = (meta or {}).get("output_names") or getattr(unwrap_model(model), "output_names", None)
     if not names:
         raise ValueError(f"target {target!r} is an output name, but the model carries no output names: pass an "
                          f"index (target=0), or describe it first with captum_smocam.describe_model(model, "
@@ -435,7 +430,7 @@ def model_fingerprint(model: nn.Module, metadata: Optional[Mapping[str, Any]] = 
     changing a weight or the description recomputes every scan.
     """
     digest = hashlib.sha256()
-    for name, t in _unwrap(model).state_dict().items():
+    for name, t in unwrap_model(model).state_dict().items():
         t = t.detach().cpu().contiguous()
         digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -18,6 +18,7 @@ import zipfile
 import torch
 from torch import nn
 
+from .._text import first_line
 from .attached import get_reference_inputs
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "MAX_PARAMETERS", "read_checkpoint_file", "store_references"]
@@ -53,11 +54,6 @@ def _stored_references(reference: torch.Tensor, meta: dict) -> torch.Tensor:
                          f"metadata['input_shape'] is {tuple(shape)}")
     half = ref.to(torch.float16)
     return half if torch.equal(half.float(), ref) else ref
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def read_checkpoint_file(path: str, map_location, trust_checkpoint: bool = False):
@@ -109,10 +105,10 @@ def read_checkpoint_file(path: str, map_location, trust_checkpoint: bool = False
         found = [line.strip() for line in str(err).splitlines() if line.strip().startswith("Unsupported")]
         raise ValueError(
             f"cannot read checkpoint {path!r}: its pickle data are corrupt or truncated "
-            f"({found[0] if found else _first_line(err)})"
+            f"({found[0] if found else first_line(err)})"
         ) from None
     except Exception as err:  # torch.load raises RuntimeError, EOFError, KeyError, ... on damaged files
         raise ValueError(
             f"cannot read checkpoint {path!r}: the file is corrupt or truncated "
-            f"({type(err).__name__}: {_first_line(err)})"
+            f"({type(err).__name__}: {first_line(err)})"
         ) from None

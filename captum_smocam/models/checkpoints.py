@@ -19,9 +19,9 @@ from torch import nn
 
 from .._io import atomic_write
 from .._model_state import unwrap_model
-from .._text import shorten_list, shorten_message
+from .._text import first_line, shorten_list, shorten_message
 from .attached import get_output_std, set_reference_inputs
-from .checkpoint_file import (CHECKPOINT_FORMAT_VERSION, MAX_PARAMETERS, _first_line, read_checkpoint_file,
+from .checkpoint_file import (CHECKPOINT_FORMAT_VERSION, MAX_PARAMETERS, read_checkpoint_file,
                               store_references)
 from .metadata import check_metadata, check_plain, to_plain
 from .registry import ARCHITECTURES, build_model
@@ -198,7 +198,7 @@ def load_checkpoint(path, map_location="cpu", *, trust_checkpoint: bool = False)
     except RuntimeError as err:
         raise ValueError(
             f"{path!r}: weights do not match architecture {meta['arch']} "
-            f"{meta['arch_kwargs']}: {shorten_message(_first_line(err), 300)}"
+            f"{meta['arch_kwargs']}: {shorten_message(first_line(err), 300)}"
         ) from None
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):

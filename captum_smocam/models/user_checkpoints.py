@@ -27,7 +27,6 @@ checkpoints do.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import warnings
 from collections import OrderedDict
