@@ -27,9 +27,10 @@ Modules, in the order data flows through them (every public name is importable f
   head, outputs in cm³); :mod:`.registry` — :data:`ARCHITECTURES`, which a
   class enters with ``@register_architecture`` and its own ``arch_kwargs()``;
 * :mod:`.vgg`, :mod:`.alexnet` — the architectures;
-* :mod:`.attached` — what a model carries besides its weights: reference
-  inputs (:func:`set_reference_inputs`, :func:`get_reference_inputs`) and
-  sigma (:func:`get_output_std`);
+* what a model carries besides its weights — reference inputs
+  (:func:`set_reference_inputs`, :func:`get_reference_inputs`) and sigma
+  (:func:`get_output_std`) — is set and read in :mod:`captum_smocam.model_card`
+  beside its description, and handed on from here;
 * :mod:`.metadata` — plain-value metadata and :func:`check_metadata`;
   :mod:`.checkpoint_file` — the format version and reading a file safely;
   :mod:`.checkpoints` — :func:`save_checkpoint`, :func:`load_checkpoint`;
@@ -42,7 +43,7 @@ from __future__ import annotations
 from .registry import ARCHITECTURES, build_model
 from .vgg import VGG3D
 from .alexnet import REBSAMEN_ALEXNET3D, AlexNet3D, rebsamen_alexnet3d
-from .attached import MAX_REFERENCE_INPUTS, get_output_std, get_reference_inputs, set_reference_inputs
+from ..model_card import MAX_REFERENCE_INPUTS, get_output_std, get_reference_inputs, set_reference_inputs
 from .metadata import METADATA_KEYS, check_metadata
 from .checkpoint_file import CHECKPOINT_FORMAT_VERSION, MAX_PARAMETERS
 from .checkpoints import load_checkpoint, save_checkpoint

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .._text import first_line
-from .attached import get_reference_inputs
+from ..model_card import get_reference_inputs
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "MAX_PARAMETERS", "read_checkpoint_file", "store_references"]
 

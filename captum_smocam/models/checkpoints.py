@@ -20,7 +20,7 @@ from torch import nn
 from .._io import atomic_write
 from .._model_state import unwrap_model
 from .._text import first_line, shorten_list, shorten_message
-from .attached import get_output_std, set_reference_inputs
+from ..model_card import get_output_std, set_reference_inputs
 from .checkpoint_file import (CHECKPOINT_FORMAT_VERSION, MAX_PARAMETERS, read_checkpoint_file,
                               store_references)
 from .metadata import check_metadata, check_plain, to_plain

@@ -38,7 +38,7 @@ from torch import nn
 from .._io import atomic_write
 from .._text import shorten_list
 from ..model_card import DESCRIPTION_ATTR, check_description, model_description
-from .attached import get_reference_inputs, set_reference_inputs
+from ..model_card import get_reference_inputs, set_reference_inputs
 from .checkpoint_file import CHECKPOINT_FORMAT_VERSION, MAX_PARAMETERS, store_references
 from .metadata import check_plain, to_plain
 

@@ -42,7 +42,7 @@ from torch.nn import Module
 from .._cache import LRUCache
 from .._model_state import module_fingerprint, state_fingerprint
 from ..fallbacks import fallback_references
-from ..models.attached import get_output_std, get_reference_inputs
+from ..model_card import get_output_std, get_reference_inputs
 from .inputs import format_baselines, index_rows
 from .runners import held_tensors
 
