@@ -53,7 +53,7 @@ from captum_smocam import SMOCAM, metrics
 from captum_smocam.benchmarking import (POSTER_TARGETS, load_model, load_subject, split_indices, structure_mask,
                                         voxel_spacing, write_csv)
 from captum_smocam.benchmarking.io import write_text
-from captum_smocam.benchmarking.tuning import CONFIGS, rank_table
+from captum_smocam.benchmarking.tuning import CONFIGS, paired_table, rank_table
 from captum_smocam.models import get_reference_inputs, set_reference_inputs
 from captum_smocam.spatial import upsample
 
@@ -75,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "tune"))
     p.add_argument("--tag", required=True)
+    p.add_argument("--paired", action="store_true",
+                   help="add each configuration's paired differences from the base (`current`) on the same maps")
     return p.parse_args(argv)
 
 
@@ -168,12 +170,14 @@ def main(argv=None):
             set_reference_inputs(model, own_refs)
         df = pd.DataFrame(rows)
         write_csv(df, out_dir / f"tune_{args.tag}.csv")
-        text = rank_table(df, base="current" if "current" in args.configs else args.configs[0],
-                          max_cost=args.max_cost, fidelity_bound=0.1)
+        base = "current" if "current" in args.configs else args.configs[0]
+        text = rank_table(df, base=base, max_cost=args.max_cost, fidelity_bound=0.1)
+        if args.paired:
+            text += "\n\n" + paired_table(df, base)
         cmd = "python benchmarks/tune_smocam.py " + " ".join(
             [f"--models {' '.join(args.models)}", f"--configs {' '.join(args.configs)}",
              f"--references {args.references}", f"--n-subjects {args.n_subjects}", f"--threads {args.threads}",
-             f"--tag {args.tag}"])
+             f"--tag {args.tag}"] + (["--paired"] if args.paired else []))
         write_text(f"# SMOCAM tuning ({args.tag})\n\nCommand: `{cmd}`\n\n" + text + "\n",
                    out_dir / f"tune_{args.tag}.md")
     print(f"done in {(time.time() - t_start) / 60:.1f} min", flush=True)

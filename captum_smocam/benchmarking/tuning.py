@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from .io import markdown_table
+from .scores import paired_bootstrap_ci
 
-__all__ = ["CONFIGS", "SCORES", "BlockReader", "block_share", "rank_table"]
+__all__ = ["CONFIGS", "SCORES", "BlockReader", "block_share", "paired_table", "rank_table"]
 
 _INF = math.inf
 #: Named configurations (settings passed to ``SMOCAM.attribute``).
@@ -34,7 +35,12 @@ CONFIGS: Dict[str, dict] = {
     "smooth3_fid": {"area_weight": 20.0, "smooth_weight": 3.0, "fidelity_tol": 0.05},
     "smooth1_area40_fid": {"area_weight": 40.0, "smooth_weight": 1.0, "fidelity_tol": 0.05},
 }
-for _base in list(CONFIGS):
+# issue 23: fewer steps (the cosine schedule follows n_steps), or a stopping rule on the objective
+for _steps in (40, 60, 80, 100):
+    CONFIGS[f"steps{_steps}"] = {**CONFIGS["current"], "n_steps": _steps}
+for _tol in (1e-3, 1e-2):
+    CONFIGS[f"tol{_tol:g}"] = {**CONFIGS["current"], "tol": _tol, "patience": 10}
+for _base in [c for c in CONFIGS if not c.startswith(("steps", "tol"))]:
     CONFIGS[f"{_base}_effect"] = {**CONFIGS[_base], "distance_unit": "effect"}
 for _scheme in ("shift", "minimum", "minimum+shift", "blur", "zero"):
     for _base in [c for c in CONFIGS if "/" not in c]:
@@ -88,6 +94,46 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
         order = sorted(mean_rank.index, key=lambda c: (mean_rank[c], cost[c]))
         lines.append(f"winner: **{order[0]}**")
     return "\n".join(lines)
+
+
+def paired_table(df: pd.DataFrame, base: str) -> str:
+    """Each configuration's mean difference from ``base`` on the same maps, with paired 95 % intervals, as Markdown.
+
+    Maps are paired by model, subject and target; the interval is the paired
+    bootstrap's (:func:`captum_smocam.benchmarking.scores.paired_bootstrap_ci`).
+    A score is *held* when the interval of ``config - base`` reaches 0 or is on
+    the better side (the difference is within noise or an improvement).
+    ``seconds_per_map`` is given as the ratio of means to ``base``'s.
+
+    Examples::
+
+        >>> df = pd.DataFrame({"config": ["a"] * 3 + ["b"] * 3, "model": ["m"] * 6, "subject": [1, 2, 3] * 2,
+        ...                    "target": ["t"] * 6, "mass_dilated": [.1, .2, .3, .1, .2, .31],
+        ...                    "auroc": [.9] * 6, "max_on_target": [1.0] * 6, "components": [2.0] * 6,
+        ...                    "fidelity": [.1] * 6, "seconds_per_map": [1.0] * 3 + [0.5] * 3})
+        >>> "| b | m | 0.500 | +0.003 [+0.000, +0.010] |" in paired_table(df, "a")
+        True
+    """
+    keys = ["model", "subject", "target"]
+    ref = df[df.config == base].set_index(keys)
+    rows = []
+    for (config, model), part in df[df.config != base].groupby(["config", "model"], sort=False):
+        part = part.set_index(keys)
+        common = part.index.intersection(ref.index)
+        row = {"config": config, "model": model,
+               "time_ratio": float(part.loc[common, "seconds_per_map"].mean()
+                                   / ref.loc[common, "seconds_per_map"].mean())}
+        held = True
+        for score, higher in SCORES:
+            d, lo, hi = paired_bootstrap_ci(part.loc[common, score].to_numpy(), ref.loc[common, score].to_numpy())
+            row[score] = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            held &= (hi >= 0) if higher else (lo <= 0)
+        d, lo, hi = paired_bootstrap_ci(part.loc[common, "fidelity"].to_numpy(), ref.loc[common, "fidelity"].to_numpy())
+        row["fidelity"] = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        row["scores_held"] = held
+        rows.append(row)
+    return (f"## Against `{base}`, paired over the same maps (difference of means, 95 % bootstrap interval; "
+            "time as a ratio)\n\n" + markdown_table(pd.DataFrame(rows)))
 
 
 #: Grid of :class:`BlockReader`'s layer, and the block its output reads.
