@@ -38,6 +38,9 @@ CONFIGS: Dict[str, dict] = {
 # issue 23: fewer steps (the cosine schedule follows n_steps), or a stopping rule on the objective
 for _steps in (40, 60, 80, 100):
     CONFIGS[f"steps{_steps}"] = {**CONFIGS["current"], "n_steps": _steps}
+# ... with the step size scaled up by 150 / n_steps, so that the mask can travel as far
+for _steps, _lr in ((60, 0.5), (80, 0.375), (100, 0.3)):
+    CONFIGS[f"steps{_steps}_lr{_lr:g}"] = {**CONFIGS["current"], "n_steps": _steps, "lr": _lr}
 for _tol in (1e-3, 1e-2):
     CONFIGS[f"tol{_tol:g}"] = {**CONFIGS["current"], "tol": _tol, "patience": 10}
 for _base in [c for c in CONFIGS if not c.startswith(("steps", "tol"))]:
