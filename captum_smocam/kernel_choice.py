@@ -108,7 +108,8 @@ Probe = Callable[[KernelPlan, Tensor], Tuple[Tensor, Tensor]]
 def candidates(device: torch.device, dtype: torch.dtype, fastest: bool = False) -> List[KernelPlan]:
     """The plans worth trying on ``device`` for ``dtype``, most trusted first; :data:`STOCK` is always last.
 
-    On CPU: oneDNN convolutions with row-wise products (float32 only: oneDNN
+    On CPU: oneDNN convolutions with row-wise products and max pooling by the
+    ``channels_last_3d`` kernel (float32 only: oneDNN
     does not run float64, where the stock 3-D convolution is one kernel for
     every batch size already, so only the row-wise products are added), and
     with ``fastest`` also in ``channels_last_3d``. Elsewhere (CUDA):
@@ -117,7 +118,7 @@ def candidates(device: torch.device, dtype: torch.dtype, fastest: bool = False) 
     if torch.device(device).type != "cpu":
         return [STOCK]
     if dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        plans = [KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1)]
+        plans = [KernelPlan("onednn+rowwise+pool", "onednn", "rowwise", False, 1, pool="channels_last")]
         if fastest:
             plans.append(KernelPlan("onednn+rowwise+cl", "onednn", "rowwise", True, 1))
         return plans + [STOCK]

@@ -14,12 +14,45 @@ from captum_smocam.smocam import SMOCAM
 
 ONEDNN = KernelPlan("onednn+rowwise", "onednn", "rowwise", False, 1)
 ONEDNN_CL = KernelPlan("onednn+rowwise+cl", "onednn", "rowwise", True, 1)
+ONEDNN_POOL = KernelPlan("onednn+rowwise+pool", "onednn", "rowwise", False, 1, pool="channels_last")
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
 
 
 # --------------------------------------------------------------------------- #
 # Kernels.
 # --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode", [
+    (2, None, 0, 1, False), (3, 2, 1, 1, False), ((2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), (3, 1, 1, 2, False),
+])
+def test_channels_last_max_pool_gives_the_stock_values_and_gradients_bitwise(kernel, stride, padding, dilation,
+                                                                             ceil_mode):
+    """Same bits as F.max_pool3d forward and backward, also where ReLU zeros tie inside a window."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 9, 8, 7).relu()  # about half the values are tied at 0
+    x[0, 0, :3] = 1.0                      # whole windows of equal non-zero values
+    w = torch.randn_like(F.max_pool3d(x, kernel, stride, padding, dilation, ceil_mode))
+    grads = []
+    for pool in (F.max_pool3d, kernels.channels_last_max_pool3d):
+        xx = x.clone().requires_grad_()
+        y = pool(xx, kernel, stride, padding, dilation, ceil_mode)
+        (y * w).sum().backward()
+        grads.append((y.detach(), xx.grad, y.is_contiguous()))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert grads[1][2]
+
+
+def test_a_plan_with_channels_last_pooling_runs_it_and_others_do_not():
+    x = torch.randn(2, 3, 6, 6, 6, requires_grad=True)
+    with ONEDNN_POOL.activate():
+        y = nn.MaxPool3d(2)(x)
+        y_indices, _ = F.max_pool3d(x, 2, return_indices=True)  # indices asked for: the stock kernel
+    assert "ChannelsLastMaxPool3d" in type(y.grad_fn).__name__
+    assert "ChannelsLastMaxPool3d" not in type(y_indices.grad_fn).__name__
+    with ONEDNN.activate():
+        assert "ChannelsLastMaxPool3d" not in type(nn.MaxPool3d(2)(x).grad_fn).__name__
+    assert "max pooling channels_last" in ONEDNN_POOL.describe() and not ONEDNN_POOL.stock
+
+
 GEOMETRIES = [  # (dims, kernel, stride, padding, dilation)
     (3, 3, 1, 1, 1), (3, 3, 2, 1, 1), (3, 5, 2, 0, 1), (3, 3, 1, 2, 2), (3, 3, (1, 2, 3), (1, 0, 1), 1),
     (2, 3, 2, 1, 1), (1, 3, 1, 1, 1),
@@ -120,7 +153,7 @@ def test_choose_plan_rejects_a_plan_that_is_not_per_row_invariant_or_fails(faste
 def test_candidates_by_device_and_dtype():
     assert kernel_choice.candidates(torch.device("cuda"), torch.float32) == [STOCK]
     if torch.backends.mkldnn.is_available():
-        assert [p.name for p in kernel_choice.candidates(torch.device("cpu"), torch.float32)] == [ONEDNN.name, "stock"]
+        assert kernel_choice.candidates(torch.device("cpu"), torch.float32) == [ONEDNN_POOL, STOCK]
         assert ONEDNN_CL in kernel_choice.candidates(torch.device("cpu"), torch.float32, fastest=True)
     assert kernel_choice.candidates(torch.device("cpu"), torch.float64)[-1] == STOCK
     assert all(p.conv == "stock" for p in kernel_choice.candidates(torch.device("cpu"), torch.float64))
@@ -206,7 +239,7 @@ def test_smocam_chooses_a_verified_plan_and_skips_padding(fresh_plans):
     sm = SMOCAM(net, net.mid)
     x = torch.randn(1, 1, 6, 8, 10)
     sm.attribute(x, target=0, n_steps=3)
-    assert sm.plan.name == ONEDNN.name and sm.plan.verified and sm.plan_source == "chosen"
+    assert sm.plan.name == ONEDNN_POOL.name and sm.plan.verified and sm.plan_source == "chosen"
     rows = []
     h = net.stem.register_forward_hook(lambda m, a, o: rows.append(o.shape[0]))
     sm.attribute(x, target=0, n_steps=3)
@@ -234,10 +267,10 @@ def test_fastest_is_chosen_on_request_and_cached_apart(how, fresh_plans, monkeyp
     else:
         monkeypatch.setenv(kernel_choice.TUNING_ENV, "fastest")
         sm.attribute(x, target=0, n_steps=2)
-    assert sm.plan_source == "chosen" and set(sm.plan.seconds) >= {ONEDNN.name, ONEDNN_CL.name, "stock"}
+    assert sm.plan_source == "chosen" and set(sm.plan.seconds) >= {ONEDNN_POOL.name, ONEDNN_CL.name, "stock"}
     monkeypatch.delenv(kernel_choice.TUNING_ENV, raising=False)
     sm.attribute(x, target=0, n_steps=2)  # the rule: a plan of its own, not the timed one
-    assert sm.plan_source == "chosen" and sm.plan.name == ONEDNN.name and not sm.plan.seconds
+    assert sm.plan_source == "chosen" and sm.plan.name == ONEDNN_POOL.name and not sm.plan.seconds
 
 
 def test_set_kernel_tuning_takes_the_modes():
