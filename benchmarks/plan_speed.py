@@ -27,7 +27,7 @@ from captum_smocam import SMOCAM
 from captum_smocam.benchmarking import (SuffixStep, load_model, load_warning, machine_description,
                                         matmul_peak_gflops, write_text)
 from captum_smocam.kernels import STOCK, KernelPlan
-from captum_smocam.models import get_reference_inputs, set_reference_inputs
+from captum_smocam.models import get_reference_inputs, rebsamen_alexnet3d, set_reference_inputs
 
 PLANS = {
     "stock": STOCK,
@@ -38,6 +38,10 @@ PLANS = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=("vgg", "rebsamen"), default="vgg",
+                   help="the shipped VGG3D (its references resampled to the size), or the Rebsamen-size "
+                        "AlexNet3D of the poster's scale (random weights, seed 0, 4 random references; "
+                        "docs/models.md)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--layer", default="features.block3")
@@ -46,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS),
                    help="the first is the base of the ratios")
     p.add_argument("--out", required=True, help="Markdown file to write")
+    p.add_argument("--ops-steps", type=int, nargs=2, default=(2, 12), metavar=("SHORT", "LONG"),
+                   help="the profiled calls' steps")
     p.add_argument("--ops", type=int, default=12, help="list the N most costly operations per step of the "
                                                        "first plan (torch.profiler; 0: none)")
     return p.parse_args(argv)
@@ -76,11 +82,16 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
-    model, _ = load_model("vgg")
-    refs = get_reference_inputs(model)
-    set_reference_inputs(model, torch.nn.functional.interpolate(refs, size=(args.size,) * 3, mode="trilinear",
-                                                                align_corners=False))
     x = torch.randn(1, 1, *(args.size,) * 3, generator=torch.Generator().manual_seed(args.size))
+    if args.model == "rebsamen":
+        torch.manual_seed(0)
+        model = rebsamen_alexnet3d(165).eval()
+        refs = torch.randn(4, 1, *x.shape[2:], generator=torch.Generator().manual_seed(1))
+    else:
+        model, _ = load_model("vgg")
+        refs = torch.nn.functional.interpolate(get_reference_inputs(model), size=(args.size,) * 3,
+                                               mode="trilinear", align_corners=False)
+    set_reference_inputs(model, refs)
     layer = model.get_submodule(args.layer)
     peak = max(matmul_peak_gflops(), 0.0)
     flops = SuffixStep(model, args.layer, x).flops()
@@ -104,10 +115,10 @@ def main(argv=None):
     warning = load_warning(load_start, os.getloadavg(), os.cpu_count() or 1, args.threads)
     first = args.plans[0]
     same_as = "onednn+rowwise" if "onednn+rowwise" in masks else first
-    lines = [f"# Fast-path step time by kernel plan ({args.size}³, `{args.layer}`, one mask)", "",
-             f"Command: `python benchmarks/plan_speed.py --threads {args.threads} --size {args.size} "
+    lines = [f"# Fast-path step time by kernel plan ({args.model}, {args.size}³, `{args.layer}`, one mask)", "",
+             f"Command: `python benchmarks/plan_speed.py --model {args.model} --threads {args.threads} --size {args.size} "
              f"--layer {args.layer} --steps {args.steps} --repeats {args.repeats} --plans {' '.join(args.plans)} "
-             f"--out {args.out}`", "",
+             f"--ops {args.ops} --ops-steps {' '.join(map(str, args.ops_steps))} --out {args.out}`", "",
              f"Machine: {machine_description()}, torch {torch.__version__}, {args.threads} thread(s); load "
              f"{load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end." + (f" **{warning}**" if warning else ""),
              "", f"Suffix: {flops / 1e9:.3f} GFLOP per step; float32 matrix product {peak:.0f} GFLOP/s; "
@@ -118,10 +129,11 @@ def main(argv=None):
         lines.append(f"| {name} | {best[name] * 1e3:.2f} | {best[name] / floor:.2f} × | "
                      f"{best[name] / best[first]:.3f} | {bool(torch.equal(masks[name], masks[same_as]))} |")
     if args.ops:
-        ops = per_step_ops(sms[first], x, PLANS[first])
+        ops = per_step_ops(sms[first], x, PLANS[first], *args.ops_steps)
         total = sum(ms for _, ms in ops.values())
         conv = sum(ms for k, (_, ms) in ops.items() if "convolution" in k)
-        lines += ["", f"Per step under `{first}` (torch.profiler, self time, 12-step call minus 2-step call): "
+        lines += ["", f"Per step under `{first}` (torch.profiler, self time, "
+                  f"{args.ops_steps[1]}-step call minus {args.ops_steps[0]}-step call): "
                   f"{total:.2f} ms in all, of which convolutions {conv:.2f} ms "
                   f"({flops / (conv * 1e-3) / 1e9:.0f} GFLOP/s if they do all of the suffix's "
                   f"{flops / 1e9:.3f} GFLOP); the {args.ops} most costly operations:", "",
