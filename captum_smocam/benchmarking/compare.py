@@ -8,7 +8,7 @@ and :func:`~captum_smocam.benchmarking.scores.faithfulness_scores`);
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from .scores import (
     best_or_tied_table,
