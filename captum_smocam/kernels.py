@@ -24,7 +24,7 @@ construction*:
   (oneDNN's native layout, no reorders);
 * ``pool="channels_last"``: 3-D max pooling of a contiguous float tensor runs
   PyTorch's ``channels_last_3d`` kernel (:func:`channels_last_max_pool3d`),
-  several times faster on CPU than the contiguous one; a maximum is a
+  faster on CPU than the contiguous one (``docs/performance.md`` measures it); a maximum is a
   selection, so the values are the same bits, and the gradient goes to the
   same input element (the kernels' indices are compared in
   ``tests/test_kernels.py``); it works on each row alone;
@@ -229,7 +229,7 @@ def channels_last_max_pool3d(x: Tensor, kernel_size, stride=None, padding=0, dil
     """``F.max_pool3d`` of a contiguous ``N x C x D x H x W`` tensor, run by the ``channels_last_3d`` kernel.
 
     The same values as ``F.max_pool3d`` (a maximum is a selection) and the same
-    gradient, several times faster on CPU for contiguous inputs.
+    gradient; faster on CPU for contiguous inputs (``docs/performance.md``).
 
     Examples::
 
@@ -238,7 +238,7 @@ def channels_last_max_pool3d(x: Tensor, kernel_size, stride=None, padding=0, dil
         True
     """
     k = _tuple(kernel_size, 3)
-    s = _tuple(stride, 3) if stride is not None and _tuple(stride, 3) else k
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and not stride) else _tuple(stride, 3)
     return _ChannelsLastMaxPool3d.apply(x, k, s, _tuple(padding, 3), _tuple(dilation, 3), bool(ceil_mode))
 
 

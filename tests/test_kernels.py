@@ -22,7 +22,7 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 # Kernels.
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode", [
-    (2, None, 0, 1, False), (3, 2, 1, 1, False), ((2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), (3, 1, 1, 2, False),
+    (2, None, 0, 1, False), (2, [], 0, 1, False), (3, 2, 1, 1, False), ((2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), (3, 1, 1, 2, False),
 ])
 def test_channels_last_max_pool_gives_the_stock_values_and_gradients_bitwise(kernel, stride, padding, dilation,
                                                                              ceil_mode):
