@@ -29,6 +29,23 @@ Selection rule (written before the run, in this docstring, and applied by
    configuration with the smallest mean rank over models and these four scores wins; ties go to the
    lower time.
 
+Round 2 (issue 19; written before its run, on validation subjects that round 1 did not score: the
+``--first-subject 3 --n-subjects 10`` of each model, i.e. 10003-10012): round 1 showed that the fidelity
+gate picks the configuration that localises worst (compact masks cannot keep a prediction drawn from
+features spread over the brain), so ``--rule round2``:
+
+1. *eligible*: time per map at most ``--max-cost`` (1.5) times ``current``'s, and a median of at most 3
+   pieces above half the maximum on every model (issue 19's compactness criterion); fidelity is reported,
+   not gated;
+2. ranked as in round 1 (mean rank over models of ``mass_dilated``, ``auroc``, ``max_on_target``,
+   ``components``); the smallest mean rank wins, ties to the lower time;
+3. the winner becomes the default only if, paired with ``current`` on the same maps, neither its
+   ``mass_dilated`` nor its ``auroc`` is worse on any model (the 95 % bootstrap interval of
+   ``winner - current`` reaches 0 or lies above it); otherwise the defaults stay and the table says why.
+
+``--context-methods smoothgrad`` scores other methods (:func:`captum_smocam.methods.attribute_map`) on
+the same maps, for context only (``tune_<tag>_context.csv``); they take no part in the rule.
+
 Usage::
 
     python benchmarks/tune_smocam.py --models vgg_independent benchmarks/runs/v3/alexnet3d_independent.pt \\
@@ -52,8 +69,9 @@ import torch
 from captum_smocam import SMOCAM, metrics
 from captum_smocam.benchmarking import (POSTER_TARGETS, load_model, load_subject, split_indices, structure_mask,
                                         voxel_spacing, write_csv)
-from captum_smocam.benchmarking.io import write_text
+from captum_smocam.benchmarking.io import markdown_table, write_text
 from captum_smocam.benchmarking.tuning import CONFIGS, paired_table, rank_table
+from captum_smocam.methods import METHODS, attribute_map
 from captum_smocam.models import get_reference_inputs, set_reference_inputs
 from captum_smocam.spatial import upsample
 
@@ -69,6 +87,12 @@ def parse_args(argv=None):
                         "reference condition) into tune_<tag>.md")
     p.add_argument("--references", choices=("model", "none", "scans"), default="model")
     p.add_argument("--n-subjects", type=int, default=5, help="validation subjects scored per model")
+    p.add_argument("--first-subject", type=int, default=0,
+                   help="position in the validation split of the first scored subject (round 2: 3)")
+    p.add_argument("--rule", choices=("round1", "round2"), default="round1",
+                   help="round1: fidelity <= 0.1 sigma gates; round2: median pieces <= 3 gates (docstring)")
+    p.add_argument("--context-methods", nargs="*", default=[],
+                   help="other methods scored on the same maps, outside the rule (e.g. smoothgrad)")
     p.add_argument("--targets", nargs="+", default=list(POSTER_TARGETS))
     p.add_argument("--margin-mm", type=float, default=6.0)
     p.add_argument("--max-cost", type=float, default=1.5)
@@ -91,17 +115,22 @@ def score_map(mask_up: np.ndarray, struct: np.ndarray, brain: np.ndarray, margin
     }
 
 
+def rule_kwargs(rule: str) -> dict:
+    """``rank_table``'s gates for ``--rule`` (docstring)."""
+    return {"fidelity_bound": 0.1} if rule == "round1" else {"fidelity_bound": None, "max_components": 3}
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.summary:
         df = pd.concat([pd.read_csv(f) for f in args.summary], ignore_index=True)
         parts = [f"# SMOCAM tuning ({args.tag}): rows of {', '.join(Path(f).name for f in args.summary)}",
                  "", f"Command: `python benchmarks/tune_smocam.py --summary {' '.join(args.summary)} "
-                 f"--tag {args.tag}`", ""]
+                 f"--tag {args.tag}" + (f" --rule {args.rule}" if args.rule != "round1" else "") + "`", ""]
         for refs, part in df.groupby("references", sort=False):
             base = "current" if "current" in set(part.config) else part.config.iloc[0]
             parts += [f"# References: {refs}", "", rank_table(part, base=base, max_cost=args.max_cost,
-                                                              fidelity_bound=0.1), ""]
+                                                              **rule_kwargs(args.rule)), ""]
         out = Path(args.out_dir) / f"tune_{args.tag}.md"
         write_text("\n".join(parts), out)
         print(f"wrote {out}")
@@ -112,9 +141,12 @@ def main(argv=None):
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configs {unknown}; known: {sorted(CONFIGS)}")
+    bad = [m for m in args.context_methods if m not in METHODS or m.startswith("smocam")]
+    if bad:
+        raise SystemExit(f"unknown context methods {bad}; known: {[m for m in METHODS if not m.startswith('smocam')]}")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, context = [], []
     t_start = time.time()
     for spec in args.models:
         model, meta = load_model(spec)
@@ -125,13 +157,15 @@ def main(argv=None):
         std = torch.as_tensor(meta["output_std"], dtype=torch.float32)
         targets = [meta["output_names"].index(t) for t in args.targets]
         val = split_indices(meta, "val")
-        subjects = val[: args.n_subjects]
+        subjects = val[args.first_subject: args.first_subject + args.n_subjects]
+        if len(subjects) < args.n_subjects:
+            raise SystemExit(f"{name}: only {len(subjects)} validation subjects from position {args.first_subject}")
         baselines = None
         own_refs = get_reference_inputs(model)
         if args.references == "none":
             set_reference_inputs(model, None)
         elif args.references == "scans":
-            scans = val[-8:]
+            scans = val[-8:]  # never scored: the check below
             if set(scans) & set(subjects):
                 raise SystemExit("not enough validation subjects for 8 reference scans apart from the scored ones")
             baselines = torch.cat([load_subject(i, meta)[0] for i in scans])
@@ -166,18 +200,46 @@ def main(argv=None):
                   f"auroc {last.auroc.mean():.3f} max_on {last.max_on_target.mean():.2f} "
                   f"comp {last.components.median():.0f} fid {last.fidelity.mean():.3f} "
                   f"s/map {last.seconds_per_map.mean():.2f}", flush=True)
+        for method in args.context_methods:
+            for idx, (x, subject) in zip(subjects, loaded):
+                brain = np.asarray(subject.labels) > 0
+                spacing = voxel_spacing(subject)
+                for tname, t in zip(args.targets, targets):
+                    t0 = time.perf_counter()
+                    amap = attribute_map(method, model, x, t, layer=layer).detach().numpy()[0, 0]
+                    seconds = time.perf_counter() - t0
+                    sc = score_map(amap, structure_mask(subject, tname), brain, args.margin_mm, spacing)
+                    context.append({"method": method, "model": name, "subject": idx, "target": tname, **sc,
+                                    "seconds_per_map": seconds})
+            last = pd.DataFrame(context)
+            last = last[(last.method == method) & (last.model == name)]
+            print(f"[{time.time() - t_start:6.0f} s] {name:24s} {method:18s} mass {last.mass_dilated.mean():.3f} "
+                  f"auroc {last.auroc.mean():.3f} max_on {last.max_on_target.mean():.2f} "
+                  f"comp {last.components.median():.0f} (context)", flush=True)
+        if context:
+            write_csv(pd.DataFrame(context), out_dir / f"tune_{args.tag}_context.csv")
         if own_refs is not None:
             set_reference_inputs(model, own_refs)
         df = pd.DataFrame(rows)
         write_csv(df, out_dir / f"tune_{args.tag}.csv")
         base = "current" if "current" in args.configs else args.configs[0]
-        text = rank_table(df, base=base, max_cost=args.max_cost, fidelity_bound=0.1)
+        text = rank_table(df, base=base, max_cost=args.max_cost, **rule_kwargs(args.rule))
         if args.paired:
-            text += "\n\n" + paired_table(df, base)
+            held_on = None if args.rule == "round1" else ("mass_dilated", "auroc")
+            text += "\n\n" + paired_table(df, base, held_on=held_on)
+        if context:
+            cdf = pd.DataFrame(context)
+            means = cdf.groupby(["method", "model"], sort=False)[[s for s in cdf.columns if s not in
+                                                                  ("method", "model", "subject", "target")]].mean()
+            text += ("\n\n## Other methods on the same maps (context only, outside the rule)\n\n"
+                     + markdown_table(means.reset_index()))
         cmd = "python benchmarks/tune_smocam.py " + " ".join(
             [f"--models {' '.join(args.models)}", f"--configs {' '.join(args.configs)}",
              f"--references {args.references}", f"--n-subjects {args.n_subjects}", f"--threads {args.threads}",
-             f"--tag {args.tag}"] + (["--paired"] if args.paired else []))
+             f"--tag {args.tag}"] + (["--paired"] if args.paired else [])
+            + ([f"--first-subject {args.first_subject}"] if args.first_subject else [])
+            + ([f"--rule {args.rule}"] if args.rule != "round1" else [])
+            + ([f"--context-methods {' '.join(args.context_methods)}"] if args.context_methods else []))
         write_text(f"# SMOCAM tuning ({args.tag})\n\nCommand: `{cmd}`\n\n" + text + "\n",
                    out_dir / f"tune_{args.tag}.md")
     print(f"done in {(time.time() - t_start) / 60:.1f} min", flush=True)

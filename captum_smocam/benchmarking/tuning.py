@@ -7,7 +7,7 @@ before the run.
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,10 @@ CONFIGS: Dict[str, dict] = {
     "smooth1_fid": {"area_weight": 20.0, "smooth_weight": 1.0, "fidelity_tol": 0.05},
     "smooth3_fid": {"area_weight": 20.0, "smooth_weight": 3.0, "fidelity_tol": 0.05},
     "smooth1_area40_fid": {"area_weight": 40.0, "smooth_weight": 1.0, "fidelity_tol": 0.05},
+    # issue 19, round 2 (fresh validation subjects): smoother, and smoother with less or more area
+    "smooth10": {"area_weight": 20.0, "smooth_weight": 10.0, "fidelity_tol": _INF},
+    "smooth3_area10": {"area_weight": 10.0, "smooth_weight": 3.0, "fidelity_tol": _INF},
+    "smooth3_area40": {"area_weight": 40.0, "smooth_weight": 3.0, "fidelity_tol": _INF},
 }
 # issue 23: fewer steps (the cosine schedule follows n_steps), or a stopping rule on the objective
 for _steps in (40, 60, 80, 100):
@@ -54,8 +58,18 @@ SCORES: Tuple[Tuple[str, bool], ...] = (("mass_dilated", True), ("auroc", True),
                                         ("components", False))
 
 
-def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_bound: float = 0.1) -> str:
+def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_bound: Optional[float] = 0.1,
+               max_components: Optional[float] = None) -> str:
     """Means per configuration and model, eligibility, mean ranks and the winner, as Markdown.
+
+    Round 1's rule (``fidelity_bound=0.1``): eligible when the time per map is at
+    most ``max_cost`` x ``base``'s and the mean fidelity at most the bound on
+    every model (dropped when nothing meets it). Round 2's rule
+    (``fidelity_bound=None, max_components=3``): the fidelity is reported, not
+    gated, and eligible configurations must have a median of at most
+    ``max_components`` pieces above half the maximum on every model. Eligible
+    configurations are ranked per model on :data:`SCORES`; the smallest mean
+    rank wins (ties: the lower time).
 
     Examples::
 
@@ -74,10 +88,12 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
     cost = df.groupby("config")["seconds_per_map"].mean()
     base_cost = cost.get(base, np.nan)
     worst_fid = means["fidelity"].groupby(level="config").max()
+    worst_pieces = means["components_median"].groupby(level="config").max()
     cheap = {c: bool(cost[c] <= max_cost * base_cost) if np.isfinite(base_cost) else True for c in configs}
-    faithful = {c: bool(worst_fid[c] <= fidelity_bound) for c in configs}
+    faithful = {c: fidelity_bound is None or bool(worst_fid[c] <= fidelity_bound) for c in configs}
+    compact = {c: max_components is None or bool(worst_pieces[c] <= max_components) for c in configs}
     use_fid = any(cheap[c] and faithful[c] for c in configs)
-    eligible = [c for c in configs if cheap[c] and (faithful[c] or not use_fid)]
+    eligible = [c for c in configs if cheap[c] and compact[c] and (faithful[c] or not use_fid)]
     ranks = {}
     for m in models:
         for s, higher in SCORES:
@@ -86,26 +102,33 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
     mean_rank = pd.DataFrame(ranks).mean(axis=1) if ranks else pd.Series(dtype=float)
     lines = ["## Means per configuration and model", "",
              markdown_table(means.reset_index()), "",
-             f"## Rule: cost <= {max_cost} x `{base}` ({base_cost:.3g} s/map); mean fidelity <= {fidelity_bound} "
-             "sigma on every model" + ("" if use_fid else " (no configuration meets it: bound dropped)"), ""]
+             f"## Rule: cost <= {max_cost} x `{base}` ({base_cost:.3g} s/map)"
+             + ("" if fidelity_bound is None else f"; mean fidelity <= {fidelity_bound} sigma on every model"
+                + ("" if use_fid else " (no configuration meets it: bound dropped)"))
+             + ("" if max_components is None else f"; median pieces <= {max_components:g} on every model"), ""]
     table = pd.DataFrame({"config": configs, "seconds_per_map": [cost[c] for c in configs],
                           "worst_model_fidelity": [worst_fid[c] for c in configs],
+                          "worst_model_median_pieces": [worst_pieces[c] for c in configs],
                           "eligible": [c in eligible for c in configs],
                           "mean_rank": [mean_rank.get(c, np.nan) for c in configs]})
     lines += [markdown_table(table.sort_values(["mean_rank", "seconds_per_map"])), ""]
     if len(mean_rank):
         order = sorted(mean_rank.index, key=lambda c: (mean_rank[c], cost[c]))
         lines.append(f"winner: **{order[0]}**")
+    else:
+        lines.append("winner: none (no configuration is eligible)")
     return "\n".join(lines)
 
 
-def paired_table(df: pd.DataFrame, base: str) -> str:
+def paired_table(df: pd.DataFrame, base: str, held_on: Optional[Tuple[str, ...]] = None) -> str:
     """Each configuration's mean difference from ``base`` on the same maps, with paired 95 % intervals, as Markdown.
 
     Maps are paired by model, subject and target; the interval is the paired
     bootstrap's (:func:`captum_smocam.benchmarking.scores.paired_bootstrap_ci`).
     A score is *held* when the interval of ``config - base`` reaches 0 or is on
-    the better side (the difference is within noise or an improvement).
+    the better side (the difference is within noise or an improvement);
+    ``scores_held`` says whether every score of ``held_on`` (default: all of
+    :data:`SCORES`) is held.
     ``seconds_per_map`` is given as the ratio of means to ``base``'s.
 
     Examples::
@@ -130,13 +153,15 @@ def paired_table(df: pd.DataFrame, base: str) -> str:
         for score, higher in SCORES:
             d, lo, hi = paired_bootstrap_ci(part.loc[common, score].to_numpy(), ref.loc[common, score].to_numpy())
             row[score] = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-            held &= (hi >= 0) if higher else (lo <= 0)
+            if held_on is None or score in held_on:
+                held &= (hi >= 0) if higher else (lo <= 0)
         d, lo, hi = paired_bootstrap_ci(part.loc[common, "fidelity"].to_numpy(), ref.loc[common, "fidelity"].to_numpy())
         row["fidelity"] = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         row["scores_held"] = held
         rows.append(row)
+    on = "" if held_on is None else f"; `scores_held` on {', '.join(held_on)}"
     return (f"## Against `{base}`, paired over the same maps (difference of means, 95 % bootstrap interval; "
-            "time as a ratio)\n\n" + markdown_table(pd.DataFrame(rows)))
+            f"time as a ratio{on})\n\n" + markdown_table(pd.DataFrame(rows)))
 
 
 #: Grid of :class:`BlockReader`'s layer, and the block its output reads.
