@@ -43,6 +43,17 @@ features spread over the brain), so ``--rule round2``:
    ``mass_dilated`` nor its ``auroc`` is worse on any model (the 95 % bootstrap interval of
    ``winner - current`` reaches 0 or lies above it); otherwise the defaults stay and the table says why.
 
+Round 3 (issue 19; written after round 2's run and before round 3's, on validation subjects neither
+earlier round scored: ``--first-subject 13 --n-subjects 10``, i.e. 10013-10022). Round 2's winner
+(``smooth3``) failed its step 3 (mass within 6 mm fell on the VGG and MONAI), while other compact settings
+held; so ``--rule round3`` moves step 3 into eligibility:
+
+1. *eligible*: round 2's gates (cost <= 1.5 x ``current``, median pieces <= 3 on every model) AND
+   ``mass_dilated`` and ``auroc`` held against ``current`` on every model (paired 95 % interval of
+   ``config - current`` reaches 0 or lies above it);
+2. ranked as before; the smallest mean rank wins, ties to the lower time, and becomes the default;
+   when nothing is eligible the defaults stay.
+
 ``--context-methods smoothgrad`` scores other methods (:func:`captum_smocam.methods.attribute_map`) on
 the same maps, for context only (``tune_<tag>_context.csv``); they take no part in the rule.
 
@@ -89,8 +100,9 @@ def parse_args(argv=None):
     p.add_argument("--n-subjects", type=int, default=5, help="validation subjects scored per model")
     p.add_argument("--first-subject", type=int, default=0,
                    help="position in the validation split of the first scored subject (round 2: 3)")
-    p.add_argument("--rule", choices=("round1", "round2"), default="round1",
-                   help="round1: fidelity <= 0.1 sigma gates; round2: median pieces <= 3 gates (docstring)")
+    p.add_argument("--rule", choices=("round1", "round2", "round3"), default="round1",
+                   help="round1: fidelity <= 0.1 sigma gates; round2: median pieces <= 3 gates; round3: also mass "
+                        "and AUROC held against current (docstring)")
     p.add_argument("--context-methods", nargs="*", default=[],
                    help="other methods scored on the same maps, outside the rule (e.g. smoothgrad)")
     p.add_argument("--targets", nargs="+", default=list(POSTER_TARGETS))
@@ -117,7 +129,10 @@ def score_map(mask_up: np.ndarray, struct: np.ndarray, brain: np.ndarray, margin
 
 def rule_kwargs(rule: str) -> dict:
     """``rank_table``'s gates for ``--rule`` (docstring)."""
-    return {"fidelity_bound": 0.1} if rule == "round1" else {"fidelity_bound": None, "max_components": 3}
+    if rule == "round1":
+        return {"fidelity_bound": 0.1}
+    gates = {"fidelity_bound": None, "max_components": 3}
+    return gates if rule == "round2" else {**gates, "must_hold": ("mass_dilated", "auroc")}
 
 
 def main(argv=None):

@@ -47,3 +47,15 @@ def test_held_on_limits_the_scores_that_must_hold():
     assert every.strip().splitlines()[-1].endswith("| False |")
     assert two.strip().splitlines()[-1].endswith("| True |")
     assert "`scores_held` on mass_dilated, auroc" in two
+
+
+def test_round3_needs_mass_and_auroc_held_against_the_base():
+    # 'compact' ranks first on AUROC but loses mass on every map; 'held' keeps both
+    df = _table(_rows("current", 0.10, 0.90, 10, 0.05) + _rows("compact", 0.05, 0.99, 2, 0.7)
+                + _rows("held", 0.11, 0.93, 3, 0.5))
+    round2 = rank_table(df, base="current", fidelity_bound=None, max_components=3)
+    round3 = rank_table(df, base="current", fidelity_bound=None, max_components=3,
+                        must_hold=("mass_dilated", "auroc"))
+    assert "winner: **compact**" in round2 or "winner: **held**" in round2
+    assert "winner: **held**" in round3
+    assert "held against `current`" in round3

@@ -18,7 +18,7 @@ from torch import nn
 from .io import markdown_table
 from .scores import paired_bootstrap_ci
 
-__all__ = ["CONFIGS", "SCORES", "BlockReader", "block_share", "paired_table", "rank_table"]
+__all__ = ["CONFIGS", "SCORES", "BlockReader", "block_share", "held", "paired_table", "rank_table"]
 
 _INF = math.inf
 #: Named configurations (settings passed to ``SMOCAM.attribute``).
@@ -38,6 +38,9 @@ CONFIGS: Dict[str, dict] = {
     "smooth10": {"area_weight": 20.0, "smooth_weight": 10.0, "fidelity_tol": _INF},
     "smooth3_area10": {"area_weight": 10.0, "smooth_weight": 3.0, "fidelity_tol": _INF},
     "smooth3_area40": {"area_weight": 40.0, "smooth_weight": 3.0, "fidelity_tol": _INF},
+    # issue 19, round 3 (fresh validation subjects again): between round 2's held and compact settings
+    "smooth1.5": {"area_weight": 20.0, "smooth_weight": 1.5, "fidelity_tol": _INF},
+    "smooth2": {"area_weight": 20.0, "smooth_weight": 2.0, "fidelity_tol": _INF},
 }
 # issue 23: fewer steps (the cosine schedule follows n_steps), or a stopping rule on the objective
 for _steps in (40, 60, 80, 100):
@@ -59,7 +62,7 @@ SCORES: Tuple[Tuple[str, bool], ...] = (("mass_dilated", True), ("auroc", True),
 
 
 def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_bound: Optional[float] = 0.1,
-               max_components: Optional[float] = None) -> str:
+               max_components: Optional[float] = None, must_hold: Tuple[str, ...] = ()) -> str:
     """Means per configuration and model, eligibility, mean ranks and the winner, as Markdown.
 
     Round 1's rule (``fidelity_bound=0.1``): eligible when the time per map is at
@@ -69,7 +72,10 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
     gated, and eligible configurations must have a median of at most
     ``max_components`` pieces above half the maximum on every model. Eligible
     configurations are ranked per model on :data:`SCORES`; the smallest mean
-    rank wins (ties: the lower time).
+    rank wins (ties: the lower time). Round 3's rule adds ``must_hold``: an
+    eligible configuration must also hold each of these scores against
+    ``base`` on every model (the paired 95 % interval of ``config - base``
+    over the same maps reaches 0 or lies on the better side; :func:`held`).
 
     Examples::
 
@@ -93,7 +99,8 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
     faithful = {c: fidelity_bound is None or bool(worst_fid[c] <= fidelity_bound) for c in configs}
     compact = {c: max_components is None or bool(worst_pieces[c] <= max_components) for c in configs}
     use_fid = any(cheap[c] and faithful[c] for c in configs)
-    eligible = [c for c in configs if cheap[c] and compact[c] and (faithful[c] or not use_fid)]
+    holds = {c: c == base or all(held(df, c, base, s, m) for s in must_hold for m in models) for c in configs}
+    eligible = [c for c in configs if cheap[c] and compact[c] and holds[c] and (faithful[c] or not use_fid)]
     ranks = {}
     for m in models:
         for s, higher in SCORES:
@@ -105,7 +112,9 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
              f"## Rule: cost <= {max_cost} x `{base}` ({base_cost:.3g} s/map)"
              + ("" if fidelity_bound is None else f"; mean fidelity <= {fidelity_bound} sigma on every model"
                 + ("" if use_fid else " (no configuration meets it: bound dropped)"))
-             + ("" if max_components is None else f"; median pieces <= {max_components:g} on every model"), ""]
+             + ("" if max_components is None else f"; median pieces <= {max_components:g} on every model")
+             + ("" if not must_hold else f"; {', '.join(must_hold)} held against `{base}` on every model "
+                "(paired 95 % interval)"), ""]
     table = pd.DataFrame({"config": configs, "seconds_per_map": [cost[c] for c in configs],
                           "worst_model_fidelity": [worst_fid[c] for c in configs],
                           "worst_model_median_pieces": [worst_pieces[c] for c in configs],
@@ -118,6 +127,30 @@ def rank_table(df: pd.DataFrame, base: str, max_cost: float = 1.5, fidelity_boun
     else:
         lines.append("winner: none (no configuration is eligible)")
     return "\n".join(lines)
+
+
+def held(df: pd.DataFrame, config: str, base: str, score: str, model: str) -> bool:
+    """Whether ``config`` holds ``score`` against ``base`` on ``model``'s maps (paired 95 % bootstrap interval).
+
+    Maps are paired by subject and target; held means the interval of
+    ``config - base`` reaches 0 or lies on the better side of it.
+
+    Examples::
+
+        >>> df = pd.DataFrame({"config": ["a"] * 3 + ["b"] * 3, "model": ["m"] * 6, "subject": [1, 2, 3] * 2,
+        ...                    "target": ["t"] * 6, "auroc": [.9, .8, .7, .8, .7, .6]})
+        >>> held(df, "b", "a", "auroc", "m"), held(df, "a", "b", "auroc", "m")
+        (False, True)
+    """
+    keys = ["subject", "target"]
+    a = df[(df.config == config) & (df.model == model)].set_index(keys)
+    b = df[(df.config == base) & (df.model == model)].set_index(keys)
+    common = a.index.intersection(b.index)
+    if len(common) < 2:
+        return False
+    _, lo, hi = paired_bootstrap_ci(a.loc[common, score].to_numpy(), b.loc[common, score].to_numpy())
+    higher = dict(SCORES).get(score, True)
+    return bool(hi >= 0) if higher else bool(lo <= 0)
 
 
 def paired_table(df: pd.DataFrame, base: str, held_on: Optional[Tuple[str, ...]] = None) -> str:
